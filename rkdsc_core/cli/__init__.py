@@ -1,0 +1,27 @@
+"""The ``rkdsc`` command line: one subcommand group per area of the library."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from rkdsc_core.cli import channel, data, models
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="rkdsc",
+    help="RKD-SC: semantic communication by robust knowledge distillation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(channel.app, name="channel")
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
