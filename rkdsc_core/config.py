@@ -57,9 +57,7 @@ class Settings(BaseSettings):
         return self.data
 
 
-def load_settings(
-    config: Path | None = None, overrides: dict[str, Any] | None = None
-) -> Settings:
+def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build settings: defaults < environment < ``config`` file < non-``None`` ``overrides``.
 
     ``overrides`` keys are dotted paths (``{"data.dir": Path("...")}``).
@@ -94,5 +92,7 @@ def load_settings(
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out

@@ -1,0 +1,61 @@
+"""Per-frame random generators: an impairment depends only on (seed, link id, sequence number)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["GeneratorLike", "draw", "frame_generator", "frame_generators"]
+
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the whole batch, one per row (frame), or ``None`` (fresh entropy)."""
+
+
+def frame_generator(
+    seed: int, link_id: int | str, seq: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator seeded from ``(seed, link_id, seq)`` only, never from global state.
+
+    The three values are hashed (BLAKE2b) into a 63-bit seed, so neighbouring
+    sequence numbers give unrelated streams.
+    """
+    link = link_id.encode() if isinstance(link_id, str) else struct.pack("<q", int(link_id))
+    digest = hashlib.blake2b(
+        struct.pack("<qq", int(seed), int(seq)) + b"|" + link, digest_size=8
+    ).digest()
+    g = torch.Generator(device=device)
+    g.manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return g
+
+
+def frame_generators(
+    seed: int, link_id: int | str, seqs: Sequence[int], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One :func:`frame_generator` per sequence number (a batch of frames of one link)."""
+    return [frame_generator(seed, link_id, s, device) for s in seqs]
+
+
+def draw(
+    sampler: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    generator: GeneratorLike,
+    *,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Draw ``sampler(shape, generator=...)`` (``torch.randn``/``torch.rand``) as float32.
+
+    With a sequence of generators, row ``i`` (``shape[0]`` rows) is drawn from
+    ``generator[i]`` alone, so a frame's randomness does not depend on its batch.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return sampler(shape, generator=generator, device=device, dtype=torch.float32)
+    if len(generator) != shape[0]:
+        raise ValueError(
+            f"got {len(generator)} generators for a batch of {shape[0]}; pass one per frame"
+        )
+    rows = [sampler(shape[1:], generator=g, device=device, dtype=torch.float32) for g in generator]
+    return torch.stack(rows) if rows else torch.empty(shape, device=device)

@@ -1,0 +1,170 @@
+"""Checkpoints: weights in safetensors beside a JSON manifest. No pickle anywhere.
+
+A checkpoint ``NAME`` is two files: ``NAME.safetensors`` (tensors only) and
+``NAME.json``, the manifest: the registered model name and its config (so the model
+can be rebuilt), the genotype where there is one, the dataset and its checksum,
+metrics, the git commit and the command that made it, and the sha256 of the weights
+file (checked on load). Both files are written to temporaries and renamed into place,
+manifest last, so a half-written checkpoint is never loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rkdsc_core.registry import create_model
+
+__all__ = [
+    "CheckpointError",
+    "checkpoint_paths",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, corrupt or does not fit the model."""
+
+
+def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
+    """``(weights, manifest)`` paths for a checkpoint name (suffix optional)."""
+    p = Path(path)
+    if p.suffix in {".safetensors", ".json"}:
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: Path | str,
+    model: nn.Module,
+    *,
+    name: str,
+    config: Any = None,
+    fp16: bool = False,
+    genotype: dict[str, Any] | None = None,
+    dataset: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Write ``model``'s weights and manifest; returns the manifest path.
+
+    Args:
+        name: the registered model name (``create_model(name, **config)`` rebuilds it).
+        config: a dataclass or dict of constructor arguments; default ``model.config``.
+        fp16: store floating-point tensors as float16 (halves the size; loading casts back).
+        dataset: e.g. ``{"name": "cifar10", "sha256": ...}``.
+        command: the command that made it; default: this process's argv.
+    """
+    weights, manifest = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else getattr(model, "config", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = dataclasses.asdict(cfg)
+    tensors = {}
+    for key, t in model.state_dict().items():
+        t = t.detach().cpu()
+        if fp16 and t.is_floating_point():
+            t = t.half()
+        tensors[key] = t.contiguous()
+    tmp_w = weights.with_name(weights.name + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"format": "rkdsc", "model": name})
+    os.replace(tmp_w, weights)
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "model": name,
+        "config": cfg or {},
+        "genotype": genotype,
+        "dataset": dataset,
+        "metrics": metrics or {},
+        "extra": extra or {},
+        "dtype": "float16" if fp16 else "float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weights_file": weights.name,
+        "weights_sha256": _sha256(weights),
+        "git_commit": _git_commit(),
+        "command": command if command is not None else shlex.join(sys.argv),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    tmp_m = manifest.with_name(manifest.name + ".tmp")
+    tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_m, manifest)
+    return manifest
+
+
+def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify a checkpoint: ``(state_dict, manifest)``.
+
+    Raises:
+        CheckpointError: a file is missing, the manifest is unreadable, or the weights'
+            sha256 differs from the manifest's.
+    """
+    weights, manifest = checkpoint_paths(path)
+    if not manifest.is_file() or not weights.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {weights.with_suffix('')}: expected both {weights.name} and "
+            f"{manifest.name} (written by rkdsc_core.checkpoint.save_checkpoint)"
+        )
+    try:
+        doc = json.loads(manifest.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"manifest {manifest} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or "model" not in doc or "weights_sha256" not in doc:
+        raise CheckpointError(f"manifest {manifest} lacks 'model'/'weights_sha256'")
+    digest = _sha256(weights)
+    if digest != doc["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights} is corrupt or was replaced: sha256 {digest[:12]}... differs from the "
+            f"manifest's {str(doc['weights_sha256'])[:12]}..."
+        )
+    return load_file(str(weights)), doc
+
+
+def load_model(path: Path | str, *, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the registered model named in a checkpoint and load its weights (eval mode)."""
+    state, doc = load_checkpoint(path)
+    model = create_model(doc["model"], **doc.get("config", {}))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit model {doc['model']!r}: {e}") from e
+    return model.to(device).eval()
