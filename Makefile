@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` (the main job) and `make test` (every test).
+# Both set up .venv first (scripts/setup.sh) when pyproject.toml is newer than it.
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Data: RKDSC_DATA_DIR wins; otherwise the project's shared CIFAR-10 copy, if present.
+export RKDSC_DATA_DIR ?= $(wildcard $(abspath ../shared/datasets/cifar10/cifar10-jpeg.tar.gz))
+
+.PHONY: setup demo test lint
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	scripts/setup.sh dev $(VENV)
+	touch $@
+
+demo: setup
+	$(BIN)/rkdsc channel simulate --channel awgn --modulation qpsk
+	$(BIN)/rkdsc channel simulate --channel rayleigh --modulation qpsk
+	$(BIN)/rkdsc models info
+
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check rkdsc_core services tests bench
+	$(BIN)/ruff format --check rkdsc_core services tests bench
+	$(BIN)/mypy rkdsc_core

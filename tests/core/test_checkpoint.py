@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rkdsc_core.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from rkdsc_core.models import create_model
+
+
+def _model() -> torch.nn.Module:
+    return create_model("resnet18-cifar", width=4).eval()
+
+
+class TestSaveLoad:
+    def test_round_trip_rebuilds_the_same_model(self, tmp_path: Path) -> None:
+        model = _model()
+        save_checkpoint(
+            tmp_path / "teacher",
+            model,
+            name="resnet18-cifar",
+            dataset={"name": "cifar10", "sha256": "abc"},
+            metrics={"test_accuracy": 0.5},
+            command="rkdsc train teacher",
+        )
+        loaded = load_model(tmp_path / "teacher")
+        x = torch.rand(2, 3, 32, 32)
+        assert torch.equal(model(x), loaded(x))
+
+    def test_manifest_records_provenance(self, tmp_path: Path) -> None:
+        manifest = save_checkpoint(
+            tmp_path / "m", _model(), name="resnet18-cifar", genotype={"normal": []}
+        )
+        doc = json.loads(manifest.read_text())
+        assert doc["model"] == "resnet18-cifar"
+        assert doc["config"]["width"] == 4
+        assert doc["genotype"] == {"normal": []}
+        assert doc["parameters"] == sum(p.numel() for p in _model().parameters())
+        assert {"git_commit", "command", "created", "weights_sha256"} <= doc.keys()
+
+    def test_fp16_halves_the_file_and_loads_back_as_float32(self, tmp_path: Path) -> None:
+        model = _model()
+        save_checkpoint(tmp_path / "a", model, name="resnet18-cifar")
+        save_checkpoint(tmp_path / "b", model, name="resnet18-cifar", fp16=True)
+        size_a = checkpoint_paths(tmp_path / "a")[0].stat().st_size
+        size_b = checkpoint_paths(tmp_path / "b")[0].stat().st_size
+        assert size_b < 0.6 * size_a
+        loaded = load_model(tmp_path / "b")
+        assert next(loaded.parameters()).dtype == torch.float32
+        x = torch.rand(2, 3, 32, 32)
+        assert torch.allclose(model(x), loaded(x), atol=1e-2, rtol=1e-2)
+
+    def test_suffix_is_optional(self, tmp_path: Path) -> None:
+        save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
+        state, _ = load_checkpoint(tmp_path / "c.safetensors")
+        assert set(state) == set(_model().state_dict())
+
+
+class TestErrors:
+    def test_missing_checkpoint(self, tmp_path: Path) -> None:
+        with pytest.raises(CheckpointError, match="expected both"):
+            load_checkpoint(tmp_path / "nothing")
+
+    def test_half_written_checkpoint_is_not_loaded(self, tmp_path: Path) -> None:
+        save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
+        checkpoint_paths(tmp_path / "c")[1].unlink()  # the manifest is written last
+        with pytest.raises(CheckpointError, match="expected both"):
+            load_checkpoint(tmp_path / "c")
+
+    def test_corrupt_weights_are_detected(self, tmp_path: Path) -> None:
+        save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
+        weights = checkpoint_paths(tmp_path / "c")[0]
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load_checkpoint(tmp_path / "c")
+
+    def test_weights_that_do_not_fit_the_model(self, tmp_path: Path) -> None:
+        save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
+        _, manifest = checkpoint_paths(tmp_path / "c")
+        doc = json.loads(manifest.read_text())
+        doc["config"]["width"] = 8
+        manifest.write_text(json.dumps(doc))
+        with pytest.raises(CheckpointError, match="does not fit"):
+            load_model(tmp_path / "c")
+
+    def test_no_pickle_in_weights(self, tmp_path: Path) -> None:
+        save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
+        head = checkpoint_paths(tmp_path / "c")[0].read_bytes()[:2]
+        assert head != b"\x80\x02" and head != b"PK"  # neither a pickle nor a torch zip

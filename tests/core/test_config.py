@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from rkdsc_core.config import load_settings
+
+
+class TestLoadSettings:
+    def test_rkdsc_data_dir_sets_the_data_source(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("RKDSC_DATA_DIR", str(tmp_path))
+        assert load_settings().resolved_data().dir == tmp_path
+
+    def test_nested_environment_variables(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("RKDSC_DATA__CACHE_DIR", str(tmp_path))
+        assert load_settings().data.cache_dir == tmp_path
+
+    def test_overrides_beat_the_environment_and_none_keeps_it(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("RKDSC_DATA_DIR", "/from/env")
+        s = load_settings(overrides={"data.dir": tmp_path, "data.cache_dir": None})
+        assert s.resolved_data().dir == tmp_path
+
+    def test_config_file_loads_before_overrides(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("device: cuda\ndata:\n  cache_dir: /tmp/c\n")
+        s = load_settings(cfg, overrides={"device": "cpu"})
+        assert s.device == "cpu" and s.data.cache_dir == Path("/tmp/c")
+
+    def test_unknown_keys_fail_fast(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "c.json"
+        cfg.write_text('{"dataa": {}}')
+        with pytest.raises(ValidationError, match="dataa"):
+            load_settings(cfg)
