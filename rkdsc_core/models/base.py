@@ -57,6 +57,8 @@ class Backbone(nn.Module):
     num_classes: int
     feature_dim: int
     num_tokens: int
+    #: Native (square) input resolution used by :meth:`example_inputs` [pixels].
+    input_size: int = 32
 
     def forward_tokens(self, images: Tensor) -> Tensor:
         """Images ``[batch, 3, H, W]`` in [0, 1] -> feature tokens ``[batch, T, D]`` float32."""
@@ -67,9 +69,13 @@ class Backbone(nn.Module):
         return self.head(self.pool(tokens))  # type: ignore[no-any-return,operator]
 
     def pool(self, tokens: Tensor) -> Tensor:
-        """Feature tokens ``[batch, T, D]`` -> pooled feature ``[batch, D]`` (distillation target)."""
+        """Feature tokens ``[batch, T, D]`` -> pooled ``[batch, D]`` (the distillation target)."""
         return tokens.mean(dim=1)
 
     def forward(self, images: Tensor) -> Tensor:
         """Images ``[batch, 3, H, W]`` in [0, 1] -> logits ``[batch, num_classes]``."""
         return self.forward_head(self.forward_tokens(images))
+
+    def example_inputs(self, batch: int = 1) -> tuple[Tensor, ...]:
+        """A valid input at the native size: ``(images [batch, 3, input_size, input_size],)``."""
+        return (torch.rand(batch, 3, self.input_size, self.input_size),)
