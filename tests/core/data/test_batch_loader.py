@@ -1,0 +1,126 @@
+"""Tests of BatchLoader: batches, seeding per epoch, and sharding across ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
+
+
+def _dataset(n: int = 10, channels: int = 3) -> ImageDataset:
+    """Image i is filled with the value i, so batches reveal their indices."""
+    images = np.broadcast_to(
+        np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 8, 8, channels)
+    ).copy()
+    labels = np.arange(n, dtype=np.int64) % 10
+    return ImageDataset("cifar10", "train", tuple("abcdefghij"), images, labels, "0" * 64)
+
+
+def _seen(loader: BatchLoader) -> list[int]:
+    return [round(v * 255) for x, _ in loader for v in x[:, 0, 4, 4].tolist()]
+
+
+class TestBatchLoader:
+    def test_batch_shapes_and_dtypes(self) -> None:
+        x, y = next(iter(BatchLoader(_dataset(), 4)))
+        assert x.shape == (4, 3, 8, 8) and x.dtype == torch.float32
+        assert y.shape == (4,) and y.dtype == torch.int64
+
+    def test_grayscale_batches_have_three_channels(self) -> None:
+        x, _ = next(iter(BatchLoader(_dataset(channels=1), 4)))
+        assert x.shape == (4, 3, 8, 8)
+
+    def test_labels_match_images(self) -> None:
+        ds = _dataset()
+        for x, y in BatchLoader(ds, 3, shuffle=True, seed=1):
+            index = (x[:, 0, 0, 0] * 255).round().long()
+            assert torch.equal(y, torch.from_numpy(ds.labels)[index])
+
+    def test_unshuffled_order_is_dataset_order(self) -> None:
+        assert _seen(BatchLoader(_dataset(), 4)) == list(range(10))
+
+    def test_shuffled_epoch_covers_every_index_once(self) -> None:
+        seen = _seen(BatchLoader(_dataset(), 3, shuffle=True, seed=0))
+        assert sorted(seen) == list(range(10)) and seen != list(range(10))
+
+    def test_same_seed_and_epoch_same_order(self) -> None:
+        a = BatchLoader(_dataset(), 4, shuffle=True, seed=3)
+        b = BatchLoader(_dataset(), 4, shuffle=True, seed=3)
+        assert _seen(a) == _seen(b) == _seen(a)
+
+    def test_set_epoch_changes_order(self) -> None:
+        loader = BatchLoader(_dataset(n=50), 8, shuffle=True, seed=3)
+        first = _seen(loader)
+        loader.set_epoch(1)
+        assert _seen(loader) != first
+        loader.set_epoch(0)
+        assert _seen(loader) == first
+
+    def test_drop_last_drops_the_short_batch(self) -> None:
+        loader = BatchLoader(_dataset(), 4, drop_last=True)
+        assert [len(y) for _, y in loader] == [4, 4]
+        assert len(loader) == 2
+
+    @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+    def test_shards_cover_all_indices_exactly_once(self, world_size: int) -> None:
+        ds = _dataset(n=11)
+        seen: list[int] = []
+        for rank in range(world_size):
+            loader = BatchLoader(ds, 2, shuffle=True, seed=5, rank=rank, world_size=world_size)
+            seen += _seen(loader)
+        assert sorted(seen) == list(range(11))
+
+    def test_drop_last_gives_every_rank_the_same_steps(self) -> None:
+        loaders = [
+            BatchLoader(_dataset(n=11), 2, drop_last=True, rank=r, world_size=3) for r in range(3)
+        ]
+        steps = [sum(1 for _ in loader) for loader in loaders]
+        assert steps == [len(loader) for loader in loaders] == [1, 1, 1]
+
+    @pytest.mark.parametrize(("n", "world_size", "batch"), [(10, 1, 4), (11, 3, 2), (7, 2, 5)])
+    def test_len_matches_iteration(self, n: int, world_size: int, batch: int) -> None:
+        for rank in range(world_size):
+            loader = BatchLoader(_dataset(n), batch, rank=rank, world_size=world_size)
+            assert len(loader) == sum(1 for _ in loader)
+
+    def test_augmentation_is_seeded(self) -> None:
+        ds = _dataset(n=20)
+        ds = ImageDataset(
+            ds.name, ds.split, ds.classes,
+            np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8),
+            ds.labels, ds.source_sha256,
+        )  # fmt: skip
+        runs = [
+            [x for x, _ in BatchLoader(ds, 8, shuffle=True, augment=True, seed=9)] for _ in range(2)
+        ]
+        assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+        plain = [x for x, _ in BatchLoader(ds, 8, shuffle=True, seed=9)]
+        assert not all(torch.equal(a, b) for a, b in zip(runs[0], plain, strict=True))
+
+    def test_does_not_touch_the_global_rng(self) -> None:
+        state = torch.get_rng_state()
+        for _ in BatchLoader(_dataset(), 4, shuffle=True, augment=True):
+            pass
+        assert torch.equal(torch.get_rng_state(), state)
+
+    def test_invalid_rank_raises(self) -> None:
+        with pytest.raises(ValueError, match="rank"):
+            BatchLoader(_dataset(), 4, rank=2, world_size=2)
+
+    def test_epoch_generators_differ_by_epoch_and_stream(self) -> None:
+        draws = {
+            key: torch.randint(0, 2**30, (4,), generator=epoch_generator(*key)).tolist()
+            for key in [(0, 0), (0, 1), (1, 0), (0, 0, 1)]
+        }
+        assert len({tuple(v) for v in draws.values()}) == 4
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_cuda_batches_match_cpu_batches(self) -> None:
+        ds = _dataset(n=20)
+        cpu = list(BatchLoader(ds, 8, shuffle=True, augment=True, seed=2))
+        gpu = list(BatchLoader(ds, 8, shuffle=True, augment=True, seed=2, device="cuda"))
+        for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
+            assert xg.device.type == "cuda" and yg.device.type == "cuda"
+            assert torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
