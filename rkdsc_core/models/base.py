@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "ImageNormalize"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "Backbone", "ImageNormalize"]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+"""Per-channel mean of the CIFAR-10 training images (RGB, in [0, 1])."""
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+"""Per-channel standard deviation of the CIFAR-10 training images (RGB, in [0, 1])."""
 
 
 class ImageNormalize(nn.Module):

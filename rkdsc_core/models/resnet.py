@@ -9,12 +9,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rkdsc_core.models.base import Backbone, ImageNormalize
+from rkdsc_core.models.base import CIFAR10_MEAN, CIFAR10_STD, Backbone, ImageNormalize
 from rkdsc_core.registry import register_model
 
 __all__ = [
-    "CIFAR_MEAN",
-    "CIFAR_STD",
     "BasicBlock",
     "ResNet18Cifar",
     "ResNetCifarConfig",
@@ -22,9 +20,6 @@ __all__ = [
     "resnet18_cifar_w32",
 ]
 
-#: CIFAR-10 training-set channel mean and standard deviation (RGB, images in [0, 1]).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 _STAGE_BLOCKS = (2, 2, 2, 2)
 _STAGE_STRIDES = (1, 2, 2, 2)
@@ -106,7 +101,7 @@ class ResNet18Cifar(Backbone):
         self.input_size = cfg.image_size
         self.num_tokens = (cfg.image_size // 8) ** 2
 
-        self.normalize = ImageNormalize(CIFAR_MEAN, CIFAR_STD, size=cfg.image_size)
+        self.normalize = ImageNormalize(CIFAR10_MEAN, CIFAR10_STD, size=cfg.image_size)
         self.stem = nn.Sequential(
             nn.Conv2d(3, cfg.width, 3, stride=1, padding=1, bias=False),
             nn.BatchNorm2d(cfg.width),

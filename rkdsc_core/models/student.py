@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rkdsc_core.models.base import Backbone, ImageNormalize
+from rkdsc_core.models.base import CIFAR10_MEAN, CIFAR10_STD, Backbone, ImageNormalize
 from rkdsc_core.models.genotypes import (
     DEFAULT_GENOTYPE,
     Genotype,
@@ -20,18 +20,11 @@ from rkdsc_core.models.operations import OPS, FactorizedReduce, Identity, ReLUCo
 from rkdsc_core.registry import register_model
 
 __all__ = [
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
     "Cell",
     "DartsStudent",
     "StudentConfig",
     "darts_student",
 ]
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-"""Per-channel mean of the CIFAR-10 training images (RGB, in [0, 1])."""
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-"""Per-channel standard deviation of the CIFAR-10 training images (RGB, in [0, 1])."""
 
 
 def _default_genotype() -> dict[str, Any]:
