@@ -1,0 +1,1 @@
+"""The rkdsc services: transmitter, channel emulator, receiver (gRPC) and control plane (REST)."""

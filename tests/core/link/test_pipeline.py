@@ -3,7 +3,7 @@ import torch
 
 from rkdsc_core.channel import Channel, ChannelConfig, frame_generator, frame_generators
 from rkdsc_core.models import create_model
-from rkdsc_core.pipeline import SemanticPipeline
+from rkdsc_core.link import SemanticPipeline
 
 
 @pytest.fixture

@@ -1,0 +1,93 @@
+"""A deployable link: student + CAT weights, class names and the measured accuracy table.
+
+Layout of a weights folder::
+
+    student.safetensors / student.json   the semantic encoder + head (a checkpoint)
+    codec.safetensors / codec.json       the CAT encoder/decoder (a checkpoint)
+    link.json                            num_pilots, class names, dataset, provenance
+    eval_table.json                      optional: accuracy per channel model, L and SNR
+
+The default folder ships inside the package (``rkdsc_core/weights/default``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rkdsc_core.checkpoint import load_model, save_checkpoint
+from rkdsc_core.link.eval_table import EvalTable
+from rkdsc_core.link.pipeline import SemanticPipeline
+from rkdsc_core.models.base import Backbone
+from rkdsc_core.models.cat import CATCodec
+
+__all__ = ["LinkBundle", "default_weights_dir", "load_link", "save_link"]
+
+
+def default_weights_dir() -> Path:
+    """The weights shipped with rkdsc (see ``rkdsc_core/weights/default/MODEL_CARD.md``)."""
+    return Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+@dataclass(frozen=True)
+class LinkBundle:
+    """Everything a transmitter or receiver needs to run the link."""
+
+    pipeline: SemanticPipeline
+    classes: tuple[str, ...]
+    eval_table: EvalTable | None
+    meta: dict[str, Any]
+    weights_dir: Path
+
+
+def save_link(
+    weights_dir: Path,
+    pipeline: SemanticPipeline,
+    *,
+    student_name: str,
+    classes: tuple[str, ...] | list[str],
+    eval_table: EvalTable | None = None,
+    fp16: bool = False,
+    meta: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Write a weights folder (see the module docstring)."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    genotype = getattr(pipeline.student.config, "genotype", None)
+    save_checkpoint(
+        weights_dir / "student",
+        pipeline.student,
+        name=student_name,
+        fp16=fp16,
+        genotype=genotype,
+        metrics=metrics,
+    )
+    save_checkpoint(weights_dir / "codec", pipeline.codec, name="cat-codec", fp16=fp16)
+    doc = {"num_pilots": pipeline.num_pilots, "classes": list(classes), **(meta or {})}
+    (weights_dir / "link.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if eval_table is not None:
+        eval_table.save(weights_dir / "eval_table.json")
+
+
+def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "cpu") -> LinkBundle:
+    """Load a weights folder (default: the shipped one) in eval mode on ``device``."""
+    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    link_json = folder / "link.json"
+    if not link_json.is_file():
+        raise FileNotFoundError(
+            f"no link weights at {folder}: expected link.json, student.* and codec.* "
+            "(made by `rkdsc train link` or rkdsc_core.link.save_link)"
+        )
+    meta = json.loads(link_json.read_text())
+    student = load_model(folder / "student")
+    codec = load_model(folder / "codec")
+    if not isinstance(student, Backbone) or not isinstance(codec, CATCodec):
+        raise TypeError(f"{folder}: student must be a Backbone and codec a CATCodec")
+    pipeline = SemanticPipeline(student, codec, num_pilots=int(meta["num_pilots"])).to(device)
+    table_path = folder / "eval_table.json"
+    table = EvalTable.load(table_path) if table_path.is_file() else None
+    return LinkBundle(pipeline.eval(), tuple(meta["classes"]), table, meta, folder)

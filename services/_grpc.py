@@ -1,0 +1,174 @@
+"""gRPC plumbing shared by the services: options, health, reflection, shutdown, status metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "CallMetricsInterceptor",
+    "channel_options",
+    "enable_health_and_reflection",
+    "run_until_signal",
+    "server_options",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""Largest gRPC message either side accepts [bytes] (an encoded image is far below)."""
+
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def server_options() -> list[tuple[str, Any]]:
+    """Explicit message-size limits and keepalive for every rkdsc server."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        *_KEEPALIVE,
+    ]
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """The client-side counterpart of :func:`server_options`."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *_KEEPALIVE,
+    ]
+
+
+def enable_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> health.aio.HealthServicer:
+    """Add the standard health service (all names SERVING) and reflection to ``server``."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return servicer
+
+
+async def set_serving(servicer: health.aio.HealthServicer, names: Sequence[str], ok: bool) -> None:
+    """Mark the overall server ("") and every named service SERVING or NOT_SERVING."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *names):
+        await servicer.set(name, status)
+
+
+class CallMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts finished RPCs as ``rkdsc_<service>_grpc_calls_total{method, code}``."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            f"rkdsc_{service}_grpc_calls",
+            "gRPC calls handled, by method and final status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        calls = self.calls
+
+        def wrap(fn: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+            if streaming_response:
+
+                async def gen(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+                    try:
+                        async for item in fn(req, ctx):
+                            yield item
+                    finally:
+                        calls.labels(method, _code(ctx)).inc()
+
+                return gen
+
+            async def unary(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await fn(req, ctx)
+                finally:
+                    calls.labels(method, _code(ctx)).inc()
+
+            return unary
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap(handler.unary_unary, False),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                wrap(handler.stream_stream, True),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap(handler.unary_stream, True),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, False),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+
+def _code(ctx: grpc.aio.ServicerContext) -> str:
+    code = ctx.code()
+    if code is None:
+        return "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+async def run_until_signal(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    service_names: Sequence[str],
+    *,
+    grace_seconds: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; then report NOT_SERVING, drain, and stop within the grace.
+
+    In-flight calls get ``grace_seconds`` to finish (``server.stop(grace)``), new ones are
+    refused; ``on_stop`` runs first (e.g. to close outgoing streams).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: NOT_SERVING, draining for up to %.1f s", grace_seconds)
+    await set_serving(health_servicer, service_names, False)
+    if on_stop is not None:
+        await on_stop()
+    await server.stop(grace_seconds)

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/rkdsc/v1 (scripts/gen_proto.py)."""
