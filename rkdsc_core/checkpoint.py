@@ -32,7 +32,9 @@ __all__ = [
     "checkpoint_paths",
     "load_checkpoint",
     "load_model",
+    "load_training_state",
     "save_checkpoint",
+    "save_training_state",
 ]
 
 FORMAT_VERSION = 1
@@ -148,8 +150,8 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
         doc = json.loads(manifest.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"manifest {manifest} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict) or "model" not in doc or "weights_sha256" not in doc:
-        raise CheckpointError(f"manifest {manifest} lacks 'model'/'weights_sha256'")
+    if not isinstance(doc, dict) or "weights_sha256" not in doc:
+        raise CheckpointError(f"manifest {manifest} lacks 'weights_sha256'")
     digest = _sha256(weights)
     if digest != doc["weights_sha256"]:
         raise CheckpointError(
@@ -162,9 +164,74 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
 def load_model(path: Path | str, *, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the registered model named in a checkpoint and load its weights (eval mode)."""
     state, doc = load_checkpoint(path)
+    if "model" not in doc:
+        raise CheckpointError(f"{path} is not a model checkpoint (no 'model' in its manifest)")
     model = create_model(doc["model"], **doc.get("config", {}))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit model {doc['model']!r}: {e}") from e
     return model.to(device).eval()
+
+
+def save_training_state(
+    path: Path | str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: dict[str, Any],
+) -> Path:
+    """Write a resumable training state (model + optimizer tensors, no pickle).
+
+    Tensors go to ``NAME.safetensors`` as ``model.<key>`` and ``optim.<param>.<key>``;
+    the optimizer's hyper-parameters, non-tensor state and ``progress`` (epoch, step,
+    config, ...) to ``NAME.json``, written last via a rename.
+    """
+    weights, manifest = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    tmp_w = weights.with_name(weights.name + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"format": "rkdsc-training-state"})
+    os.replace(tmp_w, weights)
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "kind": "training-state",
+        "param_groups": opt["param_groups"],
+        "optimizer_scalars": scalars,
+        "progress": progress,
+        "weights_sha256": _sha256(weights),
+        "git_commit": _git_commit(),
+    }
+    tmp_m = manifest.with_name(manifest.name + ".tmp")
+    tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_m, manifest)
+    return manifest
+
+
+def load_training_state(
+    path: Path | str, *, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote into ``model`` and ``optimizer``.
+
+    Returns the saved ``progress``.
+    """
+    flat, doc = load_checkpoint(path)
+    model.load_state_dict({k[6:]: v for k, v in flat.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, extra in doc.get("optimizer_scalars", {}).items():
+        state.setdefault(int(idx), {}).update(extra)
+    optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
+    progress: dict[str, Any] = doc["progress"]
+    return progress

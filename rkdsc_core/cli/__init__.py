@@ -7,6 +7,7 @@ import logging
 import typer
 
 from rkdsc_core.cli import channel, data, models
+from rkdsc_core.cli.train import eval_app, train_app
 
 __all__ = ["app", "main"]
 
@@ -19,6 +20,8 @@ app = typer.Typer(
 app.add_typer(channel.app, name="channel")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:

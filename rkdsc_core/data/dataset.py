@@ -84,6 +84,18 @@ class ImageDataset:
             source_sha256=self.source_sha256,
         )
 
+    def sample(self, limit: int | None, *, seed: int = 0) -> ImageDataset:
+        """A fixed, seeded random subset of ``limit`` images (all of them if ``None``).
+
+        Sources are often sorted by class, so "the first N images" would be one class;
+        evaluation and services take ``sample(N)`` instead. The order is a permutation
+        drawn from ``numpy.random.default_rng(seed)``: the same for every caller.
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        return self.subset(order[: limit if limit is not None else len(self)])
+
     def class_counts(self) -> npt.NDArray[np.int64]:
         """``[len(classes)]`` int64: how many images each class has."""
         return np.bincount(self.labels, minlength=len(self.classes)).astype(np.int64)

@@ -92,7 +92,12 @@ class SemanticPipeline(nn.Module):
             snr_db: the SNR [dB] the transmitter assumes (conditions the CAT encoder).
             length: ``L`` for every image, ``[batch]`` per image, or ``None`` for ``l_max``.
         """
-        tokens = self.student.forward_tokens(images)
+        return self.transmit_tokens(self.student.forward_tokens(images), snr_db, length)
+
+    def transmit_tokens(
+        self, tokens: Tensor, snr_db: Tensor | float, length: int | Tensor | None = None
+    ) -> TxFrame:
+        """Like :meth:`transmit`, from the student's feature tokens ``[batch, T, D]``."""
         symbols, mask = self.codec.encoder.encode(tokens, snr_db, length)
         frame = insert_pilots(symbols, self.pilots)
         pilot_mask = torch.ones(symbols.shape[0], self.num_pilots, dtype=torch.bool)

@@ -227,3 +227,24 @@ class TestImageDataset:
         ds = self._dataset()
         with pytest.raises(AttributeError):
             ds.name = "other"  # type: ignore[misc]
+
+
+class TestSample:
+    def test_seeded_subset_mixes_sorted_classes(self) -> None:
+        import numpy as np
+
+        from rkdsc_core.data import ImageDataset
+
+        labels = np.repeat(np.arange(10), 50)
+        ds = ImageDataset(
+            name="cifar10",
+            split="test",
+            classes=tuple(str(i) for i in range(10)),
+            images=np.zeros((500, 2, 2, 3), dtype=np.uint8),
+            labels=labels,
+            source_sha256="x",
+        )
+        a, b = ds.sample(100, seed=3), ds.sample(100, seed=3)
+        assert len(a) == 100 and np.array_equal(a.labels, b.labels)
+        assert len(np.unique(a.labels)) == 10
+        assert not np.array_equal(a.labels, ds.sample(100, seed=4).labels)

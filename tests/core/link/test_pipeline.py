@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from rkdsc_core.channel import Channel, ChannelConfig, frame_generator, frame_generators
-from rkdsc_core.models import create_model
 from rkdsc_core.link import SemanticPipeline
+from rkdsc_core.models import create_model
 
 
 @pytest.fixture

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from rkdsc_core.link import EvalTable, SemanticPipeline, load_link, save_link
+from rkdsc_core.models import create_model
+
+from .conftest import CLASSES
+
+
+def _pipeline() -> SemanticPipeline:
+    student = create_model("darts-student", C=4, layers=3, token_dim=16)
+    codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
+    return SemanticPipeline(student, codec, num_pilots=4).eval()  # type: ignore[arg-type]
+
+
+def _table() -> EvalTable:
+    return EvalTable((0.0, 10.0), {"awgn": {8: (0.2, 0.5), 64: (0.4, 0.9)}})
+
+
+class TestLinkBundle:
+    def test_round_trip_gives_the_same_link(self, tmp_path: Path) -> None:
+        p = _pipeline()
+        save_link(tmp_path, p, student_name="darts-student", classes=CLASSES, eval_table=_table())
+        bundle = load_link(tmp_path)
+        x = torch.rand(2, 3, 32, 32)
+        with torch.no_grad():
+            a = p.transmit(x, 5.0, 16).frame
+            b = bundle.pipeline.transmit(x, 5.0, 16).frame
+        assert torch.equal(a, b)
+        assert bundle.classes == CLASSES and bundle.pipeline.num_pilots == 4
+        assert bundle.eval_table is not None and bundle.eval_table.lookup("awgn", 64, 10.0) == 0.9
+
+    def test_missing_folder_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match=r"link\.json"):
+            load_link(tmp_path / "nope")
+
+
+class TestEvalTable:
+    def test_interpolates_and_clamps(self) -> None:
+        t = _table()
+        assert t.lookup("awgn", 8, 5.0) == pytest.approx(0.35)
+        assert t.lookup("awgn", 8, -20.0) == pytest.approx(0.2)
+
+    def test_smallest_length_meeting_target(self) -> None:
+        t = _table()
+        assert t.smallest_length("awgn", 10.0, 0.5) == 8
+        assert t.smallest_length("awgn", 10.0, 0.8) == 64
+        assert t.smallest_length("awgn", 0.0, 0.99) == 64  # unreachable: best available
+
+    def test_json_round_trip(self, tmp_path: Path) -> None:
+        _table().save(tmp_path / "t.json")
+        assert EvalTable.load(tmp_path / "t.json") == _table()
+
+    def test_unknown_model_and_length(self) -> None:
+        with pytest.raises(ValueError, match="rician"):
+            _table().lookup("rician", 8, 0.0)
+        with pytest.raises(ValueError, match="L=16"):
+            _table().lookup("awgn", 16, 0.0)
+
+    def test_row_length_must_match_snrs(self) -> None:
+        with pytest.raises(ValueError, match="values for"):
+            EvalTable((0.0, 10.0), {"awgn": {8: (0.2,)}})
