@@ -21,7 +21,7 @@ from rkdsc_core.data import (
 
 __all__ = ["app"]
 
-app = typer.Typer(help="data commands", no_args_is_help=True)
+app = typer.Typer(help="Datasets: list, decode into the cache, download.", no_args_is_help=True)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=f"one of: {', '.join(DATASETS)}")]
 DataOpt = Annotated[
