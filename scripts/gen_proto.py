@@ -43,7 +43,8 @@ def generate(dest: Path) -> list[Path]:
             text = _IMPORT.sub(r"from services.pb import \1 as", f.read_text())
             (dest / f.name).write_text(text)
             written.append(dest / f.name)
-    (dest / "__init__.py").write_text('"""Generated gRPC stubs of proto/rkdsc/v1 (scripts/gen_proto.py)."""\n')
+    doc = '"""Generated gRPC stubs of proto/rkdsc/v1 (scripts/gen_proto.py)."""\n'
+    (dest / "__init__.py").write_text(doc)
     return written
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,8 @@ def server_options() -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # A second server on a taken port must fail, not silently share it.
+        ("grpc.so_reuseport", 0),
         *_KEEPALIVE,
     ]
 
@@ -75,7 +78,7 @@ async def set_serving(servicer: health.aio.HealthServicer, names: Sequence[str],
         await servicer.set(name, status)
 
 
-class CallMetricsInterceptor(grpc.aio.ServerInterceptor):
+class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts finished RPCs as ``rkdsc_<service>_grpc_calls_total{method, code}``."""
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
@@ -98,7 +101,9 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):
         calls = self.calls
 
         def wrap(fn: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
-            if streaming_response:
+            # A streaming handler is an async generator, or a coroutine that writes with
+            # context.write() (e.g. Health.Watch): wrap each kind as its own kind.
+            if streaming_response and inspect.isasyncgenfunction(fn):
 
                 async def gen(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
                     try:

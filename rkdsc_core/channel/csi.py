@@ -79,14 +79,20 @@ def split_pilots(y: Tensor, num_pilots: int) -> tuple[Tensor, Tensor]:
     return y[:, :num_pilots], y[:, num_pilots:]
 
 
-def estimate_ls(y_pilots: Tensor, pilots: Tensor) -> tuple[Tensor, Tensor]:
-    """Least-squares gain and noise power from received pilots (block fading model).
+def estimate_ls(
+    y_pilots: Tensor, pilots: Tensor, received: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Least-squares gain and noise power from the pilots that arrived (block fading model).
 
-    ``h_hat = sum(conj(p) y) / sum(|p|^2)``; ``N0_hat = sum |y - h_hat p|^2 / (P - 1)``
-    (unbiased: one complex parameter is fitted).
+    Over the received pilots ``R``: ``h_hat = sum_R conj(p) y / sum_R |p|^2`` and
+    ``N0_hat = sum_R |y - h_hat p|^2 / (|R| - 1)`` (unbiased: one complex parameter is
+    fitted). A frame with fewer than two received pilots carries no estimate: it gets
+    ``h_hat = 0`` and the noise power of the lowest SNR rkdsc accepts (-30 dB), so the
+    receiver treats it as unusable instead of dividing by zero.
 
     Inputs:
         y_pilots: ``[batch, P]`` complex64 received pilots; pilots: ``[P]`` complex64.
+        received: ``[batch, P]`` bool, True where a pilot arrived (``None``: all).
     Outputs:
         h_hat ``[batch]`` complex64, n0_hat ``[batch]`` float32.
     """
@@ -95,10 +101,17 @@ def estimate_ls(y_pilots: Tensor, pilots: Tensor) -> tuple[Tensor, Tensor]:
     if num != pilots.shape[0] or num < 2:
         raise ValueError(f"y_pilots has {num} pilots, expected {pilots.shape[0]} (>= 2)")
     p = pilots.to(y_pilots)
-    h_hat = (p.conj() * y_pilots).sum(dim=1) / (p.abs().square().sum())
-    resid = y_pilots - h_hat.unsqueeze(1) * p
-    n0_hat = resid.abs().square().sum(dim=1) / (num - 1)
-    return h_hat, n0_hat
+    w = torch.ones_like(y_pilots.real) if received is None else received.to(y_pilots.real)
+    count = w.sum(dim=1)
+    energy = (w * p.abs().square()).sum(dim=1)
+    h_hat = (w * p.conj() * y_pilots).sum(dim=1) / energy.clamp_min(1e-12)
+    resid = (y_pilots - h_hat.unsqueeze(1) * p).abs().square() * w
+    n0_hat = resid.sum(dim=1) / (count - 1).clamp_min(1.0)
+    usable = count >= 2
+    n0_floor = torch.full_like(n0_hat, 10 ** (-SNR_DB_MIN / 10))
+    return torch.where(usable, h_hat, torch.zeros_like(h_hat)), torch.where(
+        usable, n0_hat, n0_floor
+    )
 
 
 def _to_snr_db(n0: Tensor, es: Tensor | float = 1.0) -> Tensor:
@@ -133,7 +146,7 @@ def receiver_csi(
     if pilots is None:
         raise ValueError("knowledge='pilot' needs the pilot block: pass pilots=pilot_sequence(P)")
     y_p, y_d = split_pilots(out.y, pilots.shape[0])
-    h_hat, n0_hat = estimate_ls(y_p, pilots)
+    h_hat, n0_hat = estimate_ls(y_p, pilots, out.received[:, : pilots.shape[0]])
     h = h_hat.unsqueeze(1).expand_as(y_d)
     return CSIEstimate(h, n0_hat, _to_snr_db(n0_hat))
 
@@ -146,4 +159,4 @@ def equalize(y: Tensor, h: Tensor, n0: Tensor | None = None) -> Tensor:
     """
     if n0 is None:
         return y / torch.where(h.abs() > 1e-12, h, torch.full_like(h, 1e-12))
-    return h.conj() * y / (h.abs().square() + n0.unsqueeze(1))
+    return h.conj() * y / (h.abs().square() + n0.unsqueeze(1)).clamp_min(1e-12)

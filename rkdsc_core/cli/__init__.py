@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import typer
@@ -24,7 +25,22 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
 
+def mount_services() -> None:
+    """Add ``rkdsc up``, ``demo`` and ``serve`` when the ``services`` package is installed.
+
+    Imported here, not at module level: ``rkdsc_core`` never depends on ``services``.
+    """
+    try:
+        module = importlib.import_module("services.cli")
+    except ModuleNotFoundError as err:
+        if err.name in ("services", "services.cli"):
+            return
+        raise
+    module.register(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    mount_services()
     app()

@@ -54,7 +54,7 @@ def measure_eval_table(
                 for t, y in zip(tokens, labels, strict=True):
                     gens = frame_generators(seed, "eval", range(seen, seen + len(y)))
                     tx = pipeline.transmit_tokens(t, snr, n)
-                    out = channel(tx.frame, snr, mask=tx.mask, generator=gens)
+                    out = pipeline.apply_channel(channel, tx, snr, generator=gens)
                     logits, _ = pipeline.receive(
                         out.y, out.received, pipeline.estimate(knowledge, out)
                     )

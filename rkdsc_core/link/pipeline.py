@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rkdsc_core.channel import (
@@ -119,6 +120,35 @@ class SemanticPipeline(nn.Module):
         tokens = self.codec.decoder(x_hat, data_mask, csi.snr_db)
         return self.student.forward_head(tokens), tokens
 
+    def apply_channel(
+        self,
+        channel: Channel,
+        tx: TxFrame,
+        snr_db: Tensor | float,
+        *,
+        generator: GeneratorLike = None,
+    ) -> ChannelOutput:
+        """Send ``tx`` through ``channel``; the output covers the full ``P + l_max`` frame.
+
+        If every image has the same ``L``, only the ``P + L`` sent symbols are impaired
+        (the rest come back as not received, gain 1), exactly as the emulator does.
+        """
+        lengths = tx.lengths
+        if lengths.numel() and bool((lengths == lengths[0]).all()):
+            n = self.num_pilots + int(lengths[0])
+            out = channel(tx.frame[:, :n], snr_db, mask=tx.mask[:, :n], generator=generator)
+            pad = tx.frame.shape[1] - n
+            return ChannelOutput(
+                F.pad(out.y, (0, pad)),
+                F.pad(out.h, (0, pad), value=1.0),
+                out.n0,
+                F.pad(out.received, (0, pad), value=False),
+                out.frame_lost,
+            )
+        out = channel(tx.frame, snr_db, mask=tx.mask, generator=generator)
+        assert isinstance(out, ChannelOutput)
+        return out
+
     def estimate(self, knowledge: ChannelKnowledge | str, out: ChannelOutput) -> CSIEstimate:
         """The receiver's CSI for a whole-frame channel output (see :func:`receiver_csi`)."""
         k = ChannelKnowledge(knowledge)
@@ -146,9 +176,13 @@ class SemanticPipeline(nn.Module):
         Args:
             tx_snr_db: the SNR the transmitter assumes; default ``snr_db`` (ideal feedback).
             generator: per-frame generators make each frame's impairment reproducible.
+
+        With one ``L`` for the batch, only the ``P + L`` symbols sent cross the channel, as
+        in the emulator, so a frame drawn from ``frame_generator(seed, link, seq)`` is
+        impaired identically here and in the networked system.
         """
         tx = self.transmit(images, snr_db if tx_snr_db is None else tx_snr_db, length)
-        out = channel(tx.frame, snr_db, mask=tx.mask, generator=generator)
+        out = self.apply_channel(channel, tx, snr_db, generator=generator)
         csi = self.estimate(knowledge, out)
         logits, tokens = self.receive(out.y, out.received, csi)
         return LinkOutput(logits, tokens, out, csi, tx)

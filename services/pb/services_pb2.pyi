@@ -75,7 +75,7 @@ class RunRequest(_message.Message):
     def __init__(self, split: _Optional[str] = ..., num_images: _Optional[int] = ..., rate: _Optional[float] = ..., link_id: _Optional[str] = ...) -> None: ...
 
 class RunStatus(_message.Message):
-    __slots__ = ("run_id", "state", "total", "sent", "predicted", "lost", "errors", "correct", "accuracy", "symbols_per_image", "per_snr", "error")
+    __slots__ = ("run_id", "state", "total", "sent", "predicted", "lost", "errors", "correct", "accuracy", "symbols_per_image", "per_snr", "error", "mean_end_to_end_seconds")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class RunStatus(_message.Message):
     SYMBOLS_PER_IMAGE_FIELD_NUMBER: _ClassVar[int]
     PER_SNR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEAN_END_TO_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: str
     total: int
@@ -100,7 +101,8 @@ class RunStatus(_message.Message):
     symbols_per_image: float
     per_snr: _containers.RepeatedCompositeFieldContainer[SnrBinStats]
     error: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., predicted: _Optional[int] = ..., lost: _Optional[int] = ..., errors: _Optional[int] = ..., correct: _Optional[int] = ..., accuracy: _Optional[float] = ..., symbols_per_image: _Optional[float] = ..., per_snr: _Optional[_Iterable[_Union[SnrBinStats, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+    mean_end_to_end_seconds: float
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., predicted: _Optional[int] = ..., lost: _Optional[int] = ..., errors: _Optional[int] = ..., correct: _Optional[int] = ..., accuracy: _Optional[float] = ..., symbols_per_image: _Optional[float] = ..., per_snr: _Optional[_Iterable[_Union[SnrBinStats, _Mapping]]] = ..., error: _Optional[str] = ..., mean_end_to_end_seconds: _Optional[float] = ...) -> None: ...
 
 class SnrBinStats(_message.Message):
     __slots__ = ("snr_db", "predicted", "correct", "accuracy")

@@ -99,3 +99,34 @@ class TestEqualize:
         h = torch.ones(1, 4, dtype=torch.complex64)
         y = torch.ones(1, 4, dtype=torch.complex64)
         assert torch.allclose(equalize(y, h, torch.tensor([1.0])).real, torch.full((1, 4), 0.5))
+
+
+class TestDegenerateFrames:
+    def test_erased_pilots_are_left_out_of_the_estimate(self) -> None:
+        p = pilot_sequence(8)
+        h = torch.tensor([0.5 - 0.5j], dtype=torch.complex64)
+        y = h.unsqueeze(1) * p.unsqueeze(0)
+        received = torch.ones(1, 8, dtype=torch.bool)
+        received[0, :3] = False
+        y = y * received  # erased pilots arrive as 0
+        h_hat, n0_hat = estimate_ls(y, p, received)
+        assert torch.allclose(h_hat, h, atol=1e-6) and float(n0_hat[0]) < 1e-10
+
+    def test_frame_without_pilots_gets_no_estimate_and_no_nan(self) -> None:
+        p = pilot_sequence(4)
+        y = torch.zeros(2, 4, dtype=torch.complex64)
+        received = torch.tensor([[False] * 4, [True, False, False, False]])
+        h_hat, n0_hat = estimate_ls(y, p, received)
+        assert torch.all(h_hat == 0)
+        assert torch.allclose(n0_hat, torch.full((2,), 1000.0))
+
+    def test_lost_frames_decode_to_finite_values(self) -> None:
+        p = pilot_sequence(4)
+        x = insert_pilots(normalize_power(torch.randn(16, 8, dtype=torch.complex64)), p)
+        ch = Channel(ChannelConfig(frame_loss_prob=0.5, erasure_prob=0.5))
+        out = ch(x, 10.0, generator=frame_generator(0, 0, 0))
+        assert out.frame_lost.any()
+        csi = receiver_csi("pilot", out, pilots=p)
+        x_hat = equalize(split_pilots(out.y, 4)[1], csi.h, csi.n0)
+        assert torch.isfinite(torch.view_as_real(x_hat)).all()
+        assert torch.isfinite(csi.snr_db).all()

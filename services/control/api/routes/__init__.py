@@ -1,0 +1,3 @@
+"""One router per REST resource."""
+
+__all__: list[str] = []

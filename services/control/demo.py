@@ -1,0 +1,215 @@
+"""The demo sweep: one run per SNR through the control plane; table, CSV, JSON and plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.control.client import ControlClient, ControlError
+
+__all__ = ["DemoConfig", "DemoResult", "DemoRow", "format_table", "run_demo", "write_outputs"]
+
+DEFAULT_SNR_DB = (-4.0, 0.0, 4.0, 8.0, 12.0, 16.0, 20.0)
+"""The SNRs the demo sweeps by default, Es/N0 [dB]."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What to sweep.
+
+    Attributes:
+        snr_db: the channel SNRs, Es/N0 [dB], one run each.
+        images: test images per run.
+        channel: channel model to set (``None`` = keep the emulator's).
+        policy: ``fixed``/``adaptive`` (``None`` = keep the transmitter's).
+        length: L for the fixed policy (``None`` = keep).
+        target_accuracy: for the adaptive policy (``None`` = keep).
+        rate: images per second (0 = as fast as possible).
+        run_timeout: longest wait for one run [s].
+    """
+
+    snr_db: tuple[float, ...] = DEFAULT_SNR_DB
+    images: int = 200
+    channel: str | None = None
+    policy: str | None = None
+    length: int | None = None
+    target_accuracy: float | None = None
+    rate: float = 0.0
+    run_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.snr_db:
+            raise ValueError("snr_db: give at least one SNR")
+        if self.images < 1:
+            raise ValueError(f"images must be >= 1, got {self.images}")
+        if self.channel not in (None, "awgn", "rayleigh", "rician"):
+            raise ValueError(f"channel must be awgn, rayleigh or rician; got {self.channel!r}")
+        if self.policy not in (None, "fixed", "adaptive"):
+            raise ValueError(f"policy must be fixed or adaptive; got {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    """One SNR point."""
+
+    snr_db: float
+    accuracy: float
+    symbols_per_image: float
+    latency_ms: float | None
+    predicted: int
+    lost: int
+    errors: int
+    run_id: str
+
+
+@dataclass
+class DemoResult:
+    """The sweep: rows, the settings it ran under and the full run reports."""
+
+    config: DemoConfig
+    control_url: str
+    rows: list[DemoRow] = field(default_factory=list)
+    channel: dict[str, Any] = field(default_factory=dict)
+    transmitter: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "control_url": self.control_url,
+            "channel": self.channel,
+            "transmitter": self.transmitter,
+            "rows": [asdict(r) for r in self.rows],
+            "runs": self.runs,
+        }
+
+
+def run_demo(
+    client: ControlClient,
+    config: DemoConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """For each SNR: set the channel, run ``images`` test images, wait, record the result.
+
+    Raises:
+        ControlError: a refused update, a failed run, or a run that did not finish in time.
+    """
+    say = progress or (lambda _msg: None)
+    result = DemoResult(config=config, control_url=client.base_url)
+    policy = {
+        k: v
+        for k, v in {
+            "length_policy": config.policy,
+            "fixed_length": config.length,
+            "target_accuracy": config.target_accuracy,
+        }.items()
+        if v is not None
+    }
+    result.transmitter = client.update_transmitter(**policy) if policy else client.get_transmitter()
+    say(f"transmitter policy: {_policy_text(result.transmitter)}")
+    for snr in config.snr_db:
+        changes: dict[str, Any] = {"snr_db": snr}
+        if config.channel is not None:
+            changes["model"] = config.channel
+        result.channel = client.update_channel(**changes)
+        run = client.start_run(split="test", num_images=config.images, rate=config.rate)
+        say(f"SNR {snr:g} dB: run {run['run_id']} ({config.images} images)")
+        run = client.wait_run(run["run_id"], timeout=config.run_timeout)
+        if run["state"] != "done":
+            raise ControlError(
+                f"run {run['run_id']} at {snr:g} dB {run['state']}: {run.get('error') or '?'}"
+            )
+        latency = run.get("mean_end_to_end_seconds")
+        result.runs.append(run)
+        result.rows.append(
+            DemoRow(
+                snr_db=snr,
+                accuracy=float(run["accuracy"]),
+                symbols_per_image=float(run["symbols_per_image"]),
+                latency_ms=None if latency is None else 1000.0 * float(latency),
+                predicted=int(run["fates"]["predicted"]),
+                lost=int(run["fates"]["lost"]),
+                errors=int(run["fates"]["error"]),
+                run_id=str(run["run_id"]),
+            )
+        )
+    return result
+
+
+def _policy_text(policy: dict[str, Any]) -> str:
+    if policy.get("length_policy") == "adaptive":
+        return f"adaptive, target accuracy {policy.get('target_accuracy')}"
+    return f"{policy.get('length_policy')}, L = {policy.get('fixed_length')}"
+
+
+_COLUMNS = ("snr_db", "accuracy", "symbols/image", "latency ms", "lost", "errors")
+
+
+def format_table(rows: Sequence[DemoRow]) -> str:
+    """The rows as an aligned text table."""
+    lines = [
+        (
+            f"{r.snr_db:g}",
+            f"{r.accuracy:.3f}",
+            f"{r.symbols_per_image:.1f}",
+            "n/a" if r.latency_ms is None else f"{r.latency_ms:.1f}",
+            str(r.lost),
+            str(r.errors),
+        )
+        for r in rows
+    ]
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(_COLUMNS)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(_COLUMNS, widths, strict=True))]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(out)
+
+
+def write_outputs(result: DemoResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``demo.csv``, ``demo.json`` and ``demo.png`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "csv": out_dir / "demo.csv",
+        "json": out_dir / "demo.json",
+        "png": out_dir / "demo.png",
+    }
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(DemoRow.__dataclass_fields__))
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow(asdict(row))
+    paths["json"].write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    _plot(result, paths["png"])
+    return paths
+
+
+def _plot(result: DemoResult, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    snr = [r.snr_db for r in result.rows]
+    fig = Figure(figsize=(6.4, 6.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    acc_ax, sym_ax = fig.subplots(2, 1, sharex=True)
+    acc_ax.plot(snr, [r.accuracy for r in result.rows], "o-")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(0, 1)
+    acc_ax.grid(True, alpha=0.3)
+    sym_ax.plot(snr, [r.symbols_per_image for r in result.rows], "s-", color="tab:orange")
+    sym_ax.set_ylabel("symbols per image")
+    sym_ax.set_xlabel("channel SNR, Es/N0 [dB]")
+    sym_ax.grid(True, alpha=0.3)
+    top = max((r.symbols_per_image for r in result.rows), default=1.0)
+    sym_ax.set_ylim(0, top * 1.15 if math.isfinite(top) and top > 0 else 1.0)
+    channel = result.channel.get("model", "?")
+    fig.suptitle(
+        f"RKD-SC over {channel}: {result.config.images} test images per SNR, "
+        f"policy {_policy_text(result.transmitter)}",
+        fontsize=10,
+    )
+    fig.savefig(path, dpi=120)

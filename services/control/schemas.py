@@ -1,0 +1,196 @@
+"""Request and response bodies of the control plane's REST API (Create/Update/Public)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ChannelConfig",
+    "ChannelPublic",
+    "ChannelUpdate",
+    "FrameFates",
+    "Readiness",
+    "RunCreate",
+    "RunPublic",
+    "SnrBinPublic",
+    "StatsPublic",
+    "TransmitterPublic",
+    "TransmitterUpdate",
+]
+
+ChannelModel = Literal["awgn", "rayleigh", "rician"]
+Fading = Literal["block", "fast"]
+LengthPolicyName = Literal["fixed", "adaptive"]
+
+SnrDb = Annotated[
+    float, Field(ge=-30, le=60, allow_inf_nan=False, description="Es/N0 [dB], in [-30, 60]")
+]
+Probability = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+KFactor = Annotated[
+    float, Field(ge=0, allow_inf_nan=False, description="Rician K factor (linear, >= 0)")
+]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="noise seed, in [0, 2**63)")]
+Delay = Annotated[
+    float,
+    Field(ge=0, le=60, allow_inf_nan=False, description="added one-way delay [s], in [0, 60]"),
+]
+Length = Annotated[
+    int, Field(ge=1, lt=2**32, description="L, complex symbols per image, for the fixed policy")
+]
+Accuracy = Annotated[
+    float, Field(ge=0, le=1, allow_inf_nan=False, description="target accuracy in [0, 1]")
+]
+
+
+class _NoNulls(BaseModel):
+    """Partial updates: a field left out keeps its value; an explicit ``null`` is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(
+                    f"{', '.join(nulls)}: null is not a value; leave the field out to keep it"
+                )
+        return data
+
+
+class ChannelConfig(BaseModel):
+    """A complete, valid channel configuration (what ChannelEmulator.SetSettings receives)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ChannelModel = Field(description="awgn | rayleigh | rician")
+    snr_db: SnrDb
+    fading: Fading = Field(description="block (one gain per frame) | fast (per symbol)")
+    k_factor: KFactor
+    erasure_prob: Probability = Field(description="per-symbol erasure probability in [0, 1)")
+    frame_loss_prob: Probability = Field(description="whole-frame loss probability in [0, 1)")
+    seed: Seed
+    delay_seconds: Delay
+
+
+class ChannelPublic(BaseModel):
+    """The channel emulator's settings as it reports them."""
+
+    model: str = Field(description="awgn | rayleigh | rician")
+    snr_db: float = Field(description="Es/N0 [dB]")
+    fading: str = Field(description="block | fast")
+    k_factor: float = Field(description="Rician K factor (linear)")
+    erasure_prob: float = Field(description="per-symbol erasure probability")
+    frame_loss_prob: float = Field(description="whole-frame loss probability")
+    seed: int = Field(description="noise seed")
+    delay_seconds: float = Field(description="added one-way delay [s]")
+    version: int = Field(description="config version, bumped by the emulator on each change")
+
+
+class ChannelUpdate(_NoNulls):
+    """A partial channel update: the fields given replace the current ones."""
+
+    model: ChannelModel | None = None
+    snr_db: SnrDb | None = None
+    fading: Fading | None = None
+    k_factor: KFactor | None = None
+    erasure_prob: Probability | None = Field(default=None, description="in [0, 1)")
+    frame_loss_prob: Probability | None = Field(default=None, description="in [0, 1)")
+    seed: Seed | None = None
+    delay_seconds: Delay | None = None
+
+
+class TransmitterPublic(BaseModel):
+    """The transmitter's length policy."""
+
+    length_policy: LengthPolicyName | Literal["unspecified"] = Field(
+        description="fixed: always fixed_length; adaptive: smallest measured L reaching "
+        "target_accuracy at the link's estimated SNR"
+    )
+    fixed_length: int = Field(description="L for the fixed policy")
+    target_accuracy: float = Field(description="target accuracy for the adaptive policy")
+    version: int = Field(description="transmitter config version")
+
+
+class TransmitterUpdate(_NoNulls):
+    """A partial policy update: the fields given replace the current ones."""
+
+    length_policy: LengthPolicyName | None = None
+    fixed_length: Length | None = None
+    target_accuracy: Accuracy | None = None
+
+
+class RunCreate(BaseModel):
+    """Stream a dataset split through the link."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["train", "test"] = "test"
+    num_images: int = Field(default=100, ge=1, le=1_000_000, description="images from the start")
+    rate: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="images per second (0 = max)"
+    )
+    link_id: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description='link to use ("" = the transmitter\'s default)',
+    )
+
+
+class SnrBinPublic(BaseModel):
+    """Accuracy in one 2 dB SNR bin."""
+
+    snr_db: float = Field(description="bin centre, Es/N0 [dB]")
+    predicted: int
+    correct: int
+    accuracy: float
+
+
+class FrameFates(BaseModel):
+    """What became of the frames sent so far."""
+
+    predicted: int
+    lost: int
+    error: int
+
+
+class RunPublic(BaseModel):
+    """A run's progress and results."""
+
+    run_id: str
+    state: str = Field(description="running | done | failed")
+    done: bool = Field(description="the run has finished (done or failed)")
+    total: int
+    sent: int
+    progress: float = Field(description="fraction of the images accounted for, in [0, 1]")
+    fates: FrameFates
+    correct: int
+    accuracy: float = Field(description="correct / predicted")
+    symbols_per_image: float
+    mean_end_to_end_seconds: float | None = Field(
+        description="mean transmitter-to-result latency of the predicted frames [s]"
+    )
+    per_snr: list[SnrBinPublic]
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    """Whether every gRPC service answers its health check with SERVING."""
+
+    status: Literal["ready", "not ready"]
+    services: dict[str, str] = Field(description="health status per service")
+    not_ready: list[str]
+
+
+class StatsPublic(BaseModel):
+    """A summary of the link: settings, policy, runs and service health."""
+
+    channel: ChannelPublic | None
+    transmitter: TransmitterPublic | None
+    runs: list[RunPublic] = Field(description="runs started through this control plane")
+    services: dict[str, str] = Field(description="health status per service")
+    errors: dict[str, str] = Field(description="what could not be read, by part")

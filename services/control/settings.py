@@ -1,0 +1,76 @@
+"""Settings of the control plane: where it listens, the gRPC targets, the API token."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "default_token_file", "get_settings"]
+
+
+def default_token_file() -> Path:
+    """Where ``rkdsc up`` writes the generated API token and the control plane looks for it.
+
+    ``$XDG_RUNTIME_DIR/rkdsc/control-token`` when that directory exists (per-user, tmpfs),
+    else ``~/.cache/rkdsc/control-token``.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "rkdsc" / "control-token"
+    return Path.home() / ".cache" / "rkdsc" / "control-token"
+
+
+class Settings(BaseSettings):
+    """The control plane's settings; every field is settable as ``RKDSC_CONTROL_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RKDSC_CONTROL_", extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="HTTP listen address.")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (REST and /metrics).")
+    transmitter_target: str = Field(
+        default="127.0.0.1:50051", min_length=1, description="gRPC target of the transmitter."
+    )
+    channel_target: str = Field(
+        default="127.0.0.1:50052", min_length=1, description="gRPC target of the channel emulator."
+    )
+    receiver_target: str = Field(
+        default="127.0.0.1:50053",
+        min_length=1,
+        description="gRPC target of the receiver (health checks only).",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required by PUT/POST; when unset, read from token_file.",
+    )
+    token_file: Path | None = Field(
+        default_factory=default_token_file,
+        description="File holding the bearer token (written by `rkdsc up`), read on each request.",
+    )
+    deadline_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="Deadline of every gRPC call [s]."
+    )
+    max_runs: int = Field(
+        default=100, ge=1, le=10_000, description="Runs remembered for /v1/stats (oldest dropped)."
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            if not raw or raw != raw.strip() or any(c.isspace() for c in raw):
+                raise ValueError(
+                    "RKDSC_CONTROL_TOKEN must be non-empty and hold no whitespace; unset it to "
+                    "use the token file instead"
+                )
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings from the environment, built once at the entry point."""
+    return Settings()

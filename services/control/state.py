@@ -1,0 +1,51 @@
+"""What one control-plane app holds: settings, clients, metrics, locks and the runs it started."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from services.control.clients import Clients
+from services.control.metrics import ControlMetrics
+from services.control.schemas import RunPublic
+from services.control.settings import Settings
+
+__all__ = ["ControlState", "RunBook"]
+
+
+class RunBook:
+    """The last known status of the runs started here, newest last, at most ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._runs: OrderedDict[str, RunPublic] = OrderedDict()
+
+    def record(self, run: RunPublic) -> None:
+        self._runs[run.run_id] = run
+        self._runs.move_to_end(run.run_id)
+        while len(self._runs) > self.capacity:
+            self._runs.popitem(last=False)
+
+    def update(self, run: RunPublic) -> None:
+        """Refresh a run already recorded (runs started elsewhere are not added)."""
+        if run.run_id in self._runs:
+            self._runs[run.run_id] = run
+
+    def all(self) -> list[RunPublic]:
+        return list(self._runs.values())
+
+
+@dataclass
+class ControlState:
+    """Per-app state, reachable from requests as ``request.app.state.control``."""
+
+    settings: Settings
+    metrics: ControlMetrics
+    clients: Clients | None = None
+    runs: RunBook = field(init=False)
+    channel_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.runs = RunBook(self.settings.max_runs)

@@ -1,0 +1,172 @@
+"""The transmitter's side of a link: one long-lived ``ChannelEmulator.Transmit`` stream.
+
+Frames go out on the stream in sequence order; a reader task matches the returned
+``FrameResult`` s to the waiting senders by sequence number. A broken stream fails every
+frame waiting on it (fate ``ERROR``, ``UNAVAILABLE: ...``); the next frame opens a new stream.
+A frame whose result does not come back within the deadline is answered ``ERROR``
+``DEADLINE_EXCEEDED: ...`` (a late result is then dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services._grpc import channel_options
+from services.pb import frame_pb2, services_pb2_grpc
+
+__all__ = ["ChannelLink", "error_result"]
+
+log = logging.getLogger(__name__)
+
+_CLOSE = None
+"""Queue sentinel: half-close the stream."""
+
+
+def error_result(frame: frame_pb2.SymbolFrame, error: str) -> frame_pb2.FrameResult:
+    """A ``FrameResult`` of fate ``ERROR`` for ``frame`` with message ``error``."""
+    return frame_pb2.FrameResult(
+        link_id=frame.link_id,
+        sequence=frame.sequence,
+        image_id=frame.image_id,
+        fate=frame_pb2.FRAME_FATE_ERROR,
+        error=error,
+    )
+
+
+class _Stream:
+    """One ``Transmit`` call: its send queue, the frames awaiting results, its reader."""
+
+    def __init__(self, stub: services_pb2_grpc.ChannelEmulatorStub, link_id: str) -> None:
+        self.link_id = link_id
+        self.queue: asyncio.Queue[frame_pb2.SymbolFrame | None] = asyncio.Queue()
+        self.pending: dict[int, asyncio.Future[frame_pb2.FrameResult]] = {}
+        self.broken = False
+        self.call = stub.Transmit(self._requests())
+        self.reader = asyncio.create_task(self._read(), name=f"link-{link_id}-reader")
+
+    async def _requests(self) -> AsyncIterator[frame_pb2.SymbolFrame]:
+        while True:
+            frame = await self.queue.get()
+            if frame is _CLOSE:
+                return
+            yield frame
+
+    async def _read(self) -> None:
+        reason = "UNAVAILABLE: the channel emulator closed the stream"
+        try:
+            async for result in self.call:
+                fut = self.pending.pop(result.sequence, None)
+                if fut is None:
+                    log.debug("link %s: late or unknown result %d", self.link_id, result.sequence)
+                elif not fut.done():
+                    fut.set_result(result)
+        except grpc.aio.AioRpcError as err:
+            reason = f"UNAVAILABLE: channel stream failed ({err.code().name}: {err.details()})"
+            log.warning("link %s: %s", self.link_id, reason)
+        except asyncio.CancelledError:
+            reason = "UNAVAILABLE: the link was closed"
+            raise
+        finally:
+            self.broken = True
+            self.queue.put_nowait(_CLOSE)  # lets the request generator end
+            self.fail_pending(reason)
+
+    def fail_pending(self, reason: str) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(_StreamBroken(reason))
+
+    async def close(self, timeout: float) -> None:
+        """Half-close, give the remaining results ``timeout`` seconds, then cancel."""
+        self.queue.put_nowait(_CLOSE)
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self.reader), timeout)
+        if not self.reader.done():
+            self.call.cancel()
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        self.broken = True
+
+
+class _StreamBroken(Exception):
+    """The stream a frame was sent on failed before its result came back."""
+
+
+class ChannelLink:
+    """Frames of one ``link_id`` to the channel emulator at ``target``, results back.
+
+    Sequence numbers start at 0 and increase by one per frame sent (across reconnects).
+
+    Args:
+        link_id: the link's name (in every frame).
+        target: ``host:port`` of the channel emulator.
+        deadline_seconds: how long a frame waits for its result [s].
+    """
+
+    def __init__(self, link_id: str, target: str, *, deadline_seconds: float) -> None:
+        self.link_id = link_id
+        self.target = target
+        self.deadline_seconds = deadline_seconds
+        self._next_sequence = 0
+        self._channel: grpc.aio.Channel | None = None
+        self._stream: _Stream | None = None
+        self._closed = False
+
+    def _current(self) -> _Stream:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options())
+        if self._stream is None or self._stream.broken:
+            if self._stream is not None:
+                log.info("link %s: reconnecting to %s", self.link_id, self.target)
+            stub = services_pb2_grpc.ChannelEmulatorStub(self._channel)  # type: ignore[no-untyped-call]
+            self._stream = _Stream(stub, self.link_id)
+        return self._stream
+
+    async def exchange(self, frame: frame_pb2.SymbolFrame) -> frame_pb2.FrameResult:
+        """Give ``frame`` the next sequence number, send it, and wait for its result.
+
+        Never raises for link trouble: a broken stream or a missing result come back as a
+        result of fate ``ERROR`` (``UNAVAILABLE: ...``, ``DEADLINE_EXCEEDED: ...``).
+        """
+        if self._closed:
+            return error_result(frame, "UNAVAILABLE: the transmitter is shutting down")
+        stream = self._current()
+        frame.link_id = self.link_id
+        frame.sequence = self._next_sequence
+        self._next_sequence += 1
+        fut: asyncio.Future[frame_pb2.FrameResult] = asyncio.get_running_loop().create_future()
+        stream.pending[frame.sequence] = fut
+        stream.queue.put_nowait(frame)
+        try:
+            return await asyncio.wait_for(fut, self.deadline_seconds)
+        except TimeoutError:
+            return error_result(
+                frame,
+                f"DEADLINE_EXCEEDED: no result from the channel within {self.deadline_seconds:g} s",
+            )
+        except _StreamBroken as err:
+            return error_result(frame, str(err))
+        finally:
+            stream.pending.pop(frame.sequence, None)
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number the next frame gets."""
+        return self._next_sequence
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Close the stream (waiting up to ``timeout`` s for outstanding results) and channel."""
+        self._closed = True
+        if self._stream is not None:
+            await self._stream.close(timeout)
+            self._stream = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None

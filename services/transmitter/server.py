@@ -1,0 +1,280 @@
+"""The transmitter gRPC server: ``rkdsc.v1.Transmitter`` on the frame path of the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import torch
+from grpc_health.v1 import health
+from prometheus_client import CollectorRegistry
+
+from rkdsc_core.link import load_link
+from services._grpc import (
+    CallMetricsInterceptor,
+    enable_health_and_reflection,
+    run_until_signal,
+    server_options,
+    set_serving,
+)
+from services.pb import frame_pb2, services_pb2, services_pb2_grpc
+from services.transmitter.engine import TransmitterEngine
+from services.transmitter.metrics import TransmitterMetrics
+from services.transmitter.policy import LengthPolicy, Mode, PolicyError, PolicyStore
+from services.transmitter.runs import RunError, RunManager
+from services.transmitter.settings import Settings
+
+__all__ = [
+    "SERVICE_NAME",
+    "TransmitterServer",
+    "TransmitterServicer",
+    "build_server",
+    "create_server",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "rkdsc.v1.Transmitter"
+"""Full name of the gRPC service (health and reflection)."""
+
+_MODE_ENUM: dict[Mode, services_pb2.LengthPolicy.Mode] = {
+    "fixed": services_pb2.LengthPolicy.MODE_FIXED,
+    "adaptive": services_pb2.LengthPolicy.MODE_ADAPTIVE,
+}
+_MODES: dict[int, Mode] = {int(v): k for k, v in _MODE_ENUM.items()}
+
+
+def policy_to_proto(policy: LengthPolicy) -> services_pb2.LengthPolicy:
+    """The domain policy as a ``LengthPolicy`` message."""
+    return services_pb2.LengthPolicy(
+        mode=_MODE_ENUM[policy.mode],
+        fixed_length=policy.fixed_length,
+        target_accuracy=policy.target_accuracy,
+        version=policy.version,
+    )
+
+
+def _code(name: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
+
+
+class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
+    """``rkdsc.v1.Transmitter``: the client API, the length policy and dataset runs."""
+
+    def __init__(self, engine: TransmitterEngine, runs: RunManager) -> None:
+        self.engine = engine
+        self.runs = runs
+
+    async def Classify(
+        self,
+        request_iterator: AsyncIterator[services_pb2.ClassifyRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[frame_pb2.FrameResult]:
+        """One result per request, in completion order; bad images give ``ERROR`` results.
+
+        Reading the requests pauses while ``max_in_flight`` frames of the link are
+        outstanding (back-pressure reaches the client through gRPC flow control).
+        """
+        engine = self.engine
+        link_id = engine.default_link
+        out: asyncio.Queue[frame_pb2.FrameResult | None] = asyncio.Queue()
+        in_flight: set[str] = set()
+        accepted = 0
+
+        async def one(req: services_pb2.ClassifyRequest) -> None:
+            try:
+                label = req.label if req.HasField("label") else None
+                result = await engine.process(link_id, req.image_id, req.image, label)
+            finally:
+                in_flight.discard(req.image_id)
+            out.put_nowait(result)
+
+        async def feed() -> None:
+            nonlocal accepted
+            try:
+                async for req in request_iterator:
+                    if req.image_id in in_flight:
+                        accepted += 1
+                        out.put_nowait(
+                            engine.reject(
+                                link_id,
+                                req.image_id,
+                                f"INVALID_ARGUMENT: image_id {req.image_id!r} is already in "
+                                "flight on this stream; image ids must be unique",
+                            )
+                        )
+                        continue
+                    await engine.acquire(link_id)
+                    accepted += 1
+                    in_flight.add(req.image_id)
+                    engine.spawn(one(req))
+            finally:
+                out.put_nowait(None)
+
+        feeder = asyncio.create_task(feed(), name="classify-feed")
+        delivered = 0
+        reading = True
+        try:
+            while reading or delivered < accepted:
+                item = await out.get()
+                if item is None:
+                    reading = False
+                    continue
+                delivered += 1
+                yield item
+            await feeder  # re-raises a failure reading the requests
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+
+    async def GetPolicy(
+        self, request: services_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> services_pb2.LengthPolicy:
+        return policy_to_proto(self.engine.policy.current)
+
+    async def SetPolicy(
+        self, request: services_pb2.LengthPolicy, context: grpc.aio.ServicerContext
+    ) -> services_pb2.LengthPolicy:
+        """Replace the policy as a whole (``fixed_length`` 0 = ``l_max``); bumps the version."""
+        mode = _MODES.get(request.mode)
+        try:
+            policy = self.engine.policy.set(
+                mode, request.fixed_length or None, float(request.target_accuracy)
+            )
+        except PolicyError as err:
+            await context.abort(_code(err.code), str(err))
+        log.info("policy v%d: %s", policy.version, policy)
+        self.engine.metrics.set_policy(
+            policy.mode, policy.fixed_length, policy.target_accuracy, policy.version
+        )
+        return policy_to_proto(policy)
+
+    async def StartRun(
+        self, request: services_pb2.RunRequest, context: grpc.aio.ServicerContext
+    ) -> services_pb2.RunStatus:
+        try:
+            run = await self.runs.start(
+                request.split, request.num_images, float(request.rate), request.link_id
+            )
+        except RunError as err:
+            await context.abort(_code(err.code), str(err))
+        return run.to_proto()
+
+    async def GetRun(
+        self, request: services_pb2.GetRunRequest, context: grpc.aio.ServicerContext
+    ) -> services_pb2.RunStatus:
+        try:
+            run = self.runs.get(request.run_id)
+        except RunError as err:
+            await context.abort(_code(err.code), str(err))
+        return run.to_proto()
+
+
+@dataclass
+class TransmitterServer:
+    """A built (not yet started) transmitter: the gRPC server and what it serves."""
+
+    server: grpc.aio.Server
+    port: int
+    servicer: TransmitterServicer
+    health: health.aio.HealthServicer
+    engine: TransmitterEngine
+    runs: RunManager
+    grace_seconds: float
+    _stopped: bool = False
+
+    async def start(self) -> None:
+        """Start serving and report SERVING."""
+        await self.server.start()
+        await set_serving(self.health, [SERVICE_NAME], True)
+
+    async def drain(self) -> None:
+        """Stop taking frames, let in-flight frames finish (up to the grace), close links."""
+        self.engine.closing = True
+        await self.runs.stop()
+        await self.engine.drain(self.grace_seconds)
+        await self.engine.close()
+
+    async def stop(self) -> None:
+        """NOT_SERVING, drain, then stop the server within the grace (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await set_serving(self.health, [SERVICE_NAME], False)
+        await self.drain()
+        await self.server.stop(self.grace_seconds)
+
+
+def build_server(
+    settings: Settings, registry: CollectorRegistry | None = None
+) -> TransmitterServer:
+    """Load the link, build the engine and the gRPC server (bound, not started).
+
+    Raises:
+        FileNotFoundError: no weights at ``settings.weights_dir``.
+        ValueError: the initial policy does not fit the loaded link.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    bundle = load_link(settings.weights_dir, device=settings.device)
+    lengths = tuple(bundle.pipeline.lengths)
+    p = settings.policy
+    policy = PolicyStore(
+        lengths,
+        bundle.eval_table,
+        channel_model=settings.channel_model_hint,
+        mode=p.mode,
+        fixed_length=p.fixed_length,
+        target_accuracy=p.target_accuracy,
+    )
+    metrics = TransmitterMetrics(registry, lengths)
+    cur = policy.current
+    metrics.set_policy(cur.mode, cur.fixed_length, cur.target_accuracy, cur.version)
+    engine = TransmitterEngine(settings, bundle, policy, metrics)
+    runs = RunManager(engine, settings)
+    servicer = TransmitterServicer(engine, runs)
+    server = grpc.aio.server(
+        interceptors=[CallMetricsInterceptor("transmitter", registry)], options=server_options()
+    )
+    services_pb2_grpc.add_TransmitterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    log.info(
+        "transmitter: link %s (L in %s, %d pilots), policy %s, channel at %s",
+        bundle.weights_dir,
+        list(lengths),
+        bundle.pipeline.num_pilots,
+        cur,
+        settings.channel_target,
+    )
+    return TransmitterServer(
+        server, port, servicer, health_servicer, engine, runs, settings.grace_seconds
+    )
+
+
+def create_server(
+    settings: Settings, registry: CollectorRegistry | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server (bound, not started) and its port; see :func:`build_server`."""
+    built = build_server(settings, registry)
+    return built.server, built.port
+
+
+async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then NOT_SERVING, drain in-flight frames and stop."""
+    built = build_server(settings, registry)
+    await built.start()
+    log.info("transmitter listening on %s:%d", settings.host, built.port)
+    await run_until_signal(
+        built.server,
+        built.health,
+        [SERVICE_NAME],
+        grace_seconds=settings.grace_seconds,
+        on_stop=built.drain,
+    )
+    log.info("transmitter stopped")

@@ -1,0 +1,67 @@
+"""The demo sweep (services.control.demo) through the control app on fake services."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.control.client import ControlClient, ControlError
+from services.control.demo import DemoConfig, format_table, run_demo, write_outputs
+
+from .conftest import TOKEN
+from .fakes import FakeChannel, FakeTransmitter
+
+
+@pytest.fixture
+def control(client: TestClient) -> ControlClient:
+    return ControlClient("http://testserver", TOKEN, http=client)
+
+
+class TestDemo:
+    def test_demo_runs_one_run_per_snr(
+        self, control: ControlClient, channel: FakeChannel, transmitter: FakeTransmitter
+    ) -> None:
+        config = DemoConfig(snr_db=(-4.0, 8.0), images=11, channel="rayleigh", length=32)
+        result = run_demo(control, config)
+        assert [r.snr_db for r in result.rows] == [-4.0, 8.0]
+        assert [c.snr_db for c in channel.set_calls] == [-4.0, 8.0]
+        assert channel.settings.model == "rayleigh"
+        assert transmitter.policy.fixed_length == 32
+        assert [r.num_images for r in transmitter.run_requests] == [11, 11]
+        row = result.rows[0]
+        assert (row.accuracy, row.symbols_per_image, row.predicted, row.lost) == (0.9, 64.0, 10, 1)
+        assert row.latency_ms == pytest.approx(12.0)
+
+    def test_demo_writes_csv_json_and_plot(self, control: ControlClient, tmp_path: Path) -> None:
+        result = run_demo(control, DemoConfig(snr_db=(0.0, 10.0), images=5))
+        paths = write_outputs(result, tmp_path / "out")
+        with paths["csv"].open() as f:
+            rows = list(csv.DictReader(f))
+        assert [float(r["snr_db"]) for r in rows] == [0.0, 10.0]
+        doc = json.loads(paths["json"].read_text())
+        assert doc["config"]["images"] == 5 and len(doc["runs"]) == 2
+        assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        table = format_table(result.rows).splitlines()
+        assert table[0].split() == [
+            "snr_db",
+            "accuracy",
+            "symbols/image",
+            "latency",
+            "ms",
+            "lost",
+            "errors",
+        ]
+        assert len(table) == 3
+
+    def test_demo_with_a_wrong_token_fails_clearly(self, client: TestClient) -> None:
+        control = ControlClient("http://testserver", "wrong", http=client)
+        with pytest.raises(ControlError, match="401"):
+            run_demo(control, DemoConfig(snr_db=(0.0,), images=2))
+
+    def test_demo_refused_length_names_the_field(self, control: ControlClient) -> None:
+        with pytest.raises(ControlError, match="fixed_length"):
+            run_demo(control, DemoConfig(snr_db=(0.0,), images=2, length=7))

@@ -1,0 +1,64 @@
+"""/v1/runs: start a run (201) and follow it (404 for an unknown run)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from .fakes import FakeTransmitter
+
+
+class TestRuns:
+    def test_create_run_is_201_with_location(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        resp = client.post("/v1/runs", json={"num_images": 20, "rate": 5}, headers=auth)
+        assert resp.status_code == 201
+        body = resp.json()
+        assert body["run_id"] == "run-1"
+        assert body["state"] == "running" and body["done"] is False
+        assert body["total"] == 20 and body["progress"] == 0.0
+        assert resp.headers["Location"] == "/v1/runs/run-1"
+        (request,) = transmitter.run_requests
+        assert (request.split, request.num_images, request.rate) == ("test", 20, 5.0)
+
+    def test_read_run_reports_progress_accuracy_and_fates(
+        self, client: TestClient, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 11}, headers=auth)
+        resp = client.get("/v1/runs/run-1")
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["done"] is True and body["progress"] == 1.0
+        assert body["fates"] == {"predicted": 10, "lost": 1, "error": 0}
+        assert body["accuracy"] == 0.9
+        assert body["per_snr"] == [{"snr_db": 10.0, "predicted": 10, "correct": 9, "accuracy": 0.9}]
+        assert body["mean_end_to_end_seconds"] == 0.012
+
+    def test_read_run_not_found_is_404(self, client: TestClient) -> None:
+        resp = client.get("/v1/runs/nope")
+        assert resp.status_code == 404
+        assert "nope" in resp.json()["detail"]
+
+    def test_create_run_invalid_is_422_and_sends_nothing(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        resp = client.post("/v1/runs", json={"split": "val", "num_images": 0}, headers=auth)
+        assert resp.status_code == 422
+        fields = {e["loc"][-1] for e in resp.json()["detail"]}
+        assert fields == {"split", "num_images"}
+        assert transmitter.run_requests == []
+
+    def test_create_run_without_the_token_is_401(
+        self, client: TestClient, transmitter: FakeTransmitter
+    ) -> None:
+        resp = client.post("/v1/runs", json={"num_images": 5})
+        assert resp.status_code == 401
+        assert transmitter.run_requests == []
+
+    def test_list_runs_shows_the_runs_started_here(
+        self, client: TestClient, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 3}, headers=auth)
+        client.post("/v1/runs", json={"num_images": 4}, headers=auth)
+        resp = client.get("/v1/runs")
+        assert [r["run_id"] for r in resp.json()] == ["run-1", "run-2"]

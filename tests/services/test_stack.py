@@ -1,0 +1,264 @@
+"""The local stack: the four real services as child processes, wired, ready, run, stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from rkdsc_core.data.specs import CIFAR10_CLASSES
+from rkdsc_core.link import EvalTable
+from services.control.client import ControlClient
+from services.stack import Stack, StackError, StackPorts, write_token_file
+
+_MISSING = [
+    name
+    for name in ("transmitter", "channel", "receiver")
+    if importlib.util.find_spec(f"services.{name}") is None
+]
+requires_services = pytest.mark.skipif(
+    bool(_MISSING),
+    reason=f"the stack needs services.{', services.'.join(_MISSING)}, not available yet",
+)
+
+GRACE_SECONDS = 10.0
+QUIET_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "RKDSC_TRANSMITTER_TORCH_THREADS": "1",
+    "RKDSC_RECEIVER_INFERENCE_THREADS": "1",
+}
+"""Two CPU cores run three torch processes: keep each to one thread."""
+
+
+def write_tiny_dataset(root: Path, per_class: int = 1, seed: int = 0) -> Path:
+    """An image-folder tree ``root/test/<cifar10 class>/<i>.png`` of random 32x32 images."""
+    rng = np.random.default_rng(seed)
+    for name in CIFAR10_CLASSES:
+        folder = root / "test" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def with_eval_table(tiny_weights: Path, dest: Path) -> Path:
+    """A copy of the tiny link's weights plus an eval table for the adaptive policy."""
+    shutil.copytree(tiny_weights, dest)
+    snr = (0.0, 10.0, 20.0)
+    table = EvalTable(
+        snr_db=snr,
+        accuracy={
+            "awgn": {
+                8: (0.2, 0.4, 0.5),
+                16: (0.3, 0.6, 0.7),
+                32: (0.4, 0.7, 0.8),
+                64: (0.5, 0.75, 0.85),
+            }
+        },
+        meta={"note": "made up for the stack test"},
+    )
+    table.save(dest / "eval_table.json")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if _MISSING:
+        pytest.skip(f"services.{', services.'.join(_MISSING)} not available yet")
+    tmp = tmp_path_factory.mktemp("stack")
+    weights = with_eval_table(tiny_weights, tmp / "weights")
+    data = write_tiny_dataset(tmp / "data")
+    env = {**QUIET_ENV, "RKDSC_TRANSMITTER_CACHE_DIR": str(tmp / "cache")}
+    with Stack.start(
+        ports=StackPorts.free(),
+        weights_dir=weights,
+        data_dir=data,
+        run_dir=tmp / "run",
+        token_file=tmp / "token" / "control-token",
+        env=env,
+        ready_timeout=45,
+        grace_seconds=GRACE_SECONDS,
+    ) as started:
+        yield started
+
+
+@requires_services
+@pytest.mark.slow
+class TestStack:
+    def test_readyz_reports_every_service_serving(self, stack: Stack) -> None:
+        resp = httpx.get(f"{stack.control_url}/readyz", timeout=5)
+        assert resp.status_code == 200
+        assert set(resp.json()["services"].values()) == {"SERVING"}
+
+    def test_generated_token_file_is_private(self, stack: Stack) -> None:
+        assert stack.token_file is not None
+        assert stat.S_IMODE(stack.token_file.stat().st_mode) == 0o600
+        assert stack.token_file.read_text().strip() == stack.token
+
+    def test_service_metrics_endpoints_answer(self, stack: Stack) -> None:
+        p = stack.ports
+        for port in (p.transmitter_metrics, p.channel_metrics, p.receiver_metrics, p.control):
+            resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert resp.status_code == 200
+            assert "rkdsc_" in resp.text
+
+    def test_run_completes_through_the_stack(self, stack: Stack) -> None:
+        with ControlClient(stack.control_url, stack.token, timeout=10) as client:
+            channel = client.update_channel(snr_db=12.0, model="awgn")
+            assert channel["snr_db"] == 12.0
+            policy = client.update_transmitter(length_policy="fixed", fixed_length=16)
+            assert policy["fixed_length"] == 16
+            run = client.start_run(num_images=6)
+            done = client.wait_run(run["run_id"], timeout=40, poll_seconds=0.25)
+        assert done["state"] == "done", done
+        assert done["total"] == 6
+        assert done["fates"] == {"predicted": 6, "lost": 0, "error": 0}
+        assert done["symbols_per_image"] == 16.0
+        assert 0.0 <= done["accuracy"] <= 1.0
+        stats = httpx.get(f"{stack.control_url}/v1/stats", timeout=5).json()
+        assert run["run_id"] in [r["run_id"] for r in stats["runs"]]
+
+    def test_invalid_length_is_refused_by_the_transmitter(self, stack: Stack) -> None:
+        resp = httpx.put(
+            f"{stack.control_url}/v1/transmitter",
+            json={"length_policy": "fixed", "fixed_length": 7},
+            headers={"Authorization": f"Bearer {stack.token}"},
+            timeout=5,
+        )
+        assert resp.status_code == 422
+        assert resp.json()["detail"][0]["loc"] == ["body", "fixed_length"]
+
+    def test_stop_terminates_every_service_within_the_grace(self, stack: Stack) -> None:
+        pids = [proc.pid for proc in stack.processes.values()]
+        start = time.monotonic()
+        codes = stack.stop()
+        elapsed = time.monotonic() - start
+        assert elapsed < GRACE_SECONDS
+        assert codes == dict.fromkeys(("receiver", "channel", "transmitter", "control"), 0)
+        assert stack.ports.in_use() == []
+        assert stack.token_file is not None and not stack.token_file.exists()
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+def _free_base_port() -> int:
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20_000, 60_000)
+        if not StackPorts.from_base(base).in_use():
+            return base
+    raise RuntimeError("no 7 consecutive free ports found")
+
+
+def _read_lines(stream: object, out: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        out.put(line)
+
+
+@requires_services
+@pytest.mark.slow
+def test_rkdsc_up_stops_cleanly_on_sigterm(tiny_weights: Path, tmp_path: Path) -> None:
+    base = _free_base_port()
+    run_dir = tmp_path / "run"
+    token_file = tmp_path / "control-token"
+    env = {**os.environ, **QUIET_ENV}
+    argv = [
+        sys.executable,
+        "-c",
+        "import sys; from rkdsc_core.cli import main; sys.argv[0] = 'rkdsc'; main()",
+        "up",
+        "--base-port",
+        str(base),
+        "--weights",
+        str(tiny_weights),
+        "--run-dir",
+        str(run_dir),
+        "--token-file",
+        str(token_file),
+        "--ready-timeout",
+        "45",
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 50
+        while not any(line.startswith("Ctrl-C stops") for line in seen):
+            assert time.monotonic() < deadline, "".join(seen)
+            assert proc.poll() is None, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+        text = "".join(seen)
+        assert f"REST http://127.0.0.1:{base + 6}" in text
+        assert f"gRPC 127.0.0.1:{base}" in text
+        assert str(token_file) in text
+        assert httpx.get(f"http://127.0.0.1:{base + 6}/readyz", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=GRACE_SECONDS + 5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert StackPorts.from_base(base).in_use() == []
+    assert not token_file.exists()
+    assert (run_dir / "transmitter.log").is_file()
+
+
+class TestStackPorts:
+    def test_base_port_gives_seven_consecutive_ports(self) -> None:
+        ports = StackPorts.from_base(40000)
+        assert (ports.transmitter, ports.channel, ports.receiver) == (40000, 40001, 40002)
+        assert (ports.transmitter_metrics, ports.receiver_metrics) == (40003, 40005)
+        assert ports.control == 40006
+
+    def test_base_port_out_of_range_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="base-port"):
+            StackPorts.from_base(65530)
+
+    def test_free_ports_are_distinct_and_free(self) -> None:
+        ports = StackPorts.free()
+        assert len(set(ports.as_dict().values())) == 7
+        assert ports.in_use() == []
+
+    def test_start_refuses_ports_in_use(self, tmp_path: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            busy = s.getsockname()[1]
+            free = StackPorts.free()
+            ports = StackPorts(**{**free.as_dict(), "control": busy})
+            with pytest.raises(StackError, match=f"{busy}"):
+                Stack.start(ports=ports, run_dir=tmp_path / "run", token="t")
+
+
+class TestTokenFile:
+    def test_token_file_is_written_private(self, tmp_path: Path) -> None:
+        path = tmp_path / "sub" / "control-token"
+        write_token_file(path, "abc")
+        assert path.read_text() == "abc\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

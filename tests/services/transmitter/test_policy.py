@@ -1,0 +1,159 @@
+"""The length policy: fixed and adaptive L, GetPolicy/SetPolicy validation and versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.pb import frame_pb2, services_pb2
+from services.transmitter.policy import PolicyError, PolicyStore
+
+from ._support import EVAL_TABLE, FakeChannel, raw_request, run, running_stack
+
+FIXED = services_pb2.LengthPolicy.MODE_FIXED
+ADAPTIVE = services_pb2.LengthPolicy.MODE_ADAPTIVE
+LENGTHS = (8, 16, 32, 64)
+
+
+class TestPolicyStore:
+    def test_default_is_fixed_at_l_max_version_1(self) -> None:
+        store = PolicyStore(LENGTHS, None, channel_model="awgn")
+        assert (store.current.mode, store.current.fixed_length, store.current.version) == (
+            "fixed",
+            64,
+            1,
+        )
+        assert store.choose(-30.0) == 64
+
+    def test_adaptive_picks_the_smallest_length_reaching_the_target(self) -> None:
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", mode="adaptive")
+        assert store.choose(30.0) == 8
+        assert store.choose(20.0) == 16
+        assert store.choose(10.0) == 64
+        assert store.choose(-10.0) == 64  # none reaches 0.9: the best there
+
+    def test_set_bumps_the_version(self) -> None:
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn")
+        assert store.set("fixed", 16, 0.5).version == 2
+        assert store.set("adaptive", None, 0.8).version == 3
+        assert store.current.fixed_length == 64
+
+    @pytest.mark.parametrize(
+        ("mode", "length", "target", "field"),
+        [
+            (None, None, 0.9, "mode"),
+            ("fixed", 12, 0.9, "fixed_length"),
+            ("fixed", None, 1.5, "target_accuracy"),
+            ("adaptive", None, float("nan"), "target_accuracy"),
+        ],
+    )
+    def test_invalid_policy_changes_nothing(
+        self, mode: str | None, length: int | None, target: float, field: str
+    ) -> None:
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn")
+        before = store.current
+        with pytest.raises(PolicyError) as err:
+            store.set(mode, length, target)  # type: ignore[arg-type]
+        assert err.value.field == field and err.value.code == "INVALID_ARGUMENT"
+        assert store.current is before
+
+    def test_adaptive_needs_an_eval_table(self) -> None:
+        with pytest.raises(PolicyError, match="eval table") as err:
+            PolicyStore(LENGTHS, None, channel_model="awgn", mode="adaptive")
+        assert err.value.code == "FAILED_PRECONDITION"
+
+    def test_adaptive_needs_the_hinted_channel_model(self) -> None:
+        with pytest.raises(PolicyError, match="rayleigh"):
+            PolicyStore(LENGTHS, EVAL_TABLE, channel_model="rayleigh", mode="adaptive")
+
+
+class TestPolicyRPCs:
+    def test_get_policy_returns_the_initial_policy(self, tx_weights: Path) -> None:
+        async def scenario() -> services_pb2.LengthPolicy:
+            async with running_stack(tx_weights) as stack:
+                return await stack.stub.GetPolicy(services_pb2.GetPolicyRequest(), timeout=5)
+
+        policy = run(scenario())
+        assert (policy.mode, policy.fixed_length, policy.version) == (FIXED, 64, 1)
+        assert policy.target_accuracy == pytest.approx(0.9)
+
+    def test_set_fixed_length_is_used_and_bumps_the_version(self, tx_weights: Path) -> None:
+        async def scenario() -> tuple[services_pb2.LengthPolicy, list[frame_pb2.FrameResult]]:
+            async with running_stack(tx_weights) as stack:
+                new = await stack.stub.SetPolicy(
+                    services_pb2.LengthPolicy(mode=FIXED, fixed_length=16, target_accuracy=0.5),
+                    timeout=5,
+                )
+                results = await stack.classify([raw_request("a")])
+                assert stack.sample("rkdsc_transmitter_config_version") == 2
+                assert stack.sample("rkdsc_transmitter_fixed_length_symbols") == 16
+                return new, results
+
+        new, results = run(scenario())
+        assert (new.mode, new.fixed_length, new.version) == (FIXED, 16, 2)
+        assert results[0].num_symbols == 16 and results[0].tx_config_version == 2
+
+    @pytest.mark.parametrize(
+        ("policy", "field"),
+        [
+            (
+                services_pb2.LengthPolicy(mode=FIXED, fixed_length=12, target_accuracy=0.9),
+                "fixed_length",
+            ),
+            (services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=1.2), "target_accuracy"),
+            (services_pb2.LengthPolicy(fixed_length=8, target_accuracy=0.9), "mode"),
+        ],
+    )
+    def test_invalid_policy_is_rejected_and_unchanged(
+        self, tx_weights: Path, policy: services_pb2.LengthPolicy, field: str
+    ) -> None:
+        async def scenario() -> tuple[grpc.aio.AioRpcError, services_pb2.LengthPolicy]:
+            async with running_stack(tx_weights) as stack:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stack.stub.SetPolicy(policy, timeout=5)
+                after = await stack.stub.GetPolicy(services_pb2.GetPolicyRequest(), timeout=5)
+                return err.value, after
+
+        err, after = run(scenario())
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details().startswith(f"{field}:")
+        assert (after.mode, after.fixed_length, after.version) == (FIXED, 64, 1)
+
+    def test_adaptive_without_eval_table_is_failed_precondition(
+        self, tx_weights_no_table: Path
+    ) -> None:
+        async def scenario() -> grpc.aio.AioRpcError:
+            async with running_stack(tx_weights_no_table) as stack:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stack.stub.SetPolicy(
+                        services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.9), timeout=5
+                    )
+                return err.value
+
+        err = run(scenario())
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "eval table" in err.details()
+
+    def test_adaptive_sends_fewer_symbols_at_high_snr_than_at_low(self, tx_weights: Path) -> None:
+        """Belief starts at 30 dB (L=8 < l_max); feedback of -10 dB then asks for L=64."""
+
+        async def scenario() -> list[frame_pb2.FrameResult]:
+            fake = FakeChannel(estimated_snr_db=-10.0)
+            async with running_stack(
+                tx_weights, fake, assumed_snr_db=30.0, snr_smoothing=1.0, max_in_flight=1
+            ) as stack:
+                await stack.stub.SetPolicy(
+                    services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.9), timeout=5
+                )
+                results = await stack.classify([raw_request("high"), raw_request("low")])
+                assert stack.sample(
+                    "rkdsc_transmitter_snr_estimate_db", {"link": "default"}
+                ) == pytest.approx(-10.0)
+                assert stack.sample("rkdsc_transmitter_policy_mode", {"mode": "adaptive"}) == 1
+                return results
+
+        by_id = {r.image_id: r for r in run(scenario())}
+        assert (by_id["high"].tx_snr_db, by_id["high"].num_symbols) == (30.0, 8)
+        assert (by_id["low"].tx_snr_db, by_id["low"].num_symbols) == (-10.0, 64)
