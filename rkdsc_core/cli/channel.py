@@ -61,7 +61,8 @@ def simulate_cmd(
         echo_json([dataclasses.asdict(p) for p in points])
         return
     k = f", K={k_factor:g}" if channel == "rician" else ""
-    typer.echo(f"{modulation.upper()} over {channel}{k} ({fading} fading), coherent, perfect CSI")
+    fad = f" ({fading} fading)" if channel != "awgn" else ""
+    typer.echo(f"{modulation.upper()} over {channel}{k}{fad}, coherent detection, perfect CSI")
     typer.echo(
         f"{'snr_db':>7} {'ber':>11} {'ber_theory':>11} {'ratio':>6} {'errors':>7} {'bits':>9}"
     )

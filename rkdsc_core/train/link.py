@@ -162,7 +162,7 @@ def train_link(
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(pipeline.parameters(), 5.0)
             opt.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
             step += 1
             if max_steps is not None and step >= max_steps:
