@@ -21,7 +21,7 @@ test: setup
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check rkdsc_core services tests bench examples scripts
-	$(BIN)/ruff format --check rkdsc_core services tests bench examples scripts
+	$(BIN)/ruff check rkdsc_core services tests bench examples scripts deploy
+	$(BIN)/ruff format --check rkdsc_core services tests bench examples scripts deploy
 	$(BIN)/mypy rkdsc_core services
 	$(BIN)/python scripts/gen_proto.py --check

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One set-up for every place rkdsc runs (README, CI, Dockerfile): a virtual environment
 # with the CPU build of torch 2.13.0 first, then rkdsc with the extras given (default dev).
-#   scripts/setup.sh [EXTRAS] [VENV]      e.g. scripts/setup.sh dev .venv
+#   scripts/setup.sh [EXTRAS] [VENV]      e.g. scripts/setup.sh dev .venv; "" for runtime only
 set -euo pipefail
-extras="${1:-dev}"
+extras="${1-dev}"   # "" = runtime only (the Dockerfile)
 venv="${2:-.venv}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3.11}"
@@ -15,7 +15,7 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first, pinned: any other spec may pull a multi-GB CUDA build. No torchvision.
 "${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e "$root[$extras]"
+"${pip[@]}" -e "$root${extras:+[$extras]}"
 "$venv/bin/python" - <<'PY'
 import torch, rkdsc_core
 assert torch.__version__.startswith("2.13.0"), torch.__version__

@@ -184,7 +184,9 @@ class ChannelEmulatorServicer(services_pb2_grpc.ChannelEmulatorServicer):
         """The stub of the receiver, on one shared channel opened on first use."""
         if self._receiver_channel is None:
             self._receiver_channel = grpc.aio.insecure_channel(
-                self.settings.receiver_target, options=channel_options()
+                self.settings.receiver_target,
+                # Spread link streams over every receiver a dns:/// target resolves to.
+                options=[*channel_options(), ("grpc.lb_policy_name", "round_robin")],
             )
         return services_pb2_grpc.ReceiverStub(self._receiver_channel)  # type: ignore[no-untyped-call]
 
