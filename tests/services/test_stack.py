@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import queue
 import random
@@ -16,14 +17,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from rkdsc_core.channel import Channel, ChannelConfig, frame_generator
+from rkdsc_core.data import to_tensor
 from rkdsc_core.data.specs import CIFAR10_CLASSES
-from rkdsc_core.link import EvalTable
+from rkdsc_core.link import EvalTable, load_link
 from services.control.client import ControlClient
+from services.pb import frame_pb2, services_pb2, services_pb2_grpc
 from services.stack import Stack, StackError, StackPorts, write_token_file
 
 _MISSING = [
@@ -96,6 +102,96 @@ def stack(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         grace_seconds=GRACE_SECONDS,
     ) as started:
         yield started
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _classify(stack: Stack, images: list[np.ndarray]) -> list[services_pb2.FrameResult]:
+    """Stream ``images`` through the real transmitter; results in image order."""
+    requests = [
+        services_pb2.ClassifyRequest(
+            image_id=f"img-{i}", image=services_pb2.Image(encoded=_png(px)), label=i % 10
+        )
+        for i, px in enumerate(images)
+    ]
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.transmitter}") as channel:
+        stub = services_pb2_grpc.TransmitterStub(channel)
+        results = list(stub.Classify(iter(requests), timeout=60))
+    by_id = {r.image_id: r for r in results}
+    assert len(by_id) == len(images), results
+    return [by_id[f"img-{i}"] for i in range(len(images))]
+
+
+@requires_services
+@pytest.mark.slow
+class TestEndToEnd:
+    """The networked system against the in-process pipeline, frame by frame."""
+
+    def test_every_frame_equals_the_in_process_pipeline(
+        self, stack: Stack, tiny_weights: Path
+    ) -> None:
+        settings = {
+            "model": "rician",
+            "snr_db": 3.0,
+            "k_factor": 2.0,
+            "fading": "fast",
+            "erasure_prob": 0.1,
+            "seed": 41,
+        }
+        with ControlClient(stack.control_url, stack.token, timeout=10) as client:
+            client.update_channel(**settings)
+            client.update_transmitter(length_policy="fixed", fixed_length=32)
+        rng = np.random.default_rng(5)
+        images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(8)]
+        results = _classify(stack, images)
+
+        pipeline = load_link(tiny_weights).pipeline
+        channel = Channel(
+            ChannelConfig(model="rician", fading="fast", k_factor=2.0, erasure_prob=0.1)
+        )
+        for px, r in zip(images, results, strict=True):
+            assert r.fate == frame_pb2.FRAME_FATE_PREDICTED, r
+            assert r.num_symbols == 32 and r.prediction.channel_snr_db == 3.0
+            with torch.no_grad():
+                tx = pipeline.transmit(to_tensor(px[None]), r.tx_snr_db, r.num_symbols)
+                gen = frame_generator(41, r.link_id, r.sequence)
+                out = pipeline.apply_channel(channel, tx, 3.0, generator=gen)
+                logits, _ = pipeline.receive(out.y, out.received, pipeline.estimate("pilot", out))
+            probs = torch.softmax(logits, dim=1)[0]
+            assert r.prediction.class_index == int(probs.argmax())
+            assert np.allclose(r.prediction.probabilities, probs.numpy(), rtol=0, atol=1e-6)
+
+    def test_live_channel_change_reaches_subsequent_frames(self, stack: Stack) -> None:
+        rng = np.random.default_rng(6)
+        images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+        with ControlClient(stack.control_url, stack.token, timeout=10) as client:
+            client.update_channel(model="awgn", snr_db=20.0, erasure_prob=0.0)
+            before = _classify(stack, images)
+            client.update_channel(snr_db=-6.0)
+            after = _classify(stack, images)
+        v_before = {r.channel_config_version for r in before}
+        v_after = {r.channel_config_version for r in after}
+        assert len(v_before) == len(v_after) == 1 and max(v_before) < min(v_after)
+        assert {r.prediction.channel_snr_db for r in before} == {20.0}
+        assert {r.prediction.channel_snr_db for r in after} == {-6.0}
+
+    def test_adaptive_policy_sends_fewer_symbols_than_fixed_l_max(self, stack: Stack) -> None:
+        rng = np.random.default_rng(7)
+        images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+        with ControlClient(stack.control_url, stack.token, timeout=10) as client:
+            client.update_channel(model="awgn", snr_db=20.0, erasure_prob=0.0)
+            client.update_transmitter(length_policy="fixed", fixed_length=64)
+            fixed = _classify(stack, images)
+            # The made-up eval table reaches 0.7 at L=16 near 20 dB (and L=32 near 10 dB).
+            client.update_transmitter(length_policy="adaptive", target_accuracy=0.7)
+            _classify(stack, images)  # lets the SNR belief converge to the receiver's estimate
+            adaptive = _classify(stack, images)
+        assert {r.num_symbols for r in fixed} == {64}
+        assert all(r.num_symbols < 64 for r in adaptive), [r.num_symbols for r in adaptive]
 
 
 @requires_services
