@@ -3,7 +3,10 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Data: RKDSC_DATA_DIR wins; otherwise the project's shared CIFAR-10 copy, if present.
-export RKDSC_DATA_DIR ?= $(wildcard $(abspath ../shared/datasets/cifar10/cifar10-jpeg.tar.gz))
+RKDSC_DATA_DIR ?= $(wildcard $(abspath ../shared/datasets/cifar10/cifar10-jpeg.tar.gz))
+ifneq ($(RKDSC_DATA_DIR),)
+export RKDSC_DATA_DIR
+endif
 
 .PHONY: setup demo test lint
 setup: $(VENV)/.installed
@@ -13,9 +16,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	touch $@
 
 demo: setup
-	$(BIN)/rkdsc channel simulate --channel awgn --modulation qpsk
-	$(BIN)/rkdsc channel simulate --channel rayleigh --modulation qpsk
-	$(BIN)/rkdsc models info
+	$(BIN)/rkdsc demo
 
 test: setup
 	$(BIN)/pytest -q
