@@ -101,6 +101,22 @@ class TestAppServices:
         assert _container_ports(services[name]) == {GRPC_PORTS[name], METRICS_PORTS[name]}
 
     @pytest.mark.parametrize("name", APP_SERVICES)
+    def test_ports_and_module_are_what_rkdsc_up_starts(
+        self, services: dict[str, Any], name: str
+    ) -> None:
+        from services.stack import StackPorts
+
+        ports = StackPorts()  # rkdsc up's defaults
+        if name == "control":
+            assert _container_ports(services[name]) == {ports.control}
+        else:
+            grpc_port = getattr(ports, name)
+            metrics_port = getattr(ports, f"{name}_metrics")
+            assert _container_ports(services[name]) == {grpc_port, metrics_port}
+        # rkdsc up launches `python -m services.<name>`, as compose does.
+        assert _module(services[name]["command"]) == f"services.{name}"
+
+    @pytest.mark.parametrize("name", APP_SERVICES)
     def test_ports_are_the_settings_defaults(self, name: str) -> None:
         if name == "control":
             assert _settings_default(name, "port") == METRICS_PORTS["control"]
