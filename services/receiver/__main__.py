@@ -1,41 +1,17 @@
-"""Entry point: ``python -m services.receiver`` (settings from ``RKDSC_RECEIVER_*``)."""
+"""``python -m services.receiver``: the receiver with its /metrics HTTP server."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-
-from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
-
-from services._metrics import start_metrics_server
+from services._main import run_service
 from services.receiver.server import serve
 from services.receiver.settings import Settings
 
 __all__ = ["main"]
 
-log = logging.getLogger("services.receiver")
-
 
 def main() -> None:
-    """Validate the settings (fail fast), start /metrics, serve until SIGTERM."""
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        sys.stderr.write(f"error: invalid receiver settings (RKDSC_RECEIVER_*):\n{e}\n")
-        raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    registry = CollectorRegistry()
-    port = start_metrics_server(settings.metrics_port, registry, host=settings.host)
-    log.info("metrics on http://%s:%d/metrics", settings.host, port)
-    try:
-        asyncio.run(serve(settings, registry))
-    except FileNotFoundError as e:  # no weights: fail with the reason, not a traceback
-        sys.stderr.write(f"error: {e}\n")
-        raise SystemExit(2) from None
+    """Read ``RKDSC_RECEIVER_*``, serve /metrics and gRPC until SIGTERM."""
+    run_service("receiver", "RKDSC_RECEIVER_", Settings, serve)
 
 
 if __name__ == "__main__":

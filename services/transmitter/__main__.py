@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-from prometheus_client import CollectorRegistry
-
-from services._metrics import start_metrics_server
+from services._main import run_service
 from services.transmitter.server import serve
 from services.transmitter.settings import get_settings
 
 __all__ = ["main"]
 
-log = logging.getLogger("services.transmitter")
-
 
 def main() -> None:
     """Read ``RKDSC_TRANSMITTER_*``, serve /metrics and gRPC until SIGTERM."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = get_settings()
-    registry = CollectorRegistry()
-    port = start_metrics_server(settings.metrics_port, registry, host=settings.host)
-    log.info("metrics on http://%s:%d/metrics", settings.host, port)
-    asyncio.run(serve(settings, registry))
+    run_service("transmitter", "RKDSC_TRANSMITTER_", get_settings, serve)
 
 
 if __name__ == "__main__":

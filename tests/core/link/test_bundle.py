@@ -5,8 +5,7 @@ import torch
 
 from rkdsc_core.link import EvalTable, SemanticPipeline, load_link, save_link
 from rkdsc_core.models import create_model
-
-from .conftest import CLASSES
+from tests.core.conftest import CLASSES
 
 
 def _pipeline() -> SemanticPipeline:

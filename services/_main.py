@@ -1,0 +1,48 @@
+"""The entry point shared by the gRPC services: settings, logging, /metrics, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from services._metrics import start_metrics_server
+
+__all__ = ["run_service"]
+
+
+def run_service(
+    name: str,
+    env_prefix: str,
+    settings_factory: Callable[[], Any],
+    serve: Callable[[Any, CollectorRegistry], Coroutine[Any, Any, None]],
+) -> None:
+    """Validate the settings (exit 2 naming the field), log, serve /metrics, run until SIGTERM.
+
+    ``settings_factory()`` returns the service's settings (with ``host``, ``metrics_port``
+    and optionally ``log_level``); ``serve(settings, registry)`` runs the gRPC server.
+
+    Missing weights (``FileNotFoundError``) also exit 2 with the reason, not a traceback.
+    """
+    try:
+        settings = settings_factory()
+    except ValidationError as e:
+        sys.stderr.write(f"error: invalid {name} settings ({env_prefix}*):\n{e}\n")
+        raise SystemExit(2) from None
+    level = getattr(settings, "log_level", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = CollectorRegistry()
+    port = start_metrics_server(settings.metrics_port, registry, host=settings.host)
+    logging.getLogger(f"services.{name}").info(
+        "metrics on http://%s:%d/metrics", settings.host, port
+    )
+    try:
+        asyncio.run(serve(settings, registry))
+    except FileNotFoundError as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
