@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from rkdsc_core.distill import FeatureProjector, feature_loss, kd_loss
+
+
+class TestKDLoss:
+    def test_zero_for_identical_logits(self) -> None:
+        x = torch.randn(4, 10)
+        assert float(kd_loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+
+    def test_positive_and_differentiable(self) -> None:
+        s = torch.randn(4, 10, requires_grad=True)
+        loss = kd_loss(s, torch.randn(4, 10), temperature=2.0)
+        loss.backward()
+        assert float(loss) > 0 and s.grad is not None
+
+    def test_shape_mismatch_is_rejected(self) -> None:
+        with pytest.raises(ValueError, match="same shape"):
+            kd_loss(torch.randn(2, 10), torch.randn(2, 100))
+
+
+class TestFeatureLoss:
+    def test_scale_free(self) -> None:
+        x = torch.randn(3, 8)
+        assert float(feature_loss(x, 5 * x)) == pytest.approx(0.0, abs=1e-6)
+
+    def test_projector_maps_dimensions(self) -> None:
+        p = FeatureProjector(16, 64)
+        assert p(torch.randn(2, 16)).shape == (2, 64)
+        with pytest.raises(ValueError, match="project"):
+            feature_loss(torch.randn(2, 16), torch.randn(2, 64))
