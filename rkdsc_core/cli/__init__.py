@@ -7,7 +7,7 @@ import logging
 
 import typer
 
-from rkdsc_core.cli import channel, data, models
+from rkdsc_core.cli import channel, data, models, nas
 from rkdsc_core.cli.train import eval_app, train_app
 
 __all__ = ["app", "main"]
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(channel.app, name="channel")
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+app.add_typer(nas.app, name="nas")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 

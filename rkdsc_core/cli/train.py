@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rkdsc_core.cli._common import echo_json, fail
+
+if TYPE_CHECKING:
+    from rkdsc_core.config import Settings
+    from rkdsc_core.data import ImageDataset
+    from rkdsc_core.train.ddp import DistInfo
 
 __all__ = ["eval_app", "train_app"]
 
@@ -20,21 +27,46 @@ eval_app = typer.Typer(help="Measure links.", no_args_is_help=True)
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset source (RKDSC_DATA_DIR).")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-data cache.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="torch device: cpu, cuda (RKDSC_DEVICE; default cpu).")
+]
 
 
 def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ignore[no-untyped-def]
     from rkdsc_core.config import load_settings
-    from rkdsc_core.data import DataSourceError, load_dataset
 
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir}).resolved_data()
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
+    return _splits(s, name, ("train", "test"))
+
+
+def _splits(
+    s: Settings, name: str, splits: tuple[str, ...], info: DistInfo | None = None
+) -> tuple[ImageDataset, ...]:
+    """Load ``splits`` of dataset ``name``; data errors end the command (exit 2).
+
+    Under DDP rank 0 loads (and on first use decodes into the cache) first, then the rest.
+    """
+    from rkdsc_core.data import DataSourceError, load_dataset
+    from rkdsc_core.train.ddp import barrier
+
+    d = s.resolved_data()
+    if info is not None and not info.is_main:
+        barrier(info)
     try:
-        return (
-            load_dataset(name, "train", source=s.dir, cache_dir=s.cache_dir),
-            load_dataset(name, "test", source=s.dir, cache_dir=s.cache_dir),
+        out = tuple(
+            load_dataset(name, split, source=d.dir, cache_dir=d.cache_dir)  # type: ignore[arg-type]
+            for split in splits
         )
     except DataSourceError as e:
         fail(str(e))
         raise
+    if info is not None and info.is_main:
+        barrier(info)
+    return out
+
+
+def _command() -> str:
+    return shlex.join(["rkdsc", *sys.argv[1:]])
 
 
 @train_app.command("link")
@@ -51,25 +83,53 @@ def train_link_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
-    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    device: DeviceOpt = None,
 ) -> None:
-    """End-to-end link training through the channel, cross-entropy only (no teacher)."""
+    """End-to-end link training through the channel, cross-entropy only (no teacher).
+
+    Runs under torchrun too (DDP; --batch-size is the global batch).
+    """
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
+
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    info = init_distributed(os.environ, device=s.device)
+    try:
+        _train_link(info, s, out, epochs, batch_size, seed, weights_out, eval_limit, fp16, dataset)
+    finally:
+        cleanup_distributed()
+
+
+def _train_link(
+    info: DistInfo,
+    s: Settings,
+    out: Path,
+    epochs: int | None,
+    batch_size: int | None,
+    seed: int | None,
+    weights_out: Path | None,
+    eval_limit: int,
+    fp16: bool,
+    dataset: str,
+) -> None:
     import dataclasses
 
     from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import save_link
     from rkdsc_core.train import LinkTrainConfig, train_link
 
-    train, test = _datasets(data, cache_dir, dataset)
+    train, test = _splits(s, dataset, ("train", "test"), info)
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
     cfg = dataclasses.replace(
         LinkTrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )
     out.mkdir(parents=True, exist_ok=True)
-    pipeline, summary = train_link(cfg, train, test, out, device=device)
+    pipeline, summary = train_link(cfg, train, test, out, dist=info)
+    if not info.is_main:
+        return
     pipeline.cpu()
     table = measure_eval_table(pipeline, test, limit=eval_limit)
-    table.meta["command"] = shlex.join(["rkdsc", *sys.argv[1:]])
+    table.meta["command"] = _command()
     dest = weights_out or out / "weights"
     save_link(
         dest,
@@ -86,6 +146,181 @@ def train_link_cmd(
         metrics={"history": summary["history"]},
     )
     typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {summary['history'][-1]['acc_awgn_20db']:.4f})")
+
+
+@train_app.command("teacher")
+def train_teacher_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder: training state, config, teacher.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Teacher: resnet18-cifar-w32 (default), resnet18-cifar, efficientnet-lite0, "
+            "clip-vit-b32."
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (preset: 30 for the ResNet).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
+    width: Annotated[
+        int | None, typer.Option(help="ResNet width (32: the CPU teacher, 64: ResNet-18).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size the model resizes to [pixels].")
+    ] = None,
+    clip_checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Local CLIP weights (open_clip or Hugging Face) for clip-vit-b32."),
+    ] = None,
+    freeze_backbone_epochs: Annotated[
+        int | None, typer.Option(help="Epochs training the head only (>= epochs: linear probe).")
+    ] = None,
+    eval_images: Annotated[
+        int | None, typer.Option(help="Test images per evaluation (default: all).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Train or fine-tune the teacher; resumable (rerun the same command to resume).
+
+    Writes OUT/state.* every epoch and OUT/teacher.{safetensors,json} at the end. Runs
+    under torchrun too (DDP; --batch-size is the global batch).
+    """
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
+    from rkdsc_core.train.teacher import teacher_config
+
+    name = model or "resnet18-cifar-w32"
+    model_overrides: dict[str, Any] = {}
+    if width is not None:
+        if not name.startswith("resnet"):
+            fail(f"--width applies to the ResNet teachers, not {name}")
+        model_overrides["width"] = width
+    if image_size is not None:
+        model_overrides["image_size"] = image_size
+    if clip_checkpoint is not None:
+        if not name.startswith("clip"):
+            fail(f"--clip-checkpoint applies to the CLIP teachers, not {name}")
+        model_overrides["checkpoint"] = str(clip_checkpoint.expanduser().resolve())
+    elif name == "clip-vit-b32":
+        fail("clip-vit-b32 needs --clip-checkpoint PATH (your local CLIP weights)")
+    try:
+        cfg = teacher_config(
+            name,
+            model_overrides=model_overrides or None,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            freeze_backbone_epochs=freeze_backbone_epochs,
+            eval_images=eval_images,
+            seed=seed,
+        )
+    except ValueError as e:
+        fail(str(e))
+        raise
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    info = init_distributed(os.environ, device=s.device)
+    try:
+        _train_teacher(info, s, cfg, out, dataset)
+    finally:
+        cleanup_distributed()
+
+
+def _train_teacher(info: DistInfo, s: Settings, cfg: Any, out: Path, dataset: str) -> None:
+    import dataclasses
+
+    from rkdsc_core.train.teacher import train_teacher
+
+    train, test = _splits(s, dataset, ("train", "test"), info)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            "command": _command(),
+            "dataset": {"name": train.name, "sha256": train.source_sha256},
+            "device": str(info.device),
+            "world_size": info.world_size,
+            "teacher": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        }
+        (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    try:
+        _, summary = train_teacher(cfg, train, test, out, dist=info, command=_command())
+    except ValueError as e:
+        fail(str(e))
+        raise
+    if info.is_main:
+        acc = summary["test_accuracy"]
+        typer.echo(
+            f"wrote {summary['checkpoint']} (test accuracy {acc:.4f}, "
+            f"{summary['wall_seconds'] / 60:.1f} min)"
+        )
+
+
+@train_app.command("cache-teacher")
+def cache_teacher_cmd(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (e.g. RUN/teacher).")],
+    out: Annotated[Path, typer.Option(help="Cache name: writes OUT.safetensors and OUT.json.")],
+    views: Annotated[
+        int | None, typer.Option(help="Views per image (default 4; view 0 un-augmented).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the views (default 0).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Teacher batch (default 256).")] = None,
+    split: Annotated[str, typer.Option(help="Split to cache.")] = "train",
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the teacher's).")
+    ] = None,
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Run the teacher once over every view of every image; store logits and features.
+
+    Under torchrun only rank 0 computes (the others wait).
+    """
+    from rkdsc_core.checkpoint import checkpoint_paths
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.distill.cache import TeacherCacheError, build_teacher_cache
+    from rkdsc_core.train.ddp import barrier, cleanup_distributed, init_distributed
+
+    manifest = checkpoint_paths(teacher)[1]
+    try:
+        teacher_doc = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        fail(f"cannot read the teacher checkpoint {manifest}: {e}")
+        raise
+    trained_on = teacher_doc.get("dataset") or {}
+    name = dataset or trained_on.get("name") or "cifar10"
+    if split not in ("train", "test"):
+        fail(f"--split must be train or test, got {split!r}")
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    info = init_distributed(os.environ, device=s.device)
+    try:
+        (ds,) = _splits(s, name, (split,), info)
+        if trained_on.get("sha256") not in (None, ds.source_sha256) and info.is_main:
+            sys.stderr.write(
+                f"warning: the teacher was trained on source {trained_on['sha256'][:12]}..., "
+                f"caching {ds.source_sha256[:12]}...\n"
+            )
+        try:
+            path = build_teacher_cache(
+                teacher,
+                ds,
+                out,
+                views=4 if views is None else views,
+                seed=0 if seed is None else seed,
+                batch_size=256 if batch_size is None else batch_size,
+                device=info.device,
+                is_main=info.is_main,
+            )
+        except (TeacherCacheError, ValueError) as e:
+            fail(str(e))
+            raise
+        barrier(info)
+        if info.is_main:
+            typer.echo(f"wrote {path}")
+    finally:
+        cleanup_distributed()
 
 
 @eval_app.command("table")

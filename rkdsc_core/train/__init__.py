@@ -1,5 +1,52 @@
-"""Training recipes."""
+"""Training recipes: the teacher, the end-to-end link, and their DDP plumbing."""
 
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    cleanup_distributed,
+    current_dist,
+    init_distributed,
+    shard_batch_size,
+    unwrap,
+    wrap_ddp,
+)
 from rkdsc_core.train.link import LinkTrainConfig, build_pipeline, lr_at, train_link
+from rkdsc_core.train.teacher import (
+    TEACHER_PRESETS,
+    TeacherTrainConfig,
+    build_teacher,
+    evaluate_teacher,
+    predict_flip_tta,
+    teacher_config,
+    train_teacher,
+)
+from rkdsc_core.train.teacher import lr_at as teacher_lr_at
 
-__all__ = ["LinkTrainConfig", "build_pipeline", "lr_at", "train_link"]
+__all__ = [
+    "TEACHER_PRESETS",
+    "DistInfo",
+    "LinkTrainConfig",
+    "TeacherTrainConfig",
+    "all_reduce_mean",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_buffers",
+    "build_pipeline",
+    "build_teacher",
+    "cleanup_distributed",
+    "current_dist",
+    "evaluate_teacher",
+    "init_distributed",
+    "lr_at",
+    "predict_flip_tta",
+    "shard_batch_size",
+    "teacher_config",
+    "teacher_lr_at",
+    "train_link",
+    "train_teacher",
+    "unwrap",
+    "wrap_ddp",
+]

@@ -22,10 +22,20 @@ from tqdm import tqdm
 
 from rkdsc_core.channel import Channel, ChannelConfig
 from rkdsc_core.checkpoint import checkpoint_paths, load_training_state, save_training_state
-from rkdsc_core.data import BatchLoader, ImageDataset
+from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
 from rkdsc_core.link.pipeline import SemanticPipeline
 from rkdsc_core.models import Backbone, create_model
 from rkdsc_core.models.cat import CATCodec
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    current_dist,
+    shard_batch_size,
+    wrap_ddp,
+)
 
 __all__ = ["LinkTrainConfig", "build_pipeline", "evaluate_clean_channel", "lr_at", "train_link"]
 
@@ -91,19 +101,32 @@ def _draw_conditions(
 
 @torch.no_grad()
 def evaluate_clean_channel(
-    pipeline: SemanticPipeline, data: ImageDataset, *, snr_db: float = 20.0, limit: int = 2000
+    pipeline: SemanticPipeline,
+    data: ImageDataset,
+    *,
+    snr_db: float = 20.0,
+    limit: int = 2000,
+    dist: DistInfo | None = None,
 ) -> float:
-    """Accuracy over AWGN at ``snr_db`` with all ``l_max`` symbols and pilot CSI."""
+    """Accuracy over AWGN at ``snr_db`` with all ``l_max`` symbols and pilot CSI.
+
+    Under DDP (``dist``) each rank scores its shard of the images; the counts are summed.
+    """
+    info = dist if dist is not None else DistInfo.single()
     pipeline.eval()
-    loader = BatchLoader(data.sample(min(limit, len(data))), 256)
+    device = next(pipeline.parameters()).device
+    loader = BatchLoader(
+        data.sample(min(limit, len(data))), 256, rank=info.rank, world_size=info.world_size
+    )
     correct = total = 0
     for step, (x, y) in enumerate(loader):
-        g = torch.Generator().manual_seed(10_000 + step)
-        out = pipeline(x, Channel(), snr_db, generator=g)
-        correct += int((out.logits.argmax(1) == y).sum())
+        g = torch.Generator().manual_seed(10_000 + step + 1_000 * info.rank)
+        out = pipeline(x.to(device), Channel(), snr_db, generator=g)
+        correct += int((out.logits.argmax(1).cpu() == y).sum())
         total += len(y)
     pipeline.train()
-    return correct / max(1, total)
+    counts = all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64), info)
+    return float(counts[0]) / max(1.0, float(counts[1]))
 
 
 def train_link(
@@ -113,19 +136,31 @@ def train_link(
     out_dir: Path,
     *,
     device: torch.device | str = "cpu",
+    dist: DistInfo | None = None,
     max_steps: int | None = None,
 ) -> tuple[SemanticPipeline, dict[str, Any]]:
     """Train end to end, checkpointing every epoch to ``out_dir/state``; resumes from it.
 
     Returns the trained pipeline and a summary (epochs, wall-clock seconds, accuracy).
-    ``max_steps`` stops early (for tests).
+    ``max_steps`` stops early (for tests). Under DDP (``dist``, default: the initialised
+    process group, if any) ``cfg.batch_size`` is the global batch, each rank trains on its
+    shard, and only rank 0 writes the state.
     """
+    info = dist if dist is not None else current_dist(device)
+    device = info.device
     torch.manual_seed(cfg.seed)  # parameter initialisation only
     pipeline = build_pipeline(cfg).to(device)
     pipeline.student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(pipeline.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = BatchLoader(
-        train, cfg.batch_size, shuffle=True, drop_last=True, augment=True, seed=cfg.seed
+        train,
+        shard_batch_size(cfg.batch_size, info),
+        shuffle=True,
+        drop_last=True,
+        augment=True,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
     )
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
@@ -137,19 +172,26 @@ def train_link(
         start_epoch, step = progress["epoch"], progress["step"]
         history, wall = progress["history"], progress["wall_seconds"]
         log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    model = wrap_ddp(pipeline, info)
     pipeline.train()
     lengths = pipeline.lengths
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         loader.set_epoch(epoch)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        g = (  # channel draws: rank 0 keeps the single-process stream, other ranks their own
+            torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            if info.rank == 0
+            else epoch_generator(cfg.seed, epoch, 2, info.rank)
+        )
         running = 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main
+        )
         for x, y in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
             channel, snr, length, knowledge = _draw_conditions(cfg, lengths, len(y), g)
-            out = pipeline(
+            out = model(
                 x.to(device).contiguous(memory_format=torch.channels_last),
                 channel,
                 snr.to(device),
@@ -167,22 +209,28 @@ def train_link(
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
-        acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images)
+        broadcast_buffers(pipeline, info)
+        running = all_reduce_mean(running, info)
+        acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
         wall += time.time() - t0
         history.append({"epoch": epoch + 1, "loss": running, "acc_awgn_20db": acc})
-        log.info("epoch %d: loss %.3f, accuracy (AWGN 20 dB, L max) %.4f", epoch + 1, running, acc)
-        save_training_state(
-            state,
-            model=pipeline,
-            optimizer=opt,
-            progress={
-                "epoch": epoch + 1,
-                "step": step,
-                "history": history,
-                "wall_seconds": wall,
-                "config": _jsonable(cfg),
-            },
-        )
+        if info.is_main:
+            log.info(
+                "epoch %d: loss %.3f, accuracy (AWGN 20 dB, L max) %.4f", epoch + 1, running, acc
+            )
+            save_training_state(
+                state,
+                model=pipeline,
+                optimizer=opt,
+                progress={
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "history": history,
+                    "wall_seconds": wall,
+                    "config": _jsonable(cfg),
+                },
+            )
+        barrier(info)
         if max_steps is not None and step >= max_steps:
             break
     pipeline.eval()

@@ -1,0 +1,282 @@
+"""`rkdsc nas ...` commands: the KDL-DARTS architecture search and its lambda table."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rkdsc_core.cli._common import fail
+
+if TYPE_CHECKING:
+    from rkdsc_core.data import ImageDataset, Split
+    from rkdsc_core.nas import SearchConfig, TeacherOutputs
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="KDL-DARTS: architecture search with distillation and a complexity penalty.",
+    no_args_is_help=True,
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, results).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML/JSON of SearchConfig fields (read first).")
+]
+CostOpt = Annotated[str | None, typer.Option("--cost", help="params | macs (default params).")]
+KdOpt = Annotated[
+    bool, typer.Option("--kd/--no-kd", help="Distil from --teacher-cache (--no-kd: plain DARTS).")
+]
+TeacherOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--teacher-cache",
+        help="Teacher-output cache of the training split (`rkdsc train cache-teacher`). "
+        "Without it the KD terms are off.",
+    ),
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Search epochs (default 10).")]
+SubsetOpt = Annotated[
+    int | None, typer.Option("--subset", help="Training images searched on (default 10000).")
+]
+COpt = Annotated[int | None, typer.Option("--C", help="Supernet channels (default 8).")]
+LayersOpt = Annotated[int | None, typer.Option("--layers", help="Supernet cells (default 5).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size (default 64).")]
+SizeOpt = Annotated[
+    int | None, typer.Option("--input-size", help="Search resolution in pixels (default 16).")
+]
+PcOpt = Annotated[
+    int | None,
+    typer.Option("--partial-channels", help="PC-DARTS K: 1/K channels per edge (default 4)."),
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default 0).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset source (RKDSC_DATA_DIR).")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-data cache.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default cpu).")]
+
+
+def _settings(data: Path | None, cache_dir: Path | None, device: str | None) -> Any:
+    from rkdsc_core.config import load_settings
+
+    return load_settings(
+        overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device}
+    )
+
+
+def _load(settings: Any, name: str, split: Split) -> ImageDataset:
+    from rkdsc_core.data import DataSourceError, load_dataset
+
+    s = settings.resolved_data()
+    try:
+        return load_dataset(name, split, source=s.dir, cache_dir=s.cache_dir)
+    except (DataSourceError, ValueError) as e:
+        fail(str(e))
+        raise
+
+
+def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConfig:
+    from rkdsc_core.nas import SearchConfig
+
+    base: dict[str, Any] = {}
+    if config is not None:
+        text = config.read_text()
+        if config.suffix in {".yaml", ".yml"}:
+            import yaml
+
+            base = yaml.safe_load(text) or {}
+        else:
+            base = json.loads(text)
+        if not isinstance(base, dict):
+            fail(f"{config} must hold a mapping of SearchConfig fields")
+    try:
+        return SearchConfig(**(base | {k: v for k, v in overrides.items() if v is not None}))
+    except (TypeError, ValueError) as e:
+        fail(f"bad search config: {e}")
+        raise
+
+
+def _teacher(
+    teacher_cache: Path | None, kd: bool, train: ImageDataset
+) -> tuple[TeacherOutputs | None, str]:
+    """The teacher (or ``None``) and one line saying which objective runs."""
+    from rkdsc_core.nas import load_teacher_outputs
+
+    if not kd:
+        return None, "--no-kd: plain DARTS objective (cross-entropy), no teacher"
+    if teacher_cache is None:
+        return None, "no --teacher-cache: the KD terms are off (cross-entropy + lambda * cost)"
+    try:
+        teacher = load_teacher_outputs(teacher_cache, train)
+    except ValueError as e:
+        fail(str(e))
+        raise
+    feat = "" if teacher.feature_dim is None else f" and features (D={teacher.feature_dim})"
+    return teacher, f"distilling from {teacher_cache}: logits{feat}"
+
+
+def _command() -> str:
+    return shlex.join(["rkdsc", *sys.argv[1:]])
+
+
+@app.command("search")
+def search_cmd(
+    out: OutOpt,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="Complexity weight (default 0.1).")
+    ] = None,
+    cost: CostOpt = None,
+    kd: KdOpt = True,
+    teacher_cache: TeacherOpt = None,
+    epochs: EpochsOpt = None,
+    subset: SubsetOpt = None,
+    channels: COpt = None,
+    layers: LayersOpt = None,
+    batch_size: BatchOpt = None,
+    input_size: SizeOpt = None,
+    partial_channels: PcOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Search a cell; writes OUT/genotype.json and OUT/search.json (resumable)."""
+    from rkdsc_core.models.genotypes import genotype_to_dict
+    from rkdsc_core.nas import StudentEvalConfig, search, student_complexity
+
+    settings = _settings(data, cache_dir, device)
+    train = _load(settings, dataset, "train")
+    teacher, note = _teacher(teacher_cache, kd, train)
+    typer.echo(note)
+    overrides = {
+        "lam": lam,
+        "cost": cost,
+        "epochs": epochs,
+        "subset": subset,
+        "C": channels,
+        "layers": layers,
+        "batch_size": batch_size,
+        "input_size": input_size,
+        "partial_channels": partial_channels,
+        "seed": seed,
+        "use_kd": teacher is not None,
+    }
+    cfg = _search_config(config, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = search(cfg, train, teacher, out, device=settings.device)
+    except ValueError as e:
+        fail(str(e))
+        raise
+    genotype = genotype_to_dict(result.genotype)
+    shape = StudentEvalConfig(C=cfg.C, layers=cfg.layers)
+    derived = student_complexity(result.genotype, shape, len(train.classes))
+    (out / "genotype.json").write_text(json.dumps(genotype, indent=2) + "\n")
+    manifest = {
+        "kind": "kdl-darts-search",
+        "config": cfg.to_dict(),
+        "objective": note,
+        "genotype": genotype,
+        "derived_student": {"C": cfg.C, "layers": cfg.layers} | derived,
+        "alphas": {k: v.tolist() for k, v in result.alphas.items()},
+        "history": result.history,
+        "dataset": {"name": train.name, "split": train.split, "sha256": train.source_sha256},
+        "teacher_cache": None if teacher is None else str(teacher_cache),
+        "device": str(settings.device),
+        "command": _command(),
+    }
+    (out / "search.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    expected = result.history[-1]["expected_cost"] if result.history else float("nan")
+    typer.echo(
+        f"wrote {out / 'genotype.json'}: {derived['params']:,} params at C={cfg.C}, "
+        f"layers={cfg.layers}; expected {cfg.cost} cost {expected:.3f}"
+    )
+
+
+@app.command("sweep")
+def sweep_cmd(
+    out: OutOpt,
+    lambdas: Annotated[
+        str, typer.Option("--lambdas", help="Comma-separated lambda values.")
+    ] = "0,0.1,0.5,1",
+    cost: CostOpt = None,
+    kd: KdOpt = True,
+    teacher_cache: TeacherOpt = None,
+    epochs: EpochsOpt = None,
+    subset: SubsetOpt = None,
+    channels: COpt = None,
+    layers: LayersOpt = None,
+    batch_size: BatchOpt = None,
+    input_size: SizeOpt = None,
+    partial_channels: PcOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    eval_epochs: Annotated[int | None, typer.Option(help="Protocol epochs (default 5).")] = None,
+    eval_c: Annotated[
+        int | None, typer.Option("--eval-C", help="Student channels (default 16).")
+    ] = None,
+    eval_layers: Annotated[int | None, typer.Option(help="Student cells (default 5).")] = None,
+    eval_batch_size: Annotated[
+        int | None, typer.Option(help="Protocol batch size (default 128).")
+    ] = None,
+    eval_train_subset: Annotated[
+        int | None, typer.Option(help="Training images for the protocol (default 10000).")
+    ] = None,
+    eval_limit: Annotated[
+        int | None, typer.Option(help="Test images for the accuracy (default 2000).")
+    ] = None,
+    dataset: DatasetOpt = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """The lambda table: search per lambda (plus plain DARTS), train each genotype alike."""
+    from rkdsc_core.nas import StudentEvalConfig, format_table, sweep
+
+    try:
+        values = [float(v) for v in lambdas.split(",") if v.strip()]
+    except ValueError:
+        fail(f"--lambdas must be comma-separated numbers, got {lambdas!r}")
+        raise
+    settings = _settings(data, cache_dir, device)
+    train = _load(settings, dataset, "train")
+    test = _load(settings, dataset, "test")
+    teacher, note = _teacher(teacher_cache, kd, train)
+    typer.echo(note)
+    overrides = {
+        "cost": cost,
+        "epochs": epochs,
+        "subset": subset,
+        "C": channels,
+        "layers": layers,
+        "batch_size": batch_size,
+        "input_size": input_size,
+        "partial_channels": partial_channels,
+        "seed": seed,
+    }
+    cfg = _search_config(config, overrides)
+    eval_overrides: dict[str, Any] = {
+        "C": eval_c,
+        "layers": eval_layers,
+        "epochs": eval_epochs,
+        "batch_size": eval_batch_size,
+        "train_subset": eval_train_subset,
+        "eval_images": eval_limit,
+    }
+    ecfg = StudentEvalConfig(
+        seed=cfg.seed, **{k: v for k, v in eval_overrides.items() if v is not None}
+    )
+    try:
+        rows = sweep(cfg, values, train, test, teacher, out, eval_cfg=ecfg, device=settings.device)
+    except ValueError as e:
+        fail(str(e))
+        raise
+    (out / "sweep-command.txt").write_text(_command() + "\n")
+    typer.echo(format_table(rows), nl=False)
+    typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")

@@ -1,0 +1,157 @@
+"""The evaluation protocol of the lambda table: every genotype gets the same short CE training."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rkdsc_core.data import BatchLoader, ImageDataset
+from rkdsc_core.models.complexity import count_macs, count_parameters
+from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
+from rkdsc_core.models.student import DartsStudent, StudentConfig
+from rkdsc_core.nas.search import lr_at
+
+__all__ = ["StudentEvalConfig", "build_student", "student_complexity", "train_student_plain"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudentEvalConfig:
+    """How every searched genotype is built and trained for the lambda table.
+
+    Attributes:
+        C, layers, token_dim, input_size: the fixed ``darts-student`` shape every genotype
+            is built at (so parameter counts compare like with like); C=16, 5 cells is the
+            link's student (``LinkTrainConfig``).
+        epochs, batch_size, lr, weight_decay, label_smoothing: AdamW, cosine from ``lr``
+            to 0, cross-entropy only (no teacher, no channel).
+        augment: random crop + flip while training.
+        train_subset: seeded number of training images (``None``: all).
+        eval_images: seeded number of evaluation images (``None``: all).
+        seed: initialisation and batch order.
+    """
+
+    C: int = 16
+    layers: int = 5
+    token_dim: int = 128
+    input_size: int = 32
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    augment: bool = True
+    train_subset: int | None = 10_000
+    eval_images: int | None = 2000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def build_student(genotype: Genotype, cfg: StudentEvalConfig, num_classes: int) -> DartsStudent:
+    """The ``darts-student`` of ``genotype`` at ``cfg``'s fixed shape (seeded init)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return DartsStudent(
+            StudentConfig(
+                genotype=genotype_to_dict(genotype),
+                C=cfg.C,
+                layers=cfg.layers,
+                token_dim=cfg.token_dim,
+                input_size=cfg.input_size,
+                num_classes=num_classes,
+            )
+        )
+
+
+def student_complexity(
+    genotype: Genotype, cfg: StudentEvalConfig, num_classes: int = 10
+) -> dict[str, int]:
+    """``{"params", "macs"}`` of the student ``genotype`` builds (MACs per image)."""
+    model = build_student(genotype, cfg, num_classes)
+    return {
+        "params": count_parameters(model),
+        "macs": count_macs(model, *model.example_inputs(1)),
+    }
+
+
+def train_student_plain(
+    genotype: Genotype,
+    train: ImageDataset,
+    val: ImageDataset,
+    cfg: StudentEvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Evaluation protocol: train ``genotype``'s student with cross-entropy, report accuracy.
+
+    The same recipe for every row of the lambda table, so accuracies compare the
+    architectures, not the training. Not checkpointed (it is meant to be short).
+
+    Returns:
+        ``{"params", "macs", "val_accuracy", "history", "eval_images"}``.
+    """
+    model = build_student(genotype, cfg, len(train.classes))
+    complexity = {
+        "params": count_parameters(model),
+        "macs": count_macs(model, *model.example_inputs(1)),
+    }
+    model.to(device)
+    data = train if cfg.train_subset is None else train.sample(cfg.train_subset, seed=cfg.seed)
+    loader = BatchLoader(
+        data,
+        min(cfg.batch_size, len(data)),
+        shuffle=True,
+        drop_last=True,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        device=device,
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * len(loader)
+    step, history = 0, []
+    model.train()
+    for epoch in range(cfg.epochs):
+        loader.set_epoch(epoch)
+        running, n = 0.0, 0
+        for x, y in tqdm(loader, desc=f"eval-train {epoch + 1}/{cfg.epochs}", leave=False):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg.lr)
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            running += float(loss.detach())
+            n += 1
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        history.append({"epoch": epoch + 1, "loss": running / max(1, n)})
+        if max_steps is not None and step >= max_steps:
+            break
+    accuracy, count = _accuracy(model, val, cfg, device)
+    log.info("evaluation protocol: %d params, accuracy %.4f", complexity["params"], accuracy)
+    return complexity | {"val_accuracy": accuracy, "history": history, "eval_images": count}
+
+
+@torch.no_grad()
+def _accuracy(
+    model: DartsStudent, val: ImageDataset, cfg: StudentEvalConfig, device: torch.device | str
+) -> tuple[float, int]:
+    model.eval()
+    data = val if cfg.eval_images is None else val.sample(min(cfg.eval_images, len(val)))
+    correct = 0
+    for x, y in BatchLoader(data, 256, device=device):
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train()
+    return correct / max(1, len(data)), len(data)

