@@ -50,7 +50,7 @@ def render(folder: Path, machine: str) -> str:
         f"`{meta.get('dataset', {}).get('sha256')}`.",
         f"- Training config: `{json.dumps(cfg)}`",
         f"- Wall-clock training time: {training.get('wall_seconds', 0) / 60:.1f} min on {machine}.",
-        f"- Git commit of the code: `{student_doc.get('git_commit')}`.",
+        f"- Git commit checked out when the weights were saved: `{student_doc.get('git_commit')}`.",
         "",
         "Per epoch (accuracy over AWGN at 20 dB, L = l_max, pilot CSI, 2,000 test images):",
         "",
