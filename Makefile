@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint weights results
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -26,3 +26,13 @@ lint: setup
 	$(BIN)/ruff format --check rkdsc_core services tests bench examples scripts deploy
 	$(BIN)/mypy rkdsc_core services
 	$(BIN)/python scripts/gen_proto.py --check
+
+# Retrain the shipped bootstrap link (resumable: rerun after an interruption), then its card.
+MACHINE ?= $(shell getconf _NPROCESSORS_ONLN)-core $(shell uname -m) CPU
+weights: setup
+	$(BIN)/rkdsc train link --out runs/bootstrap --epochs 10 --weights-out rkdsc_core/weights/default
+	$(BIN)/python scripts/model_card.py rkdsc_core/weights/default --machine "$(MACHINE)"
+
+# The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
+results: setup
+	scripts/measure_readme.sh docs/results
