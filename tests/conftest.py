@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-
 # Tiny models gain nothing from intra-op threads, and OpenMP workers spinning against
 # other processes (a training run, the services under test) slow them by orders of
 # magnitude on a 2-core machine.
