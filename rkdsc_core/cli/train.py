@@ -323,6 +323,237 @@ def cache_teacher_cmd(
         cleanup_distributed()
 
 
+def _load_cache(info: DistInfo, s: Settings, teacher_cache: Path, dataset: str | None) -> Any:
+    """``(train, test, cache)``: the cache's dataset (or ``dataset``) and the verified cache."""
+    from rkdsc_core.checkpoint import checkpoint_paths
+    from rkdsc_core.distill.cache import TeacherCacheError, load_teacher_cache
+
+    manifest = checkpoint_paths(teacher_cache)[1]
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        fail(f"cannot read the teacher cache manifest {manifest}: {e}")
+        raise
+    name = dataset or (doc.get("dataset") or {}).get("name") or "cifar10"
+    train, test = _splits(s, name, ("train", "test"), info)
+    try:
+        cache = load_teacher_cache(teacher_cache, dataset=train)
+    except TeacherCacheError as e:
+        fail(str(e))
+        raise
+    return train, test, cache
+
+
+def _genotype_arg(value: str) -> str | dict[str, Any]:
+    """A reference name, a JSON object or a JSON file: a genotype dict or ``{"genotype": ...}``."""
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        if not path.is_file():
+            return value  # a reference name; create_model validates it
+        text = path.read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"--genotype is neither a name nor valid JSON: {e}")
+        raise
+    genotype = doc.get("genotype", doc) if isinstance(doc, dict) else doc
+    if not isinstance(genotype, dict):
+        fail("--genotype JSON must be a genotype dict (or hold one under 'genotype')")
+    return genotype  # type: ignore[no-any-return]
+
+
+TeacherCacheOpt = Annotated[
+    Path, typer.Option(help="Teacher cache (from `rkdsc train cache-teacher`), its name or .json.")
+]
+
+
+@train_app.command("student")
+def train_student_cmd(
+    teacher_cache: TeacherCacheOpt,
+    out: Annotated[Path, typer.Option(help="Run folder: training state and OUT/student.")],
+    genotype: Annotated[
+        str | None, typer.Option(help="Genotype: a name (darts_v2), a JSON object or file.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 30).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 3e-3).")] = None,
+    c: Annotated[
+        int | None, typer.Option("--c", help="Initial cell channels (default 16).")
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Cells (default 5).")] = None,
+    token_dim: Annotated[int | None, typer.Option(help="Token width D (default 128).")] = None,
+    w_kd: Annotated[float | None, typer.Option(help="Weight of the logit KD term.")] = None,
+    w_feat: Annotated[float | None, typer.Option(help="Weight of the feature term.")] = None,
+    eval_images: Annotated[int | None, typer.Option(help="Test images per evaluation.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the cache's).")
+    ] = None,
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """RKD stage 1: distil the cached teacher into the genotype's student (no channel).
+
+    Resumable (rerun the same command); writes OUT/student.{safetensors,json}. Runs under
+    torchrun too (DDP; --batch-size is the global batch).
+    """
+    import dataclasses
+
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
+    from rkdsc_core.train.rkd import StudentKDConfig, train_student
+
+    overrides: dict[str, Any] = {
+        "genotype": None if genotype is None else _genotype_arg(genotype),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "C": c,
+        "layers": layers,
+        "w_kd": w_kd,
+        "w_feat": w_feat,
+        "eval_images": eval_images,
+        "seed": seed,
+        "student_overrides": None if token_dim is None else {"token_dim": token_dim},
+    }
+    try:
+        cfg = dataclasses.replace(
+            StudentKDConfig(), **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except ValueError as e:
+        fail(str(e))
+        raise
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    info = init_distributed(os.environ, device=s.device)
+    try:
+        train, test, cache = _load_cache(info, s, teacher_cache, dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            _, summary = train_student(cfg, cache, train, test, out, dist=info)
+        except ValueError as e:
+            fail(str(e))
+            raise
+        if info.is_main:
+            acc = summary["history"][-1]["test_accuracy"]
+            typer.echo(f"wrote {summary['checkpoint']} (clean test accuracy {acc:.4f})")
+    finally:
+        cleanup_distributed()
+
+
+@train_app.command("codec")
+def train_codec_cmd(
+    student: Annotated[Path, typer.Option(help="Stage-1 student checkpoint (RUN/student).")],
+    teacher_cache: TeacherCacheOpt,
+    out: Annotated[Path, typer.Option(help="Run folder: training state and weights.")],
+    teacher_targets: Annotated[
+        bool,
+        typer.Option(
+            help="Distil the teacher's targets (--no-teacher-targets: the CE-only baseline)."
+        ),
+    ] = True,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Codec peak learning rate (3e-3).")] = None,
+    student_lr_scale: Annotated[
+        float | None, typer.Option(help="Student lr = this x --lr (default 0.1).")
+    ] = None,
+    codec: Annotated[
+        str | None, typer.Option(help="CAT overrides as JSON, e.g. '{\"d_model\": 64}'.")
+    ] = None,
+    eval_images: Annotated[int | None, typer.Option(help="Test images per evaluation.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    weights_out: Annotated[
+        Path | None, typer.Option(help="Where to write the link bundle (default OUT/weights).")
+    ] = None,
+    eval_limit: Annotated[int, typer.Option(help="Test images for the eval table.")] = 1000,
+    fp16: Annotated[bool, typer.Option(help="Store weights as float16.")] = True,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default: the cache's).")
+    ] = None,
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """RKD stage 2: train the CAT codec (student at a low lr) through the channel.
+
+    Resumable; writes the link bundle with its eval table. Runs under torchrun too.
+    """
+    import dataclasses
+
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
+    from rkdsc_core.train.rkd import CodecRKDConfig
+
+    try:
+        codec_overrides = None if codec is None else json.loads(codec)
+    except json.JSONDecodeError as e:
+        fail(f"--codec is not valid JSON: {e}")
+        raise
+    overrides: dict[str, Any] = {
+        "teacher_targets": teacher_targets,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "student_lr_scale": student_lr_scale,
+        "codec_overrides": codec_overrides,
+        "eval_images": eval_images,
+        "seed": seed,
+    }
+    try:
+        cfg = dataclasses.replace(
+            CodecRKDConfig(), **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except ValueError as e:
+        fail(str(e))
+        raise
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    info = init_distributed(os.environ, device=s.device)
+    try:
+        _train_codec(
+            info, s, cfg, student, teacher_cache, out, weights_out, eval_limit, fp16, dataset
+        )
+    finally:
+        cleanup_distributed()
+
+
+def _train_codec(
+    info: DistInfo,
+    s: Settings,
+    cfg: Any,
+    student: Path,
+    teacher_cache: Path,
+    out: Path,
+    weights_out: Path | None,
+    eval_limit: int,
+    fp16: bool,
+    dataset: str | None,
+) -> None:
+    from rkdsc_core.checkpoint import CheckpointError
+    from rkdsc_core.eval import measure_eval_table
+    from rkdsc_core.train.rkd import train_codec
+
+    train, test, cache = _load_cache(info, s, teacher_cache, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = weights_out or out / "weights"
+    try:
+        pipeline, summary = train_codec(
+            cfg, student, cache, train, test, out, dist=info, weights_out=dest, fp16=fp16
+        )
+    except (ValueError, TypeError, CheckpointError) as e:
+        fail(str(e))
+        raise
+    if not info.is_main:
+        return
+    pipeline.cpu()
+    table = measure_eval_table(pipeline, test, limit=eval_limit)
+    table.meta["command"] = _command()
+    table.save(dest / "eval_table.json")
+    acc = summary["history"][-1]["acc_awgn_20db"]
+    typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {acc:.4f})")
+
+
 @eval_app.command("table")
 def eval_table_cmd(
     weights: Annotated[
@@ -353,3 +584,84 @@ def eval_table_cmd(
         typer.echo("   L " + " ".join(f"{s:5.0f}" for s in table.snr_db))
         for n, row in by_len.items():
             typer.echo(f"{n:4d} " + " ".join(f"{a:5.3f}" for a in row))
+
+
+@eval_app.command("sweep")
+def eval_sweep_cmd(
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DIR, repeatable; the first is the digital reference."),
+    ] = None,
+    channel: Annotated[list[str] | None, typer.Option(help="awgn | rayleigh, repeatable.")] = None,
+    knowledge: Annotated[
+        list[str] | None, typer.Option(help="perfect | pilot, repeatable (default both).")
+    ] = None,
+    snr_db: Annotated[
+        list[float] | None, typer.Option("--snr-db", help="SNR [dB], repeatable (-10..24).")
+    ] = None,
+    length: Annotated[
+        list[int] | None, typer.Option(help="L, repeatable (default each link's lengths).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Test images (a seeded sample).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Image sample and channel noise seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Write sweep.csv, sweep.json and plots here.")
+    ] = None,
+    no_digital: Annotated[
+        bool, typer.Option("--no-digital", help="Skip the digital baselines.")
+    ] = False,
+    digital_bits: Annotated[int, typer.Option(help="Bits per feature value (digital).")] = 8,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
+    from dataclasses import asdict
+
+    from rkdsc_core.config import load_settings
+    from rkdsc_core.eval import measure_sweep, write_sweep
+    from rkdsc_core.link import load_link
+
+    links = {}
+    for spec in weights or ["default="]:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name:
+            fail(f"--weights expects NAME=DIR, got {spec!r}")
+        if name in links:
+            fail(f"--weights: the name {name!r} is given twice")
+        try:
+            links[name] = load_link(Path(folder) if folder else None).pipeline
+        except (FileNotFoundError, TypeError) as e:
+            fail(str(e))
+            raise
+    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
+    (test,) = _splits(s, dataset, ("test",))
+    rows = measure_sweep(
+        links,
+        test,
+        channels=channel or ("awgn", "rayleigh"),
+        knowledge=knowledge or ("perfect", "pilot"),
+        snr_db=snr_db,
+        lengths=length,
+        limit=limit,
+        seed=seed,
+        digital=not no_digital,
+        digital_bits=digital_bits,
+    )
+    meta: dict[str, Any] = {"dataset": test.name, "split": test.split}
+    meta |= {"source_sha256": test.source_sha256}
+    meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}
+    meta |= {"command": _command()}
+    if out is not None:
+        write_sweep(rows, out, meta=meta)
+    if as_json:
+        echo_json({"meta": meta, "rows": [asdict(r) for r in rows]})
+        return
+    for r in rows:
+        typer.echo(
+            f"{r.system:>20} {r.channel:>8} {r.knowledge:>7} L={r.L:<4d} {r.snr_db:6.1f} dB "
+            f"acc={r.accuracy:.3f} uses={r.channel_uses}"
+        )
+    if out is not None:
+        typer.echo(f"wrote {out}/sweep.csv, sweep.json, accuracy_vs_snr.png, accuracy_vs_L.png")

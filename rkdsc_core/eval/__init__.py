@@ -1,5 +1,38 @@
-"""Evaluation: accuracy of links against channel, SNR and length."""
+"""Evaluation: accuracy of links (and digital baselines) against channel, SNR and length."""
 
+from rkdsc_core.eval.digital import (
+    dequantize_tokens,
+    ideal_code_correct,
+    payload_bits,
+    qpsk_channel_uses,
+    quantize_tokens,
+    uncoded_qpsk_correct,
+)
+from rkdsc_core.eval.sweep import (
+    SWEEP_COLUMNS,
+    SweepRow,
+    accuracy_grid,
+    measure_sweep,
+    plot_sweep,
+    student_tokens,
+    write_sweep,
+)
 from rkdsc_core.eval.table import DEFAULT_SNRS, measure_eval_table
 
-__all__ = ["DEFAULT_SNRS", "measure_eval_table"]
+__all__ = [
+    "DEFAULT_SNRS",
+    "SWEEP_COLUMNS",
+    "SweepRow",
+    "accuracy_grid",
+    "dequantize_tokens",
+    "ideal_code_correct",
+    "measure_eval_table",
+    "measure_sweep",
+    "payload_bits",
+    "plot_sweep",
+    "qpsk_channel_uses",
+    "quantize_tokens",
+    "student_tokens",
+    "uncoded_qpsk_correct",
+    "write_sweep",
+]

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
-from rkdsc_core.data import BatchLoader, ImageDataset
+from rkdsc_core.data import ImageDataset
+from rkdsc_core.eval.sweep import accuracy_grid, student_tokens
 from rkdsc_core.link.eval_table import EvalTable
 from rkdsc_core.link.pipeline import SemanticPipeline
 
@@ -36,32 +36,16 @@ def measure_eval_table(
     points (and all links measured with the same seed) see the same noise per image.
     The student's feature tokens are computed once per image.
     """
-    pipeline.eval()
     subset = data.sample(min(limit, len(data)), seed=seed)
-    tokens, labels = [], []
-    for x, y in BatchLoader(subset, batch_size):
-        tokens.append(pipeline.student.forward_tokens(x))
-        labels.append(y)
+    tokens, labels = student_tokens(pipeline, subset, batch_size)
     lens = list(lengths or pipeline.lengths)
-    acc: dict[str, dict[int, tuple[float, ...]]] = {}
-    for model in channels:
-        channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
-        acc[model] = {}
-        for n in lens:
-            row = []
-            for snr in snr_db:
-                correct = seen = 0
-                for t, y in zip(tokens, labels, strict=True):
-                    gens = frame_generators(seed, "eval", range(seen, seen + len(y)))
-                    tx = pipeline.transmit_tokens(t, snr, n)
-                    out = pipeline.apply_channel(channel, tx, snr, generator=gens)
-                    logits, _ = pipeline.receive(
-                        out.y, out.received, pipeline.estimate(knowledge, out)
-                    )
-                    correct += int((logits.argmax(1) == y).sum())
-                    seen += len(y)
-                row.append(correct / max(1, seen))
-            acc[model][n] = tuple(row)
+    grid = accuracy_grid(
+        pipeline, tokens, labels, channels=channels, knowledge=(knowledge,), lengths=lens,
+        snr_db=snr_db, seed=seed,
+    )  # fmt: skip
+    acc: dict[str, dict[int, tuple[float, ...]]] = {
+        model: {n: grid[(model, knowledge, n)] for n in lens} for model in channels
+    }
     meta = {
         "dataset": data.name,
         "split": data.split,

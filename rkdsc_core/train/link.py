@@ -37,7 +37,14 @@ from rkdsc_core.train.ddp import (
     wrap_ddp,
 )
 
-__all__ = ["LinkTrainConfig", "build_pipeline", "evaluate_clean_channel", "lr_at", "train_link"]
+__all__ = [
+    "LinkTrainConfig",
+    "build_pipeline",
+    "draw_conditions",
+    "evaluate_clean_channel",
+    "lr_at",
+    "train_link",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +95,13 @@ def build_pipeline(cfg: LinkTrainConfig) -> SemanticPipeline:
     return SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)
 
 
-def _draw_conditions(
+def draw_conditions(
     cfg: LinkTrainConfig, lengths: tuple[int, ...], batch: int, g: torch.Generator
 ) -> tuple[Channel, torch.Tensor, torch.Tensor, str]:
+    """One batch's channel model and knowledge, and per-image SNR ``[batch]`` and ``L``.
+
+    Uses ``cfg.channels``, ``cfg.knowledge`` and ``cfg.snr_db_range`` only.
+    """
     model = cfg.channels[int(torch.randint(len(cfg.channels), (1,), generator=g))]
     knowledge = cfg.knowledge[int(torch.randint(len(cfg.knowledge), (1,), generator=g))]
     lo, hi = cfg.snr_db_range
@@ -190,7 +201,7 @@ def train_link(
         for x, y in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
-            channel, snr, length, knowledge = _draw_conditions(cfg, lengths, len(y), g)
+            channel, snr, length, knowledge = draw_conditions(cfg, lengths, len(y), g)
             out = model(
                 x.to(device).contiguous(memory_format=torch.channels_last),
                 channel,

@@ -1,0 +1,289 @@
+"""The evaluation sweep: several links and digital baselines over channel, CSI, L and SNR.
+
+Every point scores the same images (``data.sample(limit, seed=seed)``), and image ``i`` is
+impaired with ``frame_generator(seed, "eval", i)`` at every point and for every system, so
+the links and the baselines see the same noise (and, on Rayleigh, the same gain) per image.
+
+``channel_uses`` counts the complex symbols each system puts on the air per image: ``P + L``
+for a semantic link (pilot block + data; the pilots are sent under either CSI), ``L`` for the
+ideal digital code (genie CSI, no pilots) and ``P + ceil(T*D*b/2) + 32`` for uncoded QPSK
+(see :mod:`rkdsc_core.eval.digital`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
+from rkdsc_core.data import BatchLoader, ImageDataset
+from rkdsc_core.eval.digital import (
+    ideal_code_correct,
+    qpsk_channel_uses,
+    uncoded_qpsk_correct,
+)
+from rkdsc_core.link.pipeline import SemanticPipeline
+
+__all__ = [
+    "SWEEP_COLUMNS",
+    "SweepRow",
+    "accuracy_grid",
+    "measure_sweep",
+    "plot_sweep",
+    "student_tokens",
+    "write_sweep",
+]
+
+SWEEP_COLUMNS = (
+    "system",
+    "channel",
+    "knowledge",
+    "L",
+    "snr_db",
+    "accuracy",
+    "channel_uses",
+    "images",
+    "seed",
+)
+
+GridKey = tuple[str, str, int]
+"""(channel model, knowledge, L)."""
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One point of the sweep (a CSV row)."""
+
+    system: str
+    channel: str
+    knowledge: str
+    L: int
+    snr_db: float
+    accuracy: float
+    channel_uses: int
+    images: int
+    seed: int
+
+
+@torch.no_grad()
+def student_tokens(
+    pipeline: SemanticPipeline, subset: ImageDataset, batch_size: int = 250
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The student's feature tokens and the labels of ``subset``, batch by batch."""
+    pipeline.eval()
+    tokens, labels = [], []
+    for x, y in BatchLoader(subset, batch_size):
+        tokens.append(pipeline.student.forward_tokens(x))
+        labels.append(y)
+    return tokens, labels
+
+
+@torch.no_grad()
+def accuracy_grid(
+    pipeline: SemanticPipeline,
+    tokens: Sequence[Tensor],
+    labels: Sequence[Tensor],
+    *,
+    channels: Sequence[str],
+    knowledge: Sequence[str],
+    lengths: Sequence[int],
+    snr_db: Sequence[float],
+    seed: int,
+) -> dict[GridKey, tuple[float, ...]]:
+    """Accuracy per (channel, knowledge, L) and SNR from precomputed student tokens.
+
+    Image ``i`` (its position across the batches) uses ``frame_generator(seed, "eval", i)``.
+    """
+    pipeline.eval()
+    acc: dict[GridKey, tuple[float, ...]] = {}
+    for model in channels:
+        channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+        for n in lengths:
+            rows: dict[str, list[float]] = {k: [] for k in knowledge}
+            for snr in snr_db:
+                correct = dict.fromkeys(knowledge, 0)
+                seen = 0
+                for t, y in zip(tokens, labels, strict=True):
+                    gens = frame_generators(seed, "eval", range(seen, seen + len(y)))
+                    tx = pipeline.transmit_tokens(t, snr, n)
+                    out = pipeline.apply_channel(channel, tx, snr, generator=gens)
+                    for k in knowledge:
+                        logits, _ = pipeline.receive(out.y, out.received, pipeline.estimate(k, out))
+                        correct[k] += int((logits.argmax(1) == y).sum())
+                    seen += len(y)
+                for k in knowledge:
+                    rows[k].append(correct[k] / max(1, seen))
+            for k in knowledge:
+                acc[(model, k, n)] = tuple(rows[k])
+    return acc
+
+
+@torch.no_grad()
+def measure_sweep(
+    links: Mapping[str, SemanticPipeline],
+    data: ImageDataset,
+    *,
+    channels: Sequence[str] = ("awgn", "rayleigh"),
+    knowledge: Sequence[str] = ("perfect", "pilot"),
+    snr_db: Sequence[float] | None = None,
+    lengths: Sequence[int] | None = None,
+    limit: int = 1000,
+    seed: int = 0,
+    digital: bool = True,
+    digital_bits: int = 8,
+    batch_size: int = 250,
+) -> list[SweepRow]:
+    """Score every link and (with ``digital``) the digital baselines on one image sample.
+
+    Args:
+        links: named pipelines; the first is the reference whose student the digital
+            baselines quantise.
+        lengths: ``L`` values for every system (default: each link's own lengths; the
+            digital baselines use the reference link's).
+    """
+    from rkdsc_core.eval.table import DEFAULT_SNRS
+
+    if not links:
+        raise ValueError("measure_sweep needs at least one link")
+    snrs = tuple(float(s) for s in (DEFAULT_SNRS if snr_db is None else snr_db))
+    subset = data.sample(min(limit, len(data)), seed=seed)
+    images = len(subset)
+    rows: list[SweepRow] = []
+
+    def add(system: str, key: GridKey, values: Sequence[float], uses: int) -> None:
+        model, k, n = key
+        for s, a in zip(snrs, values, strict=True):
+            rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed))
+
+    ref_tokens: tuple[list[Tensor], list[Tensor]] | None = None
+    for name, pipe in links.items():
+        toks, labs = student_tokens(pipe, subset, batch_size)
+        ref_tokens = ref_tokens or (toks, labs)
+        lens = tuple(lengths or pipe.lengths)
+        grid = accuracy_grid(
+            pipe, toks, labs, channels=channels, knowledge=knowledge, lengths=lens,
+            snr_db=snrs, seed=seed,
+        )  # fmt: skip
+        for key, link_acc in grid.items():
+            add(name, key, link_acc, pipe.num_pilots + key[2])
+    if not digital or ref_tokens is None:
+        return rows
+    ref = next(iter(links.values()))
+    toks, labs = ref_tokens
+    values = int(toks[0][0].numel())
+    ideal, qpsk = f"digital-ideal-b{digital_bits}", f"digital-qpsk-b{digital_bits}"
+    uses_qpsk = qpsk_channel_uses(values, digital_bits, ref.num_pilots)
+    accs: list[float]
+    for model in channels:
+        for n in tuple(lengths or ref.lengths):
+            accs = []
+            for s in snrs:
+                correct = seen = 0
+                for t, y in zip(toks, labs, strict=True):
+                    seqs = range(seen, seen + len(y))
+                    correct += ideal_code_correct(
+                        ref, t, y, model=model, snr_db=s, length=n, bits=digital_bits,
+                        seqs=seqs, seed=seed,
+                    )  # fmt: skip
+                    seen += len(y)
+                accs.append(correct / max(1, seen))
+            for k in knowledge:  # genie CSI: the same under every knowledge label
+                add(ideal, (model, k, n), accs, n)
+        for k in knowledge:
+            accs = []
+            for s in snrs:
+                correct = seen = 0
+                for t, y in zip(toks, labs, strict=True):
+                    seqs = range(seen, seen + len(y))
+                    correct += uncoded_qpsk_correct(
+                        ref, t, y, model=model, knowledge=k, snr_db=s, bits=digital_bits,
+                        seqs=seqs, seed=seed,
+                    )  # fmt: skip
+                    seen += len(y)
+                accs.append(correct / max(1, seen))
+            for n in tuple(lengths or ref.lengths):  # independent of L: one line per L
+                add(qpsk, (model, k, n), accs, uses_qpsk)
+    return rows
+
+
+def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | None = None) -> None:
+    """Write ``sweep.csv``, ``sweep.json`` and the plots (see :func:`plot_sweep`) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "sweep.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(SWEEP_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+    doc = {"meta": meta or {}, "rows": [asdict(r) for r in rows]}
+    (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
+    plot_sweep(rows, out)
+
+
+def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> list[Path]:
+    """``accuracy_vs_snr.png`` (largest L, per channel; pilot solid, perfect dashed) and
+    ``accuracy_vs_L.png`` (a few SNRs, per channel; pilot CSI if swept, else the first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    channels = list(dict.fromkeys(r.channel for r in rows))
+    systems = list(dict.fromkeys(r.system for r in rows))
+    style = {"pilot": "-", "perfect": "--", "none": ":"}
+    colors = {s: f"C{i % 10}" for i, s in enumerate(systems)}
+    paths = []
+    fig, axes = plt.subplots(1, len(channels), figsize=(6 * len(channels), 4.5), squeeze=False)
+    for ax, ch in zip(axes[0], channels, strict=True):
+        for sys_ in systems:
+            sel = [r for r in rows if r.channel == ch and r.system == sys_]
+            if not sel:
+                continue
+            lmax = max(r.L for r in sel)
+            for k in dict.fromkeys(r.knowledge for r in sel):
+                pts = sorted(
+                    (r.snr_db, r.accuracy) for r in sel if lmax == r.L and r.knowledge == k
+                )
+                ax.plot(*zip(*pts, strict=True), style.get(k, "-"), color=colors[sys_],
+                        label=f"{sys_} ({k}, L={lmax})")  # fmt: skip
+        ax.set(title=ch, xlabel="SNR [dB]", ylabel="accuracy", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "accuracy_vs_snr.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    all_snrs = sorted({r.snr_db for r in rows})
+    picks = sorted({all_snrs[round(i * (len(all_snrs) - 1) / max(1, snrs_for_l - 1))]
+                    for i in range(min(snrs_for_l, len(all_snrs)))})  # fmt: skip
+    knowledges = list(dict.fromkeys(r.knowledge for r in rows))
+    k_plot = "pilot" if "pilot" in knowledges else knowledges[0]
+    fig, axes = plt.subplots(1, len(channels), figsize=(6 * len(channels), 4.5), squeeze=False)
+    for ax, ch in zip(axes[0], channels, strict=True):
+        for sys_ in systems:
+            for j, s in enumerate(picks):
+                pts = sorted(
+                    (r.L, r.accuracy)
+                    for r in rows
+                    if (r.channel, r.system, r.knowledge, r.snr_db) == (ch, sys_, k_plot, s)
+                )
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), ["-o", "--s", ":^"][j % 3],
+                            color=colors[sys_], label=f"{sys_} @ {s:g} dB")  # fmt: skip
+        ax.set(title=f"{ch} ({k_plot} CSI)", xlabel="L (data symbols)", ylabel="accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "accuracy_vs_L.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,558 @@
+"""Robust knowledge distillation (RKD-SC's two training stages) on the pre-stored teacher cache.
+
+Stage 1 (:func:`train_student`): the genotype network (``darts-student``) is trained from
+scratch on the teacher's cached outputs, no channel::
+
+    loss = w_ce * CE + w_kd * kd_loss(student, teacher, T) + w_feat * feature_loss(P(pool), f_t)
+
+Each epoch every image is shown as one randomly drawn cached view, with exactly the pixels
+the teacher saw (:meth:`~rkdsc_core.distill.TeacherCache.batch`). The learned projector
+``P`` lives in the training state; the student is written to ``out_dir/student``.
+
+Stage 2 (:func:`train_codec`): ``SemanticPipeline(student, fresh CAT codec)`` is trained
+with the channel in the loop (random model, SNR, ``L`` and channel knowledge, drawn by
+:func:`~rkdsc_core.train.link.draw_conditions`). The student trains at
+``student_lr_scale * lr``, the codec (and a second projector) at ``lr``::
+
+    loss = w_mse * feature_loss(P2(pool(decoded tokens)), f_t) + w_kd * kd_loss(link, teacher, T)
+           + w_ce * CE
+
+so the received features stay close to the teacher's noise-free ones. With
+``teacher_targets=False`` the loss is CE only (the "codec trained without teacher targets"
+baseline). The link bundle is written with :func:`~rkdsc_core.link.save_link`.
+
+Both stages checkpoint every epoch to ``out_dir/state``, resume from it (refusing another
+config, teacher cache or student), and run under DDP like :mod:`rkdsc_core.train.link`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from rkdsc_core.channel import Channel
+from rkdsc_core.checkpoint import (
+    checkpoint_paths,
+    load_model,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
+from rkdsc_core.distill import FeatureProjector, TeacherCache, TeacherCacheError
+from rkdsc_core.distill.losses import feature_loss, kd_loss
+from rkdsc_core.link.bundle import save_link
+from rkdsc_core.link.pipeline import SemanticPipeline
+from rkdsc_core.models import Backbone, create_model
+from rkdsc_core.models.cat import CATCodec
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_buffers,
+    current_dist,
+    shard_batch_size,
+    wrap_ddp,
+)
+from rkdsc_core.train.link import LinkTrainConfig, draw_conditions, evaluate_clean_channel
+from rkdsc_core.train.teacher import evaluate_teacher
+
+__all__ = [
+    "CodecRKDConfig",
+    "StudentKDConfig",
+    "build_student",
+    "lr_at",
+    "train_codec",
+    "train_student",
+]
+
+log = logging.getLogger(__name__)
+
+_VIEW_STREAM = 7  # epoch_generator stream of the per-image view draws
+
+
+@dataclass(frozen=True)
+class StudentKDConfig:
+    """How :func:`train_student` trains (stage 1; saved with every checkpoint).
+
+    ``genotype`` is a reference name (``"darts_v2"``) or a genotype dict
+    (:func:`~rkdsc_core.models.genotypes.genotype_to_dict`); ``student_overrides`` are
+    further :class:`~rkdsc_core.models.student.StudentConfig` fields (e.g. ``token_dim``).
+    """
+
+    genotype: str | dict[str, Any] = "darts_v2"
+    C: int = 16
+    layers: int = 5
+    student_overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.0
+    w_ce: float = 1.0
+    w_kd: float = 1.0
+    w_feat: float = 1.0
+    temperature: float = 4.0
+    seed: int = 0
+    eval_images: int = 2000
+
+    def __post_init__(self) -> None:
+        _validate(self, ("w_ce", "w_kd", "w_feat"))
+
+
+@dataclass(frozen=True)
+class CodecRKDConfig:
+    """How :func:`train_codec` trains (stage 2; saved with every checkpoint)."""
+
+    codec_overrides: dict[str, Any] = field(default_factory=dict)
+    num_pilots: int = 8
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    student_lr_scale: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.0
+    w_ce: float = 1.0
+    w_kd: float = 1.0
+    w_mse: float = 1.0
+    temperature: float = 4.0
+    teacher_targets: bool = True
+    snr_db_range: tuple[float, float] = (-5.0, 20.0)
+    channels: tuple[str, ...] = ("awgn", "rayleigh")
+    knowledge: tuple[str, ...] = ("perfect", "pilot")
+    seed: int = 0
+    eval_images: int = 2000
+
+    def __post_init__(self) -> None:
+        _validate(self, ("w_ce", "w_kd", "w_mse", "student_lr_scale"))
+
+
+def _validate(cfg: StudentKDConfig | CodecRKDConfig, nonneg: tuple[str, ...]) -> None:
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    if cfg.temperature <= 0 or cfg.lr <= 0:
+        raise ValueError(f"temperature and lr must be > 0, got {cfg.temperature}, {cfg.lr}")
+    bad = [k for k in nonneg if getattr(cfg, k) < 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be >= 0")
+
+
+def lr_at(step: int, total: int, cfg: StudentKDConfig | CodecRKDConfig) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warm = max(1, int(cfg.warmup_fraction * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+
+def build_student(cfg: StudentKDConfig, num_classes: int) -> Backbone:
+    """A fresh ``darts-student`` of ``cfg.genotype`` (seed the global RNG first)."""
+    overrides = {"C": cfg.C, "layers": cfg.layers, "num_classes": num_classes}
+    student = create_model(
+        "darts-student", genotype=cfg.genotype, **(overrides | cfg.student_overrides)
+    )
+    assert isinstance(student, Backbone)
+    return student
+
+
+class _StudentKD(nn.Module):
+    """Stage 1's task: the student and its feature projector; forward returns the losses."""
+
+    def __init__(self, student: Backbone, projector: FeatureProjector, cfg: StudentKDConfig):
+        super().__init__()
+        self.student = student
+        self.projector = projector
+        self.cfg = cfg
+
+    def forward(
+        self, images: Tensor, labels: Tensor, t_logits: Tensor, t_features: Tensor
+    ) -> dict[str, Tensor]:
+        c = self.cfg
+        tokens = self.student.forward_tokens(images)
+        logits = self.student.forward_head(tokens)
+        task = F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)
+        kd = kd_loss(logits, t_logits, c.temperature)
+        feat = feature_loss(self.projector(self.student.pool(tokens)), t_features)
+        loss = c.w_ce * task + c.w_kd * kd + c.w_feat * feat
+        return {"loss": loss, "output": logits, "task_loss": task, "kd_loss": kd, "feat_loss": feat}
+
+
+class _CodecRKD(nn.Module):
+    """Stage 2's task: the pipeline (and projector) through a channel; returns the losses."""
+
+    def __init__(
+        self, pipeline: SemanticPipeline, projector: FeatureProjector | None, cfg: CodecRKDConfig
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.projector = projector
+        self.cfg = cfg
+
+    def forward(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        t_logits: Tensor,
+        t_features: Tensor,
+        channel: Channel,
+        snr_db: Tensor,
+        length: Tensor,
+        knowledge: str,
+        generator: torch.Generator,
+    ) -> dict[str, Tensor]:
+        c = self.cfg
+        out = self.pipeline(
+            images, channel, snr_db, length=length, knowledge=knowledge, generator=generator
+        )
+        task = F.cross_entropy(out.logits, labels, label_smoothing=c.label_smoothing)
+        if self.projector is None:  # the baseline: no teacher term at all
+            kd = mse = task.new_zeros(())
+            loss = c.w_ce * task
+        else:
+            kd = kd_loss(out.logits, t_logits, c.temperature)
+            mse = feature_loss(self.projector(self.pipeline.student.pool(out.tokens)), t_features)
+            loss = c.w_mse * mse + c.w_kd * kd + c.w_ce * task
+        return {
+            "loss": loss,
+            "output": out.logits,
+            "task_loss": task,
+            "kd_loss": kd,
+            "mse_loss": mse,
+        }
+
+
+def _jsonable(cfg: StudentKDConfig | CodecRKDConfig) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return out
+
+
+def _check_cache(cache: TeacherCache, train: ImageDataset) -> None:
+    if cache.num_images != len(train) or not torch.equal(
+        cache.labels, torch.from_numpy(np.array(train.labels, dtype=np.int64))
+    ):
+        raise TeacherCacheError(
+            f"the teacher cache ({cache.num_images} images) was not built on this training "
+            f"split ({len(train)} images) or its labels differ"
+        )
+
+
+def _resume(
+    state: Path, net: nn.Module, opt: torch.optim.Optimizer, ident: dict[str, Any]
+) -> tuple[int, int, list[dict[str, Any]], float]:
+    """``(epoch, step, history, wall)`` from ``state``, or a fresh start; refuses a mismatch."""
+    manifest = checkpoint_paths(state)[1]
+    if not manifest.is_file():
+        return 0, 0, [], 0.0
+    saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
+    if saved != ident:
+        raise ValueError(f"{state} was made with another config; use a new --out")
+    progress = load_training_state(state, model=net, optimizer=opt)
+    log.info("resumed from %s at epoch %d (step %d)", state, progress["epoch"], progress["step"])
+    return progress["epoch"], progress["step"], progress["history"], progress["wall_seconds"]
+
+
+def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epoch: int) -> Tensor:
+    """``[N]`` one view per image for ``epoch`` (the same on every rank)."""
+    return cache.draw_views(cache.num_images, epoch_generator(cfg.seed, epoch, _VIEW_STREAM))
+
+
+def _weights_sha(path: Path | str) -> str | None:
+    try:
+        return str(json.loads(checkpoint_paths(path)[1].read_text())["weights_sha256"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def train_student(
+    cfg: StudentKDConfig,
+    cache: TeacherCache,
+    train: ImageDataset,
+    test: ImageDataset,
+    out_dir: Path,
+    *,
+    device: torch.device | str = "cpu",
+    dist: DistInfo | None = None,
+    max_steps: int | None = None,
+) -> tuple[Backbone, dict[str, Any]]:
+    """Stage 1: distil the cached teacher into a fresh student (no channel).
+
+    Checkpoints every epoch to ``out_dir/state`` (student + projector + optimizer) and
+    resumes from it; writes ``out_dir/student`` (:func:`save_checkpoint`, with the clean
+    test accuracy) at the end. ``max_steps`` stops early (for tests). Under DDP
+    ``cfg.batch_size`` is the global batch and only rank 0 writes.
+
+    Returns the student (eval mode) and a summary: history (per epoch: loss, task_loss,
+    kd_loss, feat_loss, test_accuracy), wall seconds, checkpoint path.
+    """
+    info = dist if dist is not None else current_dist(device)
+    device = info.device
+    _check_cache(cache, train)
+    torch.manual_seed(cfg.seed)  # parameter initialisation only
+    student = build_student(cfg, num_classes=int(cache.logits.shape[-1]))
+    projector = FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
+    net = _StudentKD(student, projector, cfg).to(device)
+    student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = BatchLoader(
+        train,
+        shard_batch_size(cfg.batch_size, info),
+        shuffle=True,
+        drop_last=True,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    total = cfg.epochs * len(loader)
+    ident = {"config": _jsonable(cfg), "teacher_cache": cache.manifest.get("weights_sha256")}
+    state = out_dir / "state"
+    start_epoch, step, history, wall = _resume(state, net, opt, ident)
+    model = wrap_ddp(net, info)
+    net.train()
+    acc = history[-1]["test_accuracy"] if history else float("nan")
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        loader.set_epoch(epoch)
+        views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
+        sums, n = torch.zeros(4, dtype=torch.float64), 0
+        bar = tqdm(
+            range(0, len(order), bs),
+            desc=f"student epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not info.is_main,
+        )
+        for start in bar:
+            idx = order[start : start + bs]
+            b = cache.batch(train, idx, views[idx], device=device)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            out = model(
+                b.images.contiguous(memory_format=torch.channels_last),
+                b.labels,
+                b.logits,
+                b.features,
+            )
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            terms = ("loss", "task_loss", "kd_loss", "feat_loss")
+            sums += torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+            n += 1
+            bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        broadcast_buffers(net, info)
+        means = all_reduce_mean(sums / max(1, n), info)
+        with torch.no_grad():
+            acc = evaluate_teacher(student, test, limit=cfg.eval_images, flip_tta=False, dist=info)[
+                "test_accuracy"
+            ]
+        net.train()
+        wall += time.time() - t0
+        row = {"epoch": epoch + 1, "steps": step, "test_accuracy": acc}
+        row |= {k: float(v) for k, v in zip(terms, means, strict=True)}
+        history.append(row)
+        if info.is_main:
+            log.info(
+                "student epoch %d: loss %.3f, clean accuracy %.4f", epoch + 1, row["loss"], acc
+            )
+            progress = {"epoch": epoch + 1, "step": step, "history": history, "wall_seconds": wall}
+            save_training_state(
+                state, model=net, optimizer=opt, progress=progress | {"config": ident}
+            )
+        barrier(info)
+        if max_steps is not None and step >= max_steps:
+            break
+    student.eval()
+    path = out_dir / "student"
+    summary: dict[str, Any] = {"history": history, "wall_seconds": wall, **ident}
+    if info.is_main:
+        save_checkpoint(
+            path,
+            student,
+            name="darts-student",
+            genotype=getattr(getattr(student, "config", None), "genotype", None),
+            dataset={"name": train.name, "sha256": train.source_sha256},
+            metrics={"test_accuracy": acc, "epochs": len(history), "history": history},
+            extra={"training": {"stage": "rkd-1 (student distillation)", **ident}},
+        )
+    barrier(info)
+    summary["checkpoint"] = str(checkpoint_paths(path)[1])
+    return student, summary
+
+
+def train_codec(
+    cfg: CodecRKDConfig,
+    student_ckpt: Path | str,
+    cache: TeacherCache,
+    train: ImageDataset,
+    test: ImageDataset,
+    out_dir: Path,
+    *,
+    device: torch.device | str = "cpu",
+    dist: DistInfo | None = None,
+    max_steps: int | None = None,
+    weights_out: Path | None = None,
+    fp16: bool = False,
+) -> tuple[SemanticPipeline, dict[str, Any]]:
+    """Stage 2: train a fresh CAT codec (and fine-tune the student) through the channel.
+
+    Checkpoints every epoch to ``out_dir/state`` and resumes from it; at the end rank 0
+    writes the link bundle to ``weights_out`` (default ``out_dir/weights``; ``fp16``
+    halves it). Returns the pipeline (eval mode) and a summary (history per epoch: loss,
+    task_loss, kd_loss, mse_loss, acc_awgn_20db; wall seconds; weights folder).
+    """
+    info = dist if dist is not None else current_dist(device)
+    device = info.device
+    _check_cache(cache, train)
+    torch.manual_seed(cfg.seed)  # parameter initialisation only
+    student = load_model(student_ckpt)
+    if not isinstance(student, Backbone):
+        raise TypeError(f"{student_ckpt} holds a {type(student).__name__}, not a Backbone")
+    codec = create_model(
+        "cat-codec",
+        **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
+        | cfg.codec_overrides,
+    )
+    assert isinstance(codec, CATCodec)
+    pipeline = SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)
+    projector = (
+        FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
+        if cfg.teacher_targets
+        else None
+    )
+    net = _CodecRKD(pipeline, projector, cfg).to(device)
+    student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("pipeline.student.")]
+    scales = (cfg.student_lr_scale, 1.0)  # per param group: the student, the codec + projector
+    opt = torch.optim.AdamW(
+        [{"params": list(student.parameters())}, {"params": rest}],
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    loader = BatchLoader(
+        train,
+        shard_batch_size(cfg.batch_size, info),
+        shuffle=True,
+        drop_last=True,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    total = cfg.epochs * len(loader)
+    ident = {
+        "config": _jsonable(cfg),
+        "teacher_cache": cache.manifest.get("weights_sha256"),
+        "student": _weights_sha(student_ckpt),
+    }
+    conditions = LinkTrainConfig(
+        snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
+    )
+    state = out_dir / "state"
+    start_epoch, step, history, wall = _resume(state, net, opt, ident)
+    model = wrap_ddp(net, info)
+    net.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        loader.set_epoch(epoch)
+        views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
+        g = (  # channel draws, as in train_link
+            torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            if info.rank == 0
+            else epoch_generator(cfg.seed, epoch, 2, info.rank)
+        )
+        sums, n = torch.zeros(4, dtype=torch.float64), 0
+        bar = tqdm(
+            range(0, len(order), bs),
+            desc=f"codec epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not info.is_main,
+        )
+        for start in bar:
+            idx = order[start : start + bs]
+            b = cache.batch(train, idx, views[idx], device=device)
+            for group, scale in zip(opt.param_groups, scales, strict=True):
+                group["lr"] = scale * lr_at(step, total, cfg)
+            channel, snr, length, knowledge = draw_conditions(
+                conditions, pipeline.lengths, len(idx), g
+            )
+            out = model(
+                b.images.contiguous(memory_format=torch.channels_last),
+                b.labels,
+                b.logits,
+                b.features,
+                channel,
+                snr.to(device),
+                length.to(device),
+                knowledge,
+                g,
+            )
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            terms = ("loss", "task_loss", "kd_loss", "mse_loss")
+            sums += torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+            n += 1
+            bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
+            step += 1
+            if max_steps is not None and step >= max_steps:
+                break
+        broadcast_buffers(net, info)
+        means = all_reduce_mean(sums / max(1, n), info)
+        acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
+        net.train()
+        wall += time.time() - t0
+        row = {"epoch": epoch + 1, "steps": step, "acc_awgn_20db": acc}
+        row |= {k: float(v) for k, v in zip(terms, means, strict=True)}
+        history.append(row)
+        if info.is_main:
+            log.info("codec epoch %d: loss %.3f, AWGN 20 dB %.4f", epoch + 1, row["loss"], acc)
+            progress = {"epoch": epoch + 1, "step": step, "history": history, "wall_seconds": wall}
+            save_training_state(
+                state, model=net, optimizer=opt, progress=progress | {"config": ident}
+            )
+        barrier(info)
+        if max_steps is not None and step >= max_steps:
+            break
+    pipeline.eval()
+    dest = weights_out if weights_out is not None else out_dir / "weights"
+    summary: dict[str, Any] = {"history": history, "wall_seconds": wall, **ident}
+    if info.is_main:
+        recipe = (
+            "RKD stage 2: CAT codec through the channel with the teacher's targets"
+            if cfg.teacher_targets
+            else "CAT codec through the channel without teacher targets (cross-entropy only)"
+        )
+        save_link(
+            dest,
+            pipeline,
+            student_name="darts-student",
+            classes=train.classes,
+            fp16=fp16,
+            meta={
+                "recipe": recipe,
+                "dataset": {"name": train.name, "sha256": train.source_sha256},
+                "training": summary,
+            },
+            metrics={"history": history},
+        )
+    barrier(info)
+    summary["weights"] = str(dest)
+    return pipeline, summary

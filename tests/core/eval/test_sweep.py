@@ -1,0 +1,116 @@
+"""`measure_sweep` and `rkdsc eval sweep` on a tiny link and synthetic images."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from rkdsc_core.cli import app
+from rkdsc_core.data import ImageDataset
+from rkdsc_core.data.specs import CIFAR10_CLASSES
+from rkdsc_core.eval import SWEEP_COLUMNS, measure_eval_table, measure_sweep, write_sweep
+from rkdsc_core.link import SemanticPipeline, save_link
+from rkdsc_core.models import create_model
+
+
+def _pipeline(seed: int = 0) -> SemanticPipeline:
+    torch.manual_seed(seed)
+    student = create_model("darts-student", C=4, layers=3, token_dim=16)
+    codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
+    return SemanticPipeline(student, codec, num_pilots=4).eval()  # type: ignore[arg-type]
+
+
+class TestMeasureSweep:
+    def test_shape_columns_and_files(self, tiny_dataset: ImageDataset, tmp_path: Path) -> None:
+        p = _pipeline()
+        rows = measure_sweep(
+            {"rkd": p}, tiny_dataset, channels=("awgn",), snr_db=(0.0, 10.0), lengths=(8, 64),
+            limit=12, digital_bits=2,
+        )  # fmt: skip
+        systems = {r.system for r in rows}
+        assert systems == {"rkd", "digital-ideal-b2", "digital-qpsk-b2"}
+        assert len(rows) == 3 * 2 * 2 * 2  # systems x knowledge x L x SNR
+        assert all(r.images == 12 and r.seed == 0 and 0 <= r.accuracy <= 1 for r in rows)
+        uses = {(r.system, r.L): r.channel_uses for r in rows}
+        assert uses[("rkd", 8)] == 4 + 8 and uses[("digital-ideal-b2", 64)] == 64
+        t = p.student.num_tokens * p.student.feature_dim
+        assert uses[("digital-qpsk-b2", 8)] == 4 + t + 32
+        write_sweep(rows, tmp_path / "out")
+        with (tmp_path / "out" / "sweep.csv").open() as f:
+            reader = csv.DictReader(f)
+            assert tuple(reader.fieldnames or ()) == SWEEP_COLUMNS
+            assert len(list(reader)) == len(rows)
+        assert len(json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]) == len(rows)
+        assert (tmp_path / "out" / "accuracy_vs_snr.png").stat().st_size > 0
+        assert (tmp_path / "out" / "accuracy_vs_L.png").stat().st_size > 0
+
+    def test_identical_links_get_identical_rows(self, tiny_dataset: ImageDataset) -> None:
+        p = _pipeline()
+        links = {"a": p, "b": copy.deepcopy(p)}
+        rows = measure_sweep(
+            links, tiny_dataset, channels=("rayleigh",), snr_db=(-4.0, 6.0), lengths=(16,),
+            limit=20, digital=False,
+        )  # fmt: skip
+        a = [(r.channel, r.knowledge, r.L, r.snr_db, r.accuracy) for r in rows if r.system == "a"]
+        b = [(r.channel, r.knowledge, r.L, r.snr_db, r.accuracy) for r in rows if r.system == "b"]
+        assert a == b and len(a) == 4
+
+    def test_agrees_with_the_eval_table(self, tiny_dataset: ImageDataset) -> None:
+        p = _pipeline()
+        kw = {"snr_db": (0.0, 8.0), "lengths": (8, 32), "limit": 16}
+        rows = measure_sweep({"x": p}, tiny_dataset, knowledge=("pilot",), digital=False, **kw)  # type: ignore[arg-type]
+        table = measure_eval_table(p, tiny_dataset, knowledge="pilot", **kw)  # type: ignore[arg-type]
+        for r in rows:
+            assert table.accuracy[r.channel][r.L][table.snr_db.index(r.snr_db)] == r.accuracy
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+    return CliRunner()
+
+
+def _tree(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / split / name / "0.png")
+    return root
+
+
+class TestCli:
+    def test_sweep_end_to_end(self, runner: CliRunner, tmp_path: Path) -> None:
+        for name, seed in (("rkd", 0), ("ce", 1)):
+            save_link(tmp_path / name, _pipeline(seed), student_name="darts-student",
+                      classes=CIFAR10_CLASSES)  # fmt: skip
+        args = ["eval", "sweep", "--weights", f"rkd={tmp_path / 'rkd'}"]
+        args += ["--weights", f"ce={tmp_path / 'ce'}", "--channel", "awgn", "--channel", "rayleigh"]
+        args += ["--knowledge", "pilot", "--snr-db", "0", "--snr-db", "20", "--length", "8"]
+        args += ["--length", "64", "--limit", "10", "--digital-bits", "2"]
+        args += ["--out", str(tmp_path / "sweep"), "--json"]
+        data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
+        result = runner.invoke(app, [*args, *data])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.output)
+        assert {r["system"] for r in doc["rows"]} == {
+            "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2"
+        }  # fmt: skip
+        assert len(doc["rows"]) == 4 * 2 * 2 * 2
+        out = tmp_path / "sweep"
+        for f in ("sweep.csv", "sweep.json", "accuracy_vs_snr.png", "accuracy_vs_L.png"):
+            assert (out / f).stat().st_size > 0
+
+    def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
+        result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
+        assert result.exit_code == 2 and "NAME=DIR" in result.output

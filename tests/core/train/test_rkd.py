@@ -1,0 +1,190 @@
+"""Tests of the two robust-distillation stages on a tiny cached teacher."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rkdsc_core.channel import Channel
+from rkdsc_core.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rkdsc_core.cli import app
+from rkdsc_core.data import ImageDataset
+from rkdsc_core.distill import TeacherCache, build_teacher_cache, load_teacher_cache
+from rkdsc_core.link import load_link
+from rkdsc_core.models import create_model
+from rkdsc_core.train import CodecRKDConfig, StudentKDConfig, train_codec, train_student
+from tests.core.conftest import CLASSES
+from tests.core.data.conftest import write_tree
+
+_STUDENT = StudentKDConfig(
+    C=4,
+    layers=3,
+    student_overrides={"token_dim": 16},
+    epochs=2,
+    batch_size=8,
+    eval_images=16,
+)
+_CODEC = CodecRKDConfig(
+    codec_overrides={"d_model": 32, "heads": 2},
+    num_pilots=4,
+    epochs=1,
+    batch_size=8,
+    eval_images=16,
+)
+
+
+@pytest.fixture(scope="module")
+def tmp_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rkd")
+
+
+@pytest.fixture(scope="module")
+def data() -> ImageDataset:
+    rng = np.random.default_rng(3)
+    return ImageDataset(
+        name="cifar10",
+        split="train",
+        classes=CLASSES,
+        images=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+        labels=np.arange(32, dtype=np.int64) % 10,
+        source_sha256="1" * 64,
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_module: Path, data: ImageDataset) -> TeacherCache:
+    torch.manual_seed(1)
+    teacher = create_model("resnet18-cifar", width=4)
+    save_checkpoint(tmp_module / "teacher", teacher, name="resnet18-cifar", command="test")
+    build_teacher_cache(tmp_module / "teacher", data, tmp_module / "cache", views=2, batch_size=16)
+    return load_teacher_cache(tmp_module / "cache", dataset=data)
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(tmp_module: Path, cache: TeacherCache, data: ImageDataset) -> Path:
+    cfg = dataclasses.replace(_STUDENT, epochs=1)
+    train_student(cfg, cache, data, data, tmp_module / "stage1", max_steps=2)
+    return tmp_module / "stage1" / "student"
+
+
+def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class TestStudentStage:
+    def test_kd_and_feature_terms_are_in_history(
+        self, student_ckpt: Path, tmp_module: Path
+    ) -> None:
+        _, doc = load_checkpoint(student_ckpt)
+        history = doc["metrics"]["history"]
+        assert len(history) == 1 and history[0]["steps"] == 2
+        for key in ("loss", "task_loss", "kd_loss", "feat_loss"):
+            assert math.isfinite(history[0][key]) and history[0][key] > 0, key
+        assert 0.0 <= doc["metrics"]["test_accuracy"] <= 1.0
+        assert doc["model"] == "darts-student" and doc["genotype"] is not None
+        student = load_model(student_ckpt)
+        assert student(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        state, _ = load_checkpoint(tmp_module / "stage1" / "state")
+        assert any(k.startswith("model.projector.") for k in state)
+
+    def test_resume_equals_uninterrupted(
+        self, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        full, _ = train_student(_STUDENT, cache, data, data, tmp_path / "a")
+        train_student(_STUDENT, cache, data, data, tmp_path / "b", max_steps=4)  # 1 epoch
+        resumed, summary = train_student(_STUDENT, cache, data, data, tmp_path / "b")
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+        for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+        with pytest.raises(ValueError, match="another config"):
+            train_student(
+                dataclasses.replace(_STUDENT, w_kd=0.5), cache, data, data, tmp_path / "b"
+            )
+
+
+class TestCodecStage:
+    def test_runs_from_stage1_and_writes_a_loadable_link(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        _, summary = train_codec(
+            _CODEC, student_ckpt, cache, data, data, tmp_path, max_steps=2, fp16=True
+        )
+        row = summary["history"][0]
+        assert row["kd_loss"] > 0 and row["mse_loss"] > 0 and math.isfinite(row["loss"])
+        bundle = load_link(tmp_path / "weights")
+        assert bundle.classes == CLASSES
+        assert bundle.meta["recipe"].startswith("RKD stage 2")
+        out = bundle.pipeline(torch.rand(2, 3, 32, 32), Channel(), 10.0)
+        assert out.logits.shape == (2, 10)
+
+    def test_without_teacher_targets_no_teacher_term(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = dataclasses.replace(_CODEC, teacher_targets=False)
+        a, summary = train_codec(cfg, student_ckpt, cache, data, data, tmp_path / "a", max_steps=2)
+        assert summary["history"][0]["kd_loss"] == 0 and summary["history"][0]["mse_loss"] == 0
+        g = torch.Generator().manual_seed(9)  # other teacher outputs: the same training
+        other = TeacherCache(
+            logits=torch.randn(cache.logits.shape, generator=g).half(),
+            features=torch.randn(cache.features.shape, generator=g).half(),
+            labels=cache.labels,
+            manifest=cache.manifest,
+        )
+        b, _ = train_codec(cfg, student_ckpt, other, data, data, tmp_path / "b", max_steps=2)
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), k
+
+    def test_student_moves_less_than_codec(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        torch.manual_seed(_CODEC.seed)  # replay train_codec's initialisation
+        before_s = _params(load_model(student_ckpt))
+        before_c = _params(
+            create_model("cat-codec", token_dim=16, num_tokens=16, d_model=32, heads=2)
+        )
+        pipe, _ = train_codec(_CODEC, student_ckpt, cache, data, data, tmp_path, max_steps=3)
+
+        def moved(before: dict[str, torch.Tensor], after: torch.nn.Module) -> float:
+            deltas = [
+                (v.float() - before[k].float()).abs().mean()
+                for k, v in after.state_dict().items()
+                if v.is_floating_point() and "running" not in k
+            ]
+            return float(torch.stack(deltas).mean())
+
+        assert moved(before_s, pipe.student) < 0.5 * moved(before_c, pipe.codec)
+
+
+class TestCli:
+    def test_student_then_codec(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
+            monkeypatch.delenv(var, raising=False)
+        for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(var, raising=False)
+        runner = CliRunner()
+        tree = write_tree(tmp_path / "tree").path  # 9 train, 6 test images
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
+        teacher = create_model("resnet18-cifar", width=4)
+        save_checkpoint(tmp_path / "teacher", teacher, name="resnet18-cifar", command="test")
+        args = ["train", "cache-teacher", "--teacher", str(tmp_path / "teacher")]
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "tc"), "--views", "2", *data])
+        assert result.exit_code == 0, result.output
+        tc = ["--teacher-cache", str(tmp_path / "tc")]
+        args = ["train", "student", *tc, "--out", str(tmp_path / "s"), "--genotype", "darts_v1"]
+        tiny = ["--c", "4", "--layers", "3", "--token-dim", "16", "--eval-images", "6"]
+        result = runner.invoke(app, [*args, *tiny, "--epochs", "1", "--batch-size", "4", *data])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(tmp_path / "s" / "student")[1]["config"]["C"] == 4
+        args = ["train", "codec", "--student", str(tmp_path / "s" / "student"), *tc]
+        args += ["--out", str(tmp_path / "c"), "--codec", '{"d_model": 32, "heads": 2}']
+        opts = ["--epochs", "1", "--batch-size", "4", "--eval-images", "6", "--eval-limit", "4"]
+        result = runner.invoke(app, [*args, *opts, "--no-teacher-targets", *data])
+        assert result.exit_code == 0, result.output
+        bundle = load_link(tmp_path / "c" / "weights")
+        assert bundle.eval_table is not None and "without teacher" in bundle.meta["recipe"]
