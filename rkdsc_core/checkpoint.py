@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,10 +29,12 @@ from rkdsc_core.registry import create_model
 
 __all__ = [
     "CheckpointError",
+    "Resumed",
     "checkpoint_paths",
     "load_checkpoint",
     "load_model",
     "load_training_state",
+    "resume_training",
     "save_checkpoint",
     "save_training_state",
 ]
@@ -235,3 +237,40 @@ def load_training_state(
     optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
     progress: dict[str, Any] = doc["progress"]
     return progress
+
+
+class Resumed(NamedTuple):
+    """Where a training run stands: a fresh start, or what :func:`resume_training` read."""
+
+    epoch: int
+    step: int
+    history: list[dict[str, Any]]
+    wall_seconds: float
+    progress: dict[str, Any]
+
+
+def resume_training(
+    state: Path | str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+) -> Resumed:
+    """Resume from the training state at ``state`` if there is one, else a fresh start.
+
+    The saved ``progress["config"]`` must equal ``config`` (checked before anything is
+    loaded): a run folder never mixes two recipes.
+
+    Raises:
+        ValueError: the state was made with another config.
+    """
+    manifest = checkpoint_paths(state)[1]
+    if not manifest.is_file():
+        return Resumed(0, 0, [], 0.0, {})
+    saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
+    if saved != config:
+        raise ValueError(f"{state} was made with another config; use a new --out")
+    progress = load_training_state(state, model=model, optimizer=optimizer)
+    return Resumed(
+        progress["epoch"], progress["step"], progress["history"], progress["wall_seconds"], progress
+    )

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rkdsc_core.checkpoint import checkpoint_paths, load_training_state, save_training_state
+from rkdsc_core.checkpoint import load_training_state, resume_training, save_training_state
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.distill import FeatureProjector, feature_loss, kd_loss
 from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
@@ -398,14 +398,11 @@ def search(
     config = cfg.to_dict()
 
     state = out / "state"
-    start_epoch, step, history, wall = 0, 0, [], 0.0
-    if checkpoint_paths(state)[1].is_file():
-        progress = load_training_state(state, model=modules, optimizer=w_opt)
-        if progress.get("config") != config:
-            raise ValueError(f"{state} was made with another search config; use a new out_dir")
+    start_epoch, step, history, wall, progress = resume_training(
+        state, model=modules, optimizer=w_opt, config=config
+    )
+    if start_epoch:
         load_training_state(out / progress["arch_state"], model=arch_holder, optimizer=a_opt)
-        start_epoch, step = progress["epoch"], progress["step"]
-        history, wall = progress["history"], progress["wall_seconds"]
         log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
 
     modules.train()

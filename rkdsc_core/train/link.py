@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rkdsc_core.channel import Channel, ChannelConfig
-from rkdsc_core.checkpoint import checkpoint_paths, load_training_state, save_training_state
+from rkdsc_core.checkpoint import resume_training, save_training_state
 from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
 from rkdsc_core.link.pipeline import SemanticPipeline
 from rkdsc_core.models import Backbone, create_model
@@ -175,13 +175,10 @@ def train_link(
     )
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
-    start_epoch, step, history, wall = 0, 0, [], 0.0
-    if checkpoint_paths(state)[1].is_file():
-        progress = load_training_state(state, model=pipeline, optimizer=opt)
-        if progress.get("config") != _jsonable(cfg):
-            raise ValueError(f"{state} was made with another config; use a new --out")
-        start_epoch, step = progress["epoch"], progress["step"]
-        history, wall = progress["history"], progress["wall_seconds"]
+    start_epoch, step, history, wall, _ = resume_training(
+        state, model=pipeline, optimizer=opt, config=_jsonable(cfg)
+    )
+    if start_epoch:
         log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
     model = wrap_ddp(pipeline, info)
     pipeline.train()

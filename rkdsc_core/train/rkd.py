@@ -46,7 +46,7 @@ from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
     load_model,
-    load_training_state,
+    resume_training,
     save_checkpoint,
     save_training_state,
 )
@@ -251,21 +251,6 @@ def _check_cache(cache: TeacherCache, train: ImageDataset) -> None:
         )
 
 
-def _resume(
-    state: Path, net: nn.Module, opt: torch.optim.Optimizer, ident: dict[str, Any]
-) -> tuple[int, int, list[dict[str, Any]], float]:
-    """``(epoch, step, history, wall)`` from ``state``, or a fresh start; refuses a mismatch."""
-    manifest = checkpoint_paths(state)[1]
-    if not manifest.is_file():
-        return 0, 0, [], 0.0
-    saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
-    if saved != ident:
-        raise ValueError(f"{state} was made with another config; use a new --out")
-    progress = load_training_state(state, model=net, optimizer=opt)
-    log.info("resumed from %s at epoch %d (step %d)", state, progress["epoch"], progress["step"])
-    return progress["epoch"], progress["step"], progress["history"], progress["wall_seconds"]
-
-
 def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epoch: int) -> Tensor:
     """``[N]`` one view per image for ``epoch`` (the same on every rank)."""
     return cache.draw_views(cache.num_images, epoch_generator(cfg.seed, epoch, _VIEW_STREAM))
@@ -320,7 +305,11 @@ def train_student(
     total = cfg.epochs * len(loader)
     ident = {"config": _jsonable(cfg), "teacher_cache": cache.manifest.get("weights_sha256")}
     state = out_dir / "state"
-    start_epoch, step, history, wall = _resume(state, net, opt, ident)
+    start_epoch, step, history, wall, _ = resume_training(
+        state, model=net, optimizer=opt, config=ident
+    )
+    if start_epoch:
+        log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
     model = wrap_ddp(net, info)
     net.train()
     acc = history[-1]["test_accuracy"] if history else float("nan")
@@ -465,7 +454,11 @@ def train_codec(
         snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
     )
     state = out_dir / "state"
-    start_epoch, step, history, wall = _resume(state, net, opt, ident)
+    start_epoch, step, history, wall, _ = resume_training(
+        state, model=net, optimizer=opt, config=ident
+    )
+    if start_epoch:
+        log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
     model = wrap_ddp(net, info)
     net.train()
     for epoch in range(start_epoch, cfg.epochs):

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
-    load_training_state,
+    resume_training,
     save_checkpoint,
     save_training_state,
 )
@@ -365,13 +365,10 @@ def train_teacher(
         )
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
-    start_epoch, step, history, wall = 0, 0, [], 0.0
-    if checkpoint_paths(state)[1].is_file():
-        progress = load_training_state(state, model=model, optimizer=opt)
-        if progress.get("config") != _jsonable(cfg):
-            raise ValueError(f"{state} was made with another config; use a new --out")
-        start_epoch, step = progress["epoch"], progress["step"]
-        history, wall = progress["history"], progress["wall_seconds"]
+    start_epoch, step, history, wall, progress = resume_training(
+        state, model=model, optimizer=opt, config=_jsonable(cfg)
+    )
+    if start_epoch:
         if progress.get("world_size", 1) != info.world_size and info.is_main:
             log.warning(
                 "resuming a run of world size %s with %d processes: data order and "

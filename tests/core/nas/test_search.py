@@ -168,7 +168,7 @@ class TestSearch:
         self, search_data: ImageDataset, tmp_path: Path
     ) -> None:
         search(TINY, search_data, None, tmp_path, max_steps=2)
-        with pytest.raises(ValueError, match="another search config"):
+        with pytest.raises(ValueError, match="another config"):
             search(dataclasses.replace(TINY, lam=1.0), search_data, None, tmp_path)
 
 
