@@ -7,7 +7,8 @@ import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "BuiltServer",
     "CallMetricsInterceptor",
     "channel_options",
     "enable_health_and_reflection",
@@ -177,3 +179,58 @@ async def run_until_signal(
     if on_stop is not None:
         await on_stop()
     await server.stop(grace_seconds)
+
+
+class _DrainableServicer(Protocol):
+    async def drain(self, timeout: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_DrainableServicer)
+
+
+@dataclass
+class BuiltServer(Generic[_S]):
+    """A built (not yet started) gRPC server, its servicer and health servicer.
+
+    Subclasses name their service in ``service_name``. The servicer drains (stops reading,
+    lets in-flight frames finish within a timeout) and closes (releases its resources).
+    """
+
+    service_name: ClassVar[str]
+
+    server: grpc.aio.Server
+    port: int
+    servicer: _S
+    health: Any  # grpc_health.v1.health.aio.HealthServicer
+    grace_seconds: float
+
+    async def start(self) -> None:
+        """Start serving and report SERVING."""
+        await self.server.start()
+        await set_serving(self.health, [self.service_name], True)
+
+    async def drain(self) -> None:
+        """Stop reading frames, let in-flight ones finish (up to the grace), end the streams."""
+        await self.servicer.drain(self.grace_seconds)
+
+    async def stop(self) -> None:
+        """NOT_SERVING, drain, then stop the server within the grace; release the resources."""
+        await set_serving(self.health, [self.service_name], False)
+        await self.drain()
+        await self.server.stop(self.grace_seconds)
+        await self.servicer.close()
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGTERM/SIGINT (see :func:`run_until_signal`), then release."""
+        try:
+            await run_until_signal(
+                self.server,
+                self.health,
+                [self.service_name],
+                grace_seconds=self.grace_seconds,
+                on_stop=self.drain,
+            )
+        finally:
+            await self.servicer.close()

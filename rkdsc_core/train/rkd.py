@@ -251,6 +251,22 @@ def _check_cache(cache: TeacherCache, train: ImageDataset) -> None:
         )
 
 
+_STUDENT_TERMS = ("loss", "task_loss", "kd_loss", "feat_loss")
+_CODEC_TERMS = ("loss", "task_loss", "kd_loss", "mse_loss")
+
+
+def _optimise(
+    opt: torch.optim.Optimizer, net: nn.Module, out: dict[str, Tensor], terms: tuple[str, ...]
+) -> Tensor:
+    """One step on ``out["loss"]`` (gradient norm clipped at 5); ``[len(terms)]`` float64
+    values of the loss terms, for the epoch means."""
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    opt.step()
+    return torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+
+
 def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epoch: int) -> Tensor:
     """``[N]`` one view per image for ``epoch`` (the same on every rank)."""
     return cache.draw_views(cache.num_images, epoch_generator(cfg.seed, epoch, _VIEW_STREAM))
@@ -335,12 +351,7 @@ def train_student(
                 b.logits,
                 b.features,
             )
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            terms = ("loss", "task_loss", "kd_loss", "feat_loss")
-            sums += torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+            sums += _optimise(opt, net, out, _STUDENT_TERMS)
             n += 1
             bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
             step += 1
@@ -355,7 +366,7 @@ def train_student(
         net.train()
         wall += time.time() - t0
         row = {"epoch": epoch + 1, "steps": step, "test_accuracy": acc}
-        row |= {k: float(v) for k, v in zip(terms, means, strict=True)}
+        row |= {k: float(v) for k, v in zip(_STUDENT_TERMS, means, strict=True)}
         history.append(row)
         if info.is_main:
             log.info(
@@ -496,12 +507,7 @@ def train_codec(
                 knowledge,
                 g,
             )
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            terms = ("loss", "task_loss", "kd_loss", "mse_loss")
-            sums += torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+            sums += _optimise(opt, net, out, _CODEC_TERMS)
             n += 1
             bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
             step += 1
@@ -513,7 +519,7 @@ def train_codec(
         net.train()
         wall += time.time() - t0
         row = {"epoch": epoch + 1, "steps": step, "acc_awgn_20db": acc}
-        row |= {k: float(v) for k, v in zip(terms, means, strict=True)}
+        row |= {k: float(v) for k, v in zip(_CODEC_TERMS, means, strict=True)}
         history.append(row)
         if info.is_main:
             log.info("codec epoch %d: loss %.3f, AWGN 20 dB %.4f", epoch + 1, row["loss"], acc)

@@ -23,12 +23,11 @@ from prometheus_client import CollectorRegistry
 
 from rkdsc_core.channel import Channel, frame_generator
 from services._grpc import (
+    BuiltServer,
     CallMetricsInterceptor,
     channel_options,
     enable_health_and_reflection,
-    run_until_signal,
     server_options,
-    set_serving,
 )
 from services._wire import COMPLEX64_BYTES, WireError, from_wire, to_wire
 from services.channel.metrics import ChannelMetrics
@@ -546,31 +545,10 @@ class _ReceiverStream:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-@dataclass
-class ChannelServer:
+class ChannelServer(BuiltServer[ChannelEmulatorServicer]):
     """A built (not yet started) channel emulator: the gRPC server and what it serves."""
 
-    server: grpc.aio.Server
-    port: int
-    servicer: ChannelEmulatorServicer
-    health: Any  # grpc_health.v1.health.aio.HealthServicer
-    grace_seconds: float
-
-    async def start(self) -> None:
-        """Start serving and report SERVING."""
-        await self.server.start()
-        await set_serving(self.health, [SERVICE_NAME], True)
-
-    async def drain(self) -> None:
-        """Stop reading frames, let in-flight frames finish (up to the grace), close streams."""
-        await self.servicer.drain(self.grace_seconds)
-
-    async def stop(self) -> None:
-        """NOT_SERVING, drain, then stop the server within the grace; release the resources."""
-        await set_serving(self.health, [SERVICE_NAME], False)
-        await self.drain()
-        await self.server.stop(self.grace_seconds)
-        await self.servicer.close()
+    service_name = SERVICE_NAME
 
 
 def build_server(settings: Settings, registry: CollectorRegistry | None = None) -> ChannelServer:
@@ -611,13 +589,4 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         applied.version,
         applied.params,
     )
-    try:
-        await run_until_signal(
-            built.server,
-            built.health,
-            [SERVICE_NAME],
-            grace_seconds=settings.grace_seconds,
-            on_stop=built.drain,
-        )
-    finally:
-        await built.servicer.close()
+    await built.serve_until_signal()

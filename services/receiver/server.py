@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,11 +22,10 @@ from prometheus_client import CollectorRegistry
 from rkdsc_core.channel import ChannelKnowledge, ChannelOutput
 from rkdsc_core.link import LinkBundle, load_link
 from services._grpc import (
+    BuiltServer,
     CallMetricsInterceptor,
     enable_health_and_reflection,
-    run_until_signal,
     server_options,
-    set_serving,
 )
 from services._wire import COMPLEX64_BYTES, WireError, from_wire
 from services.pb import frame_pb2, services_pb2_grpc
@@ -257,7 +255,7 @@ class ReceiverServicer(services_pb2_grpc.ReceiverServicer):
         except TimeoutError:
             log.warning("%d decode streams still open after %.1f s", self._active, timeout)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the inference thread (after the server stopped)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -289,31 +287,10 @@ async def _next_or_stop(
         return None
 
 
-@dataclass
-class ReceiverServer:
+class ReceiverServer(BuiltServer[ReceiverServicer]):
     """A built (not yet started) receiver: the gRPC server and what it serves."""
 
-    server: grpc.aio.Server
-    port: int
-    servicer: ReceiverServicer
-    health: Any  # grpc_health.v1.health.aio.HealthServicer
-    grace_seconds: float
-
-    async def start(self) -> None:
-        """Start serving and report SERVING."""
-        await self.server.start()
-        await set_serving(self.health, [SERVICE_NAME], True)
-
-    async def drain(self) -> None:
-        """Stop reading frames, finish in-flight ones, end the streams (up to the grace)."""
-        await self.servicer.drain(self.grace_seconds)
-
-    async def stop(self) -> None:
-        """NOT_SERVING, drain, then stop the server within the grace; release the thread."""
-        await set_serving(self.health, [SERVICE_NAME], False)
-        await self.drain()
-        await self.server.stop(self.grace_seconds)
-        self.servicer.close()
+    service_name = SERVICE_NAME
 
 
 def build_server(
@@ -366,13 +343,4 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     built = build_server(settings, registry)
     await built.start()
     log.info("receiver serving on %s:%d", settings.host, built.port)
-    try:
-        await run_until_signal(
-            built.server,
-            built.health,
-            [SERVICE_NAME],
-            grace_seconds=settings.grace_seconds,
-            on_stop=built.drain,
-        )
-    finally:
-        built.servicer.close()
+    await built.serve_until_signal()
