@@ -28,7 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 rkdsc \
     && useradd --system --uid 10001 --gid rkdsc --create-home --home-dir /home/rkdsc rkdsc \
-    && install -d -o rkdsc -g rkdsc /cache /data
+    && install -d -o rkdsc -g rkdsc /cache /data /var/lib/rkdsc
 
 WORKDIR /app
 

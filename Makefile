@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights results
+.PHONY: setup demo test lint weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -34,5 +34,9 @@ weights: setup
 	$(BIN)/python scripts/model_card.py rkdsc_core/weights/default --machine "$(MACHINE)"
 
 # The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
+# The whole training recipe and its sweep (hours on a CPU; resumable: rerun to continue).
+reproduce: setup
+	PATH="$(abspath $(BIN)):$$PATH" scripts/reproduce.sh runs/reproduce
+
 results: setup
 	scripts/measure_readme.sh docs/results

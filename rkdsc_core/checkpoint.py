@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -139,8 +140,9 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
     """Read and verify a checkpoint: ``(state_dict, manifest)``.
 
     Raises:
-        CheckpointError: a file is missing, the manifest is unreadable, or the weights'
-            sha256 differs from the manifest's.
+        CheckpointError: naming the file, when a file is missing, the manifest is
+            unreadable, the weights' sha256 differs from the manifest's, or the weights
+            are not a readable safetensors file.
     """
     weights, manifest = checkpoint_paths(path)
     if not manifest.is_file() or not weights.is_file():
@@ -150,7 +152,7 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
         )
     try:
         doc = json.loads(manifest.read_text())
-    except json.JSONDecodeError as e:
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"manifest {manifest} is not valid JSON: {e}") from e
     if not isinstance(doc, dict) or "weights_sha256" not in doc:
         raise CheckpointError(f"manifest {manifest} lacks 'weights_sha256'")
@@ -160,7 +162,11 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
             f"{weights} is corrupt or was replaced: sha256 {digest[:12]}... differs from the "
             f"manifest's {str(doc['weights_sha256'])[:12]}..."
         )
-    return load_file(str(weights)), doc
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {e}") from e
+    return state, doc
 
 
 def load_model(path: Path | str, *, device: torch.device | str = "cpu") -> nn.Module:
@@ -168,7 +174,13 @@ def load_model(path: Path | str, *, device: torch.device | str = "cpu") -> nn.Mo
     state, doc = load_checkpoint(path)
     if "model" not in doc:
         raise CheckpointError(f"{path} is not a model checkpoint (no 'model' in its manifest)")
-    model = create_model(doc["model"], **doc.get("config", {}))
+    try:
+        model = create_model(doc["model"], **doc.get("config", {}))
+    except (TypeError, ValueError) as e:
+        manifest = checkpoint_paths(path)[1]
+        raise CheckpointError(
+            f"manifest {manifest}: cannot build model {doc['model']!r} from its config: {e}"
+        ) from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

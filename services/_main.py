@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from rkdsc_core.checkpoint import CheckpointError
 from services._metrics import start_metrics_server
 
 __all__ = ["run_service"]
@@ -27,7 +28,8 @@ def run_service(
     ``settings_factory()`` returns the service's settings (with ``host``, ``metrics_port``
     and optionally ``log_level``); ``serve(settings, registry)`` runs the gRPC server.
 
-    Missing weights (``FileNotFoundError``) also exit 2 with the reason, not a traceback.
+    Missing weights (``FileNotFoundError``) and unreadable, truncated or tampered ones
+    (``CheckpointError``, naming the file) also exit 2 with the reason, not a traceback.
     """
     try:
         settings = settings_factory()
@@ -43,6 +45,6 @@ def run_service(
     )
     try:
         asyncio.run(serve(settings, registry))
-    except FileNotFoundError as e:
-        sys.stderr.write(f"error: {e}\n")
+    except (FileNotFoundError, CheckpointError) as e:
+        sys.stderr.write(f"error: {name} cannot start: {e}\n")
         raise SystemExit(2) from None

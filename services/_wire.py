@@ -6,10 +6,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["COMPLEX64_BYTES", "WireError", "from_wire", "to_wire"]
+__all__ = ["COMPLEX64_BYTES", "MAX_ABS_VALUE", "WireError", "from_wire", "to_wire"]
 
 COMPLEX64_BYTES = 8
 """Bytes per complex symbol on the wire (float32 real, float32 imaginary, little-endian)."""
+
+MAX_ABS_VALUE = 1e6
+"""Largest real or imaginary part accepted on the wire.
+
+Symbols carry Es = 1 and gains are O(1); even -30 dB noise stays below 1e3. Beyond this,
+squares and sums in the channel and the receiver overflow float32 to inf and NaN.
+"""
 
 
 class WireError(ValueError):
@@ -28,11 +35,11 @@ def to_wire(symbols: Tensor) -> bytes:
 def from_wire(
     data: bytes, count: int, *, name: str = "symbols", max_count: int | None = None
 ) -> Tensor:
-    """``8 count`` bytes -> ``[count]`` complex64 tensor; checks length, bound and finiteness.
+    """``8 count`` bytes -> ``[count]`` complex64 tensor; checks length, bounds and finiteness.
 
     Raises:
         WireError: naming the field, when the byte length is not ``8 * count``, ``count``
-            exceeds ``max_count``, or any value is NaN/inf.
+            exceeds ``max_count``, or any value is NaN/inf or beyond :data:`MAX_ABS_VALUE`.
     """
     if max_count is not None and count > max_count:
         raise WireError(f"{name}: {count} symbols exceed the maximum of {max_count}")
@@ -42,6 +49,13 @@ def from_wire(
             f"got {len(data)} bytes"
         )
     arr = np.frombuffer(data, dtype="<c8").astype(np.complex64)
-    if not np.isfinite(arr.view(np.float32)).all():
+    parts = arr.view(np.float32)
+    if not np.isfinite(parts).all():
         raise WireError(f"{name}: NaN or inf in the symbols")
+    peak = float(np.abs(parts).max()) if parts.size else 0.0
+    if peak > MAX_ABS_VALUE:
+        raise WireError(
+            f"{name}: a value of magnitude {peak:.3g} exceeds {MAX_ABS_VALUE:g} "
+            "(symbols have Es = 1)"
+        )
     return torch.from_numpy(arr.copy())

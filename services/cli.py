@@ -1,4 +1,4 @@
-"""``rkdsc up``, ``rkdsc demo`` and ``rkdsc serve``: the services from the command line.
+"""``rkdsc up``, ``demo``, ``serve``, ``certs`` and ``bench``: the services from the command line.
 
 ``rkdsc_core.cli.main`` mounts these commands with :func:`register` when the ``services``
 package is installed. Module-level imports stay light (typer only); each command imports
@@ -23,7 +23,7 @@ import typer
 if TYPE_CHECKING:
     from services.stack import Stack, StackPorts
 
-__all__ = ["demo_cmd", "register", "serve_cmd", "up_cmd"]
+__all__ = ["bench_cmd", "certs_cmd", "demo_cmd", "register", "serve_cmd", "up_cmd"]
 
 
 class ServiceName(StrEnum):
@@ -129,6 +129,10 @@ def up_cmd(
     grace: Annotated[
         float, typer.Option("--grace", help="shutdown grace before SIGKILL [s]")
     ] = 10.0,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option("--tls-dir", help="mutual TLS on every gRPC link, with `rkdsc certs` files"),
+    ] = None,
 ) -> None:
     """Start the four services on 127.0.0.1; Ctrl-C or SIGTERM stops them.
 
@@ -158,6 +162,7 @@ def up_cmd(
                 weights_dir=weights,
                 data_dir=data,
                 run_dir=run_dir,
+                tls_dir=tls_dir,
                 ready_timeout=ready_timeout,
                 grace_seconds=grace,
                 cancel=stop.is_set,
@@ -379,9 +384,110 @@ def _start_demo_stack(
         _fail(str(err), 1)
 
 
+def certs_cmd(
+    out: Annotated[Path, typer.Option("--out", help="folder for the CA, keys and certificates")],
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hosts", help="extra DNS names / IPs for every server certificate (repeatable)"
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", help="validity of every certificate")] = 365,
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
+) -> None:
+    """Write a private CA and certificates for mutual TLS between the services.
+
+    ca.crt, <service>.crt/.key for transmitter, channel and receiver (localhost, 127.0.0.1
+    and the compose names), client.crt/.key for the control plane; keys mode 0600. The CA
+    key is not kept: rerun to rotate. Use with `rkdsc up --tls-dir DIR` or
+    RKDSC_<SERVICE>_TLS__* (docs/security.md).
+    """
+    from services.certs import write_certs
+
+    names = [h for value in hosts or [] for h in re.split(r"[,\s]+", value.strip()) if h]
+    try:
+        certs = write_certs(out, hosts=names, days=days, overwrite=force)
+    except ValueError as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(str(err), 1)
+    typer.echo(f"wrote {certs.ca_file} and the certificates in {certs.folder} (valid {days} d)")
+    typer.echo(f"start the stack with mutual TLS: rkdsc up --tls-dir {certs.folder}")
+
+
+def bench_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="the same ratios, less precisely, in under a minute")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="also write the JSON report to this file")
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="some of stack, channel, models, air, load (default: all)"),
+    ] = None,
+    weights: WeightsOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="CIFAR-10 source (default: RKDSC_DATA_DIR; none: synthetic images)"
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="torch threads per process, every side")
+    ] = 1,
+) -> None:
+    """Benchmark the link, each figure a ratio measured side by side in this run.
+
+    The stack against the in-process pipeline (throughput, latency), the channel emulator's
+    impairment rate against numpy noise, the student encoder against the teacher, bytes on
+    the air against PNG/JPEG, and one stack under many runs and clients at once (throughput,
+    fates, latency, memory). Progress goes to stderr. Exits 1 if a benchmark failed.
+    """
+    import json
+
+    from rkdsc_core.cli._common import echo_json
+    from rkdsc_core.config import load_settings
+    from services.bench import BenchConfig, run_bench
+    from services.bench.runner import format_report
+
+    names = [n for value in only or [] for n in re.split(r"[,\s]+", value.strip()) if n]
+    try:
+        config = BenchConfig.preset(
+            quick=quick, only=names or None, weights_dir=weights, threads=threads
+        )
+    except ValueError as err:
+        _fail(str(err))
+    source = load_settings(overrides={"data.dir": data}).resolved_data()
+    _quiet_http_logs()
+    report = run_bench(
+        config,
+        data_dir=source.dir,
+        cache_dir=source.cache_dir,
+        progress=lambda msg: typer.echo(msg, err=True),
+    )
+    doc = report.to_json()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+    if json_out:
+        echo_json(doc)
+    else:
+        typer.echo(format_report(report))
+    if report.errors:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``up``, ``demo`` and ``serve`` to the ``rkdsc`` app (once)."""
+    """Add ``up``, ``demo``, ``serve``, ``certs`` and ``bench`` to the ``rkdsc`` app (once)."""
     have = {c.name for c in app.registered_commands}
-    for name, fn in (("up", up_cmd), ("demo", demo_cmd), ("serve", serve_cmd)):
+    for name, fn in (
+        ("up", up_cmd),
+        ("demo", demo_cmd),
+        ("serve", serve_cmd),
+        ("certs", certs_cmd),
+        ("bench", bench_cmd),
+    ):
         if name not in have:
             app.command(name)(fn)

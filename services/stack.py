@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from services.control.settings import default_token_file
+
+if TYPE_CHECKING:
+    from services.certs import CertSet
 
 __all__ = [
     "SERVICES",
@@ -146,6 +149,7 @@ class Stack:
         ports: the stack's ports.
         run_dir: where the logs (``<name>.log``) and ``stack.json`` go.
         token_file: the file holding the API token, when the stack generated one.
+        tls: the certificates of the gRPC links (mutual TLS), or ``None`` (plaintext).
         processes: the children by service name.
     """
 
@@ -158,6 +162,7 @@ class Stack:
         token: str,
         token_file: Path | None,
         grace_seconds: float,
+        tls: CertSet | None = None,
     ) -> None:
         self.host = host
         self.ports = ports
@@ -165,9 +170,11 @@ class Stack:
         self.token = token
         self.token_file = token_file
         self.grace_seconds = grace_seconds
+        self.tls = tls
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         self._log_files: list[IO[bytes]] = []
+        self._envs: dict[str, dict[str, str]] = {}
         self._stopped = False
 
     # ------------------------------------------------------------------ start
@@ -184,6 +191,7 @@ class Stack:
         data_dir: Path | None = None,
         run_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        tls_dir: Path | None = None,
         ready_timeout: float = 120.0,
         grace_seconds: float = 10.0,
         cancel: Callable[[], bool] | None = None,
@@ -201,6 +209,8 @@ class Stack:
             data_dir: the dataset source the transmitter streams runs from.
             run_dir: logs and ``stack.json`` (default: ``runs/stack-<timestamp>``).
             env: extra environment variables for every child (over ``os.environ``).
+            tls_dir: certificates from ``rkdsc certs``: every gRPC link then uses mutual
+                TLS (default: plaintext, unless the environment sets ``RKDSC_*_TLS__*``).
             ready_timeout: longest wait for readiness [s].
             grace_seconds: shutdown grace per :meth:`stop` [s].
             cancel: polled while waiting; returning True stops the stack and raises
@@ -209,7 +219,13 @@ class Stack:
         Raises:
             StackError: a port in use, a child that exited, or not ready in time (the
                 children started so far are stopped first).
+            FileNotFoundError: ``tls_dir`` lacks a certificate or key.
         """
+        tls = None
+        if tls_dir is not None:
+            from services.certs import CertSet
+
+            tls = CertSet.from_folder(tls_dir)
         ports = ports or StackPorts()
         busy = ports.in_use(host)
         if busy:
@@ -233,6 +249,7 @@ class Stack:
             token=token,
             token_file=token_file,
             grace_seconds=grace_seconds,
+            tls=tls,
         )
         atexit.register(stack._kill_on_exit)
         try:
@@ -256,6 +273,8 @@ class Stack:
         p, h = self.ports, self.host
         env = {k: v for k, v in base.items() if not k.startswith("RKDSC_CONTROL_TOKEN")}
         env["PYTHONUNBUFFERED"] = "1"
+        if self.tls is not None:
+            env.update(self.tls.env(name))
         target = {
             "transmitter": f"{h}:{p.transmitter}",
             "channel": f"{h}:{p.channel}",
@@ -265,6 +284,7 @@ class Stack:
         env[prefix + "HOST"] = h
         if name == "control":
             env[prefix + "PORT"] = str(p.control)
+            env.setdefault(prefix + "STATE_FILE", str(self.run_dir / "control.sqlite"))
             env[prefix + "TRANSMITTER_TARGET"] = target["transmitter"]
             env[prefix + "CHANNEL_TARGET"] = target["channel"]
             env[prefix + "RECEIVER_TARGET"] = target["receiver"]
@@ -286,6 +306,7 @@ class Stack:
         return env
 
     def _launch(self, name: str, env: dict[str, str]) -> None:
+        self._envs[name] = env
         log_path = self.run_dir / f"{name}.log"
         log_file = log_path.open("ab")
         self._log_files.append(log_file)
@@ -309,6 +330,7 @@ class Stack:
             "logs": {name: str(path) for name, path in self.logs.items()},
             "token_file": str(self.token_file) if self.token_file is not None else None,
             "token_generated": generated_token,
+            "tls_dir": str(self.tls.folder) if self.tls is not None else None,
         }
         (self.run_dir / "stack.json").write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -322,12 +344,13 @@ class Stack:
     def endpoints(self) -> list[tuple[str, str]]:
         """``(service, where)`` lines for humans."""
         h, p = self.host, self.ports
+        grpc = "gRPC (mutual TLS)" if self.tls is not None else "gRPC"
         out = []
         for name in ("transmitter", "channel", "receiver"):
             out.append(
                 (
                     name,
-                    f"gRPC {h}:{getattr(p, name)}   "
+                    f"{grpc} {h}:{getattr(p, name)}   "
                     f"metrics http://{h}:{getattr(p, f'{name}_metrics')}/metrics",
                 )
             )
@@ -385,6 +408,32 @@ class Stack:
                         f"logs in {self.run_dir}"
                     )
                 time.sleep(0.25)
+
+    # ------------------------------------------------------------- fault drills
+
+    def kill(self, name: str) -> int | None:
+        """SIGKILL one service, as a crash would, and reap it; its exit code.
+
+        Raises:
+            KeyError: ``name`` is not one of the stack's services.
+        """
+        proc = self.processes[name]
+        _signal(proc, signal.SIGKILL)
+        _wait([proc], time.monotonic() + _KILL_WAIT_SECONDS)
+        return proc.poll()
+
+    def restart(self, name: str) -> None:
+        """Start ``name`` again (after it exited or was killed) with the same environment.
+
+        Its log continues in the same file; :meth:`wait_ready` tells when it serves again.
+
+        Raises:
+            StackError: ``name`` is still running.
+        """
+        if self.processes[name].poll() is None:
+            raise StackError(f"{name} is still running (pid {self.processes[name].pid})")
+        self._launch(name, self._envs[name])
+        self._write_manifest(self.token_file is not None)
 
     # ------------------------------------------------------------------- stop
 

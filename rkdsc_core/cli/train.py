@@ -75,6 +75,10 @@ def train_link_cmd(
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 128).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    genotype: Annotated[
+        str | None,
+        typer.Option(help="Student genotype: a name, JSON or file (default: the student's)."),
+    ] = None,
     weights_out: Annotated[
         Path | None, typer.Option(help="Where to write the link bundle (default OUT/weights).")
     ] = None,
@@ -87,6 +91,9 @@ def train_link_cmd(
 ) -> None:
     """End-to-end link training through the channel, cross-entropy only (no teacher).
 
+    With --genotype (e.g. a search's genotype.json) this is the cross-entropy-only baseline
+    of the same student architecture that RKD distils.
+
     Runs under torchrun too (DDP; --batch-size is the global batch).
     """
     from rkdsc_core.config import load_settings
@@ -95,7 +102,10 @@ def train_link_cmd(
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
     info = init_distributed(os.environ, device=s.device)
     try:
-        _train_link(info, s, out, epochs, batch_size, seed, weights_out, eval_limit, fp16, dataset)
+        geno = None if genotype is None else _genotype_arg(genotype)
+        _train_link(
+            info, s, out, epochs, batch_size, seed, geno, weights_out, eval_limit, fp16, dataset
+        )
     finally:
         cleanup_distributed()
 
@@ -107,6 +117,7 @@ def _train_link(
     epochs: int | None,
     batch_size: int | None,
     seed: int | None,
+    genotype: str | dict[str, Any] | None,
     weights_out: Path | None,
     eval_limit: int,
     fp16: bool,
@@ -120,6 +131,9 @@ def _train_link(
 
     train, test = _splits(s, dataset, ("train", "test"), info)
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
+    if genotype is not None:
+        student = LinkTrainConfig().student_overrides | {"genotype": genotype}
+        overrides["student_overrides"] = student
     cfg = dataclasses.replace(
         LinkTrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )
@@ -462,6 +476,15 @@ def train_codec_cmd(
     codec: Annotated[
         str | None, typer.Option(help="CAT overrides as JSON, e.g. '{\"d_model\": 64}'.")
     ] = None,
+    w_ce: Annotated[float | None, typer.Option(help="Weight of cross-entropy (1).")] = None,
+    w_kd: Annotated[
+        float | None, typer.Option(help="Weight of the logit KD term (1; teacher targets).")
+    ] = None,
+    w_mse: Annotated[
+        float | None,
+        typer.Option(help="Weight of the MSE to the teacher's clean feature (1; teacher targets)."),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="KD temperature T (4).")] = None,
     eval_images: Annotated[int | None, typer.Option(help="Test images per evaluation.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
     weights_out: Annotated[
@@ -498,6 +521,10 @@ def train_codec_cmd(
         "lr": lr,
         "student_lr_scale": student_lr_scale,
         "codec_overrides": codec_overrides,
+        "w_ce": w_ce,
+        "w_kd": w_kd,
+        "w_mse": w_mse,
+        "temperature": temperature,
         "eval_images": eval_images,
         "seed": seed,
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rkdsc_core.checkpoint import load_model, save_checkpoint
+from rkdsc_core.checkpoint import CheckpointError, load_model, save_checkpoint
 from rkdsc_core.link.eval_table import EvalTable
 from rkdsc_core.link.pipeline import SemanticPipeline
 from rkdsc_core.models.base import Backbone
@@ -74,7 +74,13 @@ def save_link(
 
 
 def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "cpu") -> LinkBundle:
-    """Load a weights folder (default: the shipped one) in eval mode on ``device``."""
+    """Load a weights folder (default: the shipped one) in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no ``link.json`` in the folder.
+        CheckpointError: naming the file, when any file of the folder is unreadable,
+            truncated or fails its checksum (see :func:`rkdsc_core.checkpoint.load_checkpoint`).
+    """
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     link_json = folder / "link.json"
     if not link_json.is_file():
@@ -82,12 +88,33 @@ def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "
             f"no link weights at {folder}: expected link.json, student.* and codec.* "
             "(made by `rkdsc train link` or rkdsc_core.link.save_link)"
         )
-    meta = json.loads(link_json.read_text())
+    meta, num_pilots, classes = _read_link_json(link_json)
     student = load_model(folder / "student")
     codec = load_model(folder / "codec")
     if not isinstance(student, Backbone) or not isinstance(codec, CATCodec):
         raise TypeError(f"{folder}: student must be a Backbone and codec a CATCodec")
-    pipeline = SemanticPipeline(student, codec, num_pilots=int(meta["num_pilots"])).to(device)
+    pipeline = SemanticPipeline(student, codec, num_pilots=num_pilots).to(device)
     table_path = folder / "eval_table.json"
-    table = EvalTable.load(table_path) if table_path.is_file() else None
-    return LinkBundle(pipeline.eval(), tuple(meta["classes"]), table, meta, folder)
+    table = None
+    if table_path.is_file():
+        try:
+            table = EvalTable.load(table_path)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise CheckpointError(f"{table_path} is not a valid eval table: {e!r}") from e
+    return LinkBundle(pipeline.eval(), classes, table, meta, folder)
+
+
+def _read_link_json(path: Path) -> tuple[dict[str, Any], int, tuple[str, ...]]:
+    """``(meta, num_pilots, classes)`` from a ``link.json``; CheckpointError naming it."""
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"expected a JSON object, got {type(meta).__name__}")
+        num_pilots, classes = int(meta["num_pilots"]), meta["classes"]
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise TypeError("'classes' must be a list of class names")
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(
+            f"{path} is not a valid link description (JSON with 'num_pilots' and 'classes'): {e!r}"
+        ) from e
+    return meta, num_pilots, tuple(classes)

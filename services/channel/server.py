@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +27,11 @@ from services._grpc import (
     CallMetricsInterceptor,
     channel_options,
     enable_health_and_reflection,
+    is_ready,
     server_options,
+    wait_until_ready,
 )
+from services._tls import add_port, open_channel
 from services._wire import COMPLEX64_BYTES, WireError, from_wire, to_wire
 from services.channel.metrics import ChannelMetrics
 from services.channel.settings import ChannelParams, Settings
@@ -179,15 +182,21 @@ class ChannelEmulatorServicer(services_pb2_grpc.ChannelEmulatorServicer):
         self.metrics.config_version.set(self._applied.version)
         self.metrics.snr_db.set(self._applied.params.snr_db)
 
-    def receiver_stub(self) -> services_pb2_grpc.ReceiverStub:
-        """The stub of the receiver, on one shared channel opened on first use."""
+    def receiver_channel(self) -> grpc.aio.Channel:
+        """The one channel to the receiver, opened on first use."""
         if self._receiver_channel is None:
-            self._receiver_channel = grpc.aio.insecure_channel(
+            self._receiver_channel = open_channel(
                 self.settings.receiver_target,
+                self.settings.tls,
                 # Spread link streams over every receiver a dns:/// target resolves to.
                 options=[*channel_options(), ("grpc.lb_policy_name", "round_robin")],
             )
-        return services_pb2_grpc.ReceiverStub(self._receiver_channel)  # type: ignore[no-untyped-call]
+        channel: grpc.aio.Channel = self._receiver_channel
+        return channel
+
+    def receiver_stub(self) -> services_pb2_grpc.ReceiverStub:
+        """The stub of the receiver, on :meth:`receiver_channel`."""
+        return services_pb2_grpc.ReceiverStub(self.receiver_channel())  # type: ignore[no-untyped-call]
 
     async def GetSettings(
         self, request: services_pb2.GetChannelRequest, context: grpc.aio.ServicerContext
@@ -394,24 +403,49 @@ class _TransmitStream:
                 channel_seconds=time.perf_counter() - start,
             )
             self._answer(result, "lost")
-        elif applied.params.delay_seconds > 0:
-            task = asyncio.create_task(
-                self._forward_later(forwarded, applied.params.delay_seconds, start)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        elif applied.params.delay_seconds > 0 or not is_ready(self._servicer.receiver_channel()):
+            self._spawn(self._forward_later(forwarded, applied.params.delay_seconds, start))
         else:
             self._forward(forwarded, start)
 
     # ---------------------------------------------------------------- forwarding
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _forward_later(
         self, forwarded: frame_pb2.ChannelFrame, delay: float, start: float
     ) -> None:
-        await asyncio.sleep(delay)
-        self._forward(forwarded, start)
+        """Forward after the channel's ``delay`` [s] and once the receiver is reachable.
 
-    def _forward(self, forwarded: frame_pb2.ChannelFrame, start: float) -> None:
+        A frame is only sent on a connected channel: while the receiver is down (restarting)
+        frames wait here, gRPC reconnecting with backoff, and one still waiting after
+        ``deadline_seconds`` is answered ``UNAVAILABLE`` without being sent.
+        """
+        if delay > 0:
+            await asyncio.sleep(delay)
+        seconds = self._settings.deadline_seconds
+        waited = time.perf_counter()
+        try:
+            await asyncio.wait_for(wait_until_ready(self._servicer.receiver_channel()), seconds)
+        except TimeoutError:
+            target = self._settings.receiver_target
+            self._answer_own(
+                forwarded.frame,
+                f"UNAVAILABLE: receiver {target} not reachable within {seconds:g} s; "
+                "the frame was not sent",
+                start,
+            )
+            return
+        self._forward(forwarded, start, deadline=seconds - (time.perf_counter() - waited))
+
+    def _forward(
+        self, forwarded: frame_pb2.ChannelFrame, start: float, deadline: float | None = None
+    ) -> None:
+        """Send ``forwarded`` to the receiver; it is answered within ``deadline`` [s] (default
+        ``deadline_seconds``) or expires."""
         if self._closed:
             return
         forwarded.channel.channel_seconds = time.perf_counter() - start
@@ -422,7 +456,10 @@ class _TransmitStream:
         entry = _Pending(frame, self._receiver)
         key = (frame.link_id, frame.sequence)
         entry.timer = self._loop.call_later(
-            self._settings.deadline_seconds, self._expire, key, entry
+            self._settings.deadline_seconds if deadline is None else max(0.0, deadline),
+            self._expire,
+            key,
+            entry,
         )
         self._pending.setdefault(key, deque()).append(entry)
         self._receiver.send(forwarded)
@@ -564,7 +601,7 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
     )
     services_pb2_grpc.add_ChannelEmulatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
-    port = int(server.add_insecure_port(f"{settings.host}:{settings.port}"))
+    port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)
     return ChannelServer(server, port, servicer, health_servicer, settings.grace_seconds)
 
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rkdsc_core._validate import check_snr_db
 from rkdsc_core.channel import Channel, ChannelConfig, ChannelModel, FadingKind
+from services._tls import TlsSettings
 from services.pb import services_pb2
 
 __all__ = ["MAX_DELAY_SECONDS", "MAX_SEED", "ChannelParams", "Settings"]
@@ -111,7 +112,9 @@ class Settings(BaseSettings):
     replaces them at run time. One channel config serves every link.
     """
 
-    model_config = SettingsConfigDict(env_prefix="RKDSC_CHANNEL_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RKDSC_CHANNEL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     host: str = Field(default="127.0.0.1", description="gRPC bind address.")
     port: int = Field(default=50052, ge=0, le=65535, description="gRPC port (0 = any free).")
@@ -137,15 +140,30 @@ class Settings(BaseSettings):
     )
     grace_seconds: float = Field(default=5.0, ge=0.0, description="Drain time on SIGTERM [s].")
     deadline_seconds: float = Field(
-        default=30.0, gt=0.0, description="Longest wait for the receiver's answer to a frame [s]."
+        default=8.0,
+        gt=0.0,
+        description=(
+            "Longest wait for the receiver's answer to a frame [s]; keep it below the "
+            "transmitter's deadline so the emulator's more precise error reaches the client."
+        ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="TLS of the gRPC server and of the link to the receiver "
+        "(RKDSC_CHANNEL_TLS__CERT_FILE, ...); unset = plaintext.",
+    )
 
     @field_validator("snr_db")
     @classmethod
     def _check_snr_db(cls, value: float) -> float:
         check_snr_db(value)
         return value
+
+    @field_validator("tls")
+    @classmethod
+    def _check_tls(cls, value: TlsSettings) -> TlsSettings:
+        return value.for_server()
 
     @model_validator(mode="after")
     def _check_channel(self) -> Settings:

@@ -101,7 +101,12 @@ def run_public(msg: Any) -> RunPublic:
         total=total,
         sent=int(msg.sent),
         progress=progress,
-        fates=FrameFates(predicted=int(msg.predicted), lost=int(msg.lost), error=int(msg.errors)),
+        fates=FrameFates(
+            predicted=int(msg.predicted),
+            lost=int(msg.lost),
+            error=int(msg.errors),
+            error_codes={str(k): int(v) for k, v in msg.errors_by_code.items()},
+        ),
         correct=int(msg.correct),
         accuracy=float(msg.accuracy),
         symbols_per_image=float(msg.symbols_per_image),

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from services.control.api import api_router
 from services.control.api.deps import expected_token
 from services.control.api.errors import service_error_handler
 from services.control.clients import Clients, GrpcClients, ServiceError
+from services.control.limits import BodySizeLimitMiddleware
 from services.control.metrics import ControlMetrics, MetricsMiddleware
+from services.control.persist import ConfigStore, restore_loop
 from services.control.settings import Settings
 from services.control.state import ControlState
 
@@ -54,6 +59,13 @@ def create_app(
     """
     metrics = ControlMetrics(registry if registry is not None else CollectorRegistry())
     state = ControlState(settings=settings, metrics=metrics, clients=clients)
+    if settings.state_file is not None:
+        try:
+            state.store = ConfigStore(settings.state_file)
+        except (sqlite3.Error, OSError) as err:
+            raise ValueError(
+                f"RKDSC_CONTROL_STATE_FILE={settings.state_file} cannot be used: {err}"
+            ) from err
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -66,14 +78,22 @@ def create_app(
                 settings.token_file,
             )
         log.info(
-            "control plane: transmitter %s, channel %s, receiver %s",
+            "control plane: transmitter %s, channel %s, receiver %s (%s)",
             settings.transmitter_target,
             settings.channel_target,
             settings.receiver_target,
+            settings.tls.describe(),
         )
+        restorer = None
+        if state.store is not None:
+            log.info("configuration kept in %s", state.store.path)
+            restorer = asyncio.create_task(restore_loop(state, settings.restore_seconds))
         try:
             yield
         finally:
+            if restorer is not None:
+                restorer.cancel()
+                await asyncio.gather(restorer, return_exceptions=True)
             if owned is not None:
                 await owned.close()
                 state.clients = None
@@ -87,7 +107,18 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.control = state
+    # The last added runs first: CORS (when on) answers preflights, metrics count the rest.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:  # none by default: browsers get no cross-origin access
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "PUT", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.include_router(api_router)
     return app

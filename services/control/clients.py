@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services._grpc import channel_options
+from services._tls import open_channel
 from services.control.settings import Settings
 from services.pb import services_pb2, services_pb2_grpc
 
@@ -162,10 +162,7 @@ class GrpcClients:
             "channel": settings.channel_target,
             "receiver": settings.receiver_target,
         }
-        channels = {
-            name: grpc.aio.insecure_channel(target, options=channel_options())
-            for name, target in targets.items()
-        }
+        channels = {name: open_channel(target, settings.tls) for name, target in targets.items()}
         callers = {
             name: _Caller(name, targets[name], settings.deadline_seconds) for name in targets
         }

@@ -47,6 +47,12 @@ class ControlMetrics:
             registry=registry,
         )
         self.channel_snr_db.set(float("nan"))
+        self.config_restores = Counter(
+            "rkdsc_control_config_restores",
+            "Stored configurations applied again to a service that had restarted, by resource.",
+            ["resource"],
+            registry=registry,
+        )
         self.runs_started = Counter(
             "rkdsc_control_runs_started",
             "Runs started through the control plane.",

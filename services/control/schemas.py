@@ -156,6 +156,11 @@ class FrameFates(BaseModel):
     predicted: int
     lost: int
     error: int
+    error_codes: dict[str, int] = Field(
+        default_factory=dict,
+        description="errors by cause, the gRPC status name each starts with (UNAVAILABLE, "
+        "DEADLINE_EXCEEDED, INVALID_ARGUMENT, ...); adds up to error",
+    )
 
 
 class RunPublic(BaseModel):

@@ -1,15 +1,20 @@
-"""Settings of the control plane: where it listens, the gRPC targets, the API token."""
+"""Settings of the control plane: where it listens, the gRPC targets and TLS, the API token."""
 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services._tls import TlsSettings
+
 __all__ = ["Settings", "default_token_file", "get_settings"]
+
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", re.ASCII)
 
 
 def default_token_file() -> Path:
@@ -27,7 +32,9 @@ def default_token_file() -> Path:
 class Settings(BaseSettings):
     """The control plane's settings; every field is settable as ``RKDSC_CONTROL_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="RKDSC_CONTROL_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RKDSC_CONTROL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     host: str = Field(default="127.0.0.1", description="HTTP listen address.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (REST and /metrics).")
@@ -53,8 +60,32 @@ class Settings(BaseSettings):
     deadline_seconds: float = Field(
         default=5.0, gt=0, le=300, description="Deadline of every gRPC call [s]."
     )
+    state_file: Path | None = Field(
+        default=None,
+        description="SQLite file keeping the configuration set through the API, re-applied to "
+        "a service that restarts (and after a control-plane restart); None = not kept.",
+    )
+    restore_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="How often services are checked for restarts [s]."
+    )
     max_runs: int = Field(
         default=100, ge=1, le=10_000, description="Runs remembered for /v1/stats (oldest dropped)."
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request body accepted [bytes]; larger ones get 413.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS); in the environment a JSON "
+        'list such as ["https://dash.example.org"]. Empty (the default) = no CORS at all.',
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="TLS of the gRPC links to the services (RKDSC_CONTROL_TLS__CA_FILE, and "
+        "CERT_FILE/KEY_FILE as the client certificate for mutual TLS); unset = plaintext.",
     )
 
     @field_validator("token")
@@ -68,6 +99,22 @@ class Settings(BaseSettings):
                     "use the token file instead"
                 )
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_explicit(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin; list each one as "
+                    "scheme://host[:port] without a path (no '*': the API takes a bearer token)"
+                )
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _check_tls(cls, value: TlsSettings) -> TlsSettings:
+        return value.for_client()
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from services.control.clients import Clients
 from services.control.metrics import ControlMetrics
+from services.control.persist import ConfigStore
 from services.control.schemas import RunPublic
 from services.control.settings import Settings
 
@@ -43,6 +44,8 @@ class ControlState:
     settings: Settings
     metrics: ControlMetrics
     clients: Clients | None = None
+    store: ConfigStore | None = None
+    """Where applied configurations persist (``settings.state_file``); ``None``: nowhere."""
     runs: RunBook = field(init=False)
     channel_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -75,7 +75,14 @@ class RunRequest(_message.Message):
     def __init__(self, split: _Optional[str] = ..., num_images: _Optional[int] = ..., rate: _Optional[float] = ..., link_id: _Optional[str] = ...) -> None: ...
 
 class RunStatus(_message.Message):
-    __slots__ = ("run_id", "state", "total", "sent", "predicted", "lost", "errors", "correct", "accuracy", "symbols_per_image", "per_snr", "error", "mean_end_to_end_seconds")
+    __slots__ = ("run_id", "state", "total", "sent", "predicted", "lost", "errors", "correct", "accuracy", "symbols_per_image", "per_snr", "error", "mean_end_to_end_seconds", "errors_by_code")
+    class ErrorsByCodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +96,7 @@ class RunStatus(_message.Message):
     PER_SNR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MEAN_END_TO_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_BY_CODE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: str
     total: int
@@ -102,7 +110,8 @@ class RunStatus(_message.Message):
     per_snr: _containers.RepeatedCompositeFieldContainer[SnrBinStats]
     error: str
     mean_end_to_end_seconds: float
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., predicted: _Optional[int] = ..., lost: _Optional[int] = ..., errors: _Optional[int] = ..., correct: _Optional[int] = ..., accuracy: _Optional[float] = ..., symbols_per_image: _Optional[float] = ..., per_snr: _Optional[_Iterable[_Union[SnrBinStats, _Mapping]]] = ..., error: _Optional[str] = ..., mean_end_to_end_seconds: _Optional[float] = ...) -> None: ...
+    errors_by_code: _containers.ScalarMap[str, int]
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., predicted: _Optional[int] = ..., lost: _Optional[int] = ..., errors: _Optional[int] = ..., correct: _Optional[int] = ..., accuracy: _Optional[float] = ..., symbols_per_image: _Optional[float] = ..., per_snr: _Optional[_Iterable[_Union[SnrBinStats, _Mapping]]] = ..., error: _Optional[str] = ..., mean_end_to_end_seconds: _Optional[float] = ..., errors_by_code: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SnrBinStats(_message.Message):
     __slots__ = ("snr_db", "predicted", "correct", "accuracy")

@@ -27,6 +27,7 @@ from services._grpc import (
     enable_health_and_reflection,
     server_options,
 )
+from services._tls import add_port
 from services._wire import COMPLEX64_BYTES, WireError, from_wire
 from services.pb import frame_pb2, services_pb2_grpc
 from services.receiver.metrics import ReceiverMetrics
@@ -317,7 +318,7 @@ def build_server(
     )
     services_pb2_grpc.add_ReceiverServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
-    port = int(server.add_insecure_port(f"{settings.host}:{settings.port}"))
+    port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)
     log.info(
         "receiver: link %s (L in %s, %d pilots, %s CSI)",
         bundle.weights_dir,

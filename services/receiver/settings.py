@@ -9,13 +9,17 @@ import torch
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services._tls import TlsSettings
+
 __all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
     """The receiver's settings; every field maps to ``RKDSC_RECEIVER_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="RKDSC_RECEIVER_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RKDSC_RECEIVER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     host: str = Field(default="127.0.0.1", description="gRPC bind address.")
     port: int = Field(default=50053, ge=0, le=65535, description="gRPC port (0 = any free).")
@@ -37,6 +41,11 @@ class Settings(BaseSettings):
         default=None, ge=1, description="torch intra-op threads; None = torch's default."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="TLS of the gRPC server (RKDSC_RECEIVER_TLS__CERT_FILE, ...); "
+        "unset = plaintext.",
+    )
 
     @field_validator("device")
     @classmethod
@@ -46,3 +55,8 @@ class Settings(BaseSettings):
         except RuntimeError as e:
             raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0': {e}") from e
         return value
+
+    @field_validator("tls")
+    @classmethod
+    def _check_tls(cls, value: TlsSettings) -> TlsSettings:
+        return value.for_server()

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 
 from rkdsc_core.data import to_tensor
 from rkdsc_core.link import SemanticPipeline
@@ -65,6 +66,10 @@ def decode_image(image: services_pb2.Image, *, max_bytes: int, max_side: int) ->
                     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
         except ImageError:
             raise
+        except UnidentifiedImageError as err:
+            raise ImageError(
+                "image.encoded is not a readable image (no format Pillow knows: PNG, JPEG, ...)"
+            ) from err
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as err:
             raise ImageError(f"image.encoded is not a readable image ({err})") from err
         except PILImage.DecompressionBombWarning as err:

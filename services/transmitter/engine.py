@@ -135,7 +135,9 @@ class TransmitterEngine:
         if state is None:
             self.check_link(link_id)
             s = self.settings
-            link = ChannelLink(link_id, s.channel_target, deadline_seconds=s.deadline_seconds)
+            link = ChannelLink(
+                link_id, s.channel_target, deadline_seconds=s.deadline_seconds, tls=s.tls
+            )
             state = _LinkState(link, s.max_in_flight, s.assumed_snr_db)
             self._links[link_id] = state
             self.metrics.snr_estimate_db.labels(link_id).set(state.tx_snr_db)

@@ -1,10 +1,19 @@
 """The transmitter's side of a link: one long-lived ``ChannelEmulator.Transmit`` stream.
 
 Frames go out on the stream in sequence order; a reader task matches the returned
-``FrameResult`` s to the waiting senders by sequence number. A broken stream fails every
-frame waiting on it (fate ``ERROR``, ``UNAVAILABLE: ...``); the next frame opens a new stream.
-A frame whose result does not come back within the deadline is answered ``ERROR``
-``DEADLINE_EXCEEDED: ...`` (a late result is then dropped).
+``FrameResult`` s to the waiting senders by sequence number. Every frame ends in exactly one
+fate, reported once, and nothing is ever resent (so nothing is duplicated):
+
+* a frame is only sent once the connection is up. While the emulator is unreachable
+  (restarting, say) frames wait and gRPC reconnects with backoff (0.1 s growing to 1 s, see
+  :func:`services._grpc.channel_options`); a frame still waiting at its deadline is answered
+  ``ERROR`` ``UNAVAILABLE: ... the frame was not sent``;
+* a broken stream (the emulator died or closed it) fails every frame sent on it and still
+  unanswered: ``ERROR`` ``UNAVAILABLE: ...``; the next frame opens a new stream;
+* a frame sent but not answered within the deadline is answered ``ERROR``
+  ``DEADLINE_EXCEEDED: ...``, and its late result, if any, is dropped.
+
+The deadline counts from :meth:`ChannelLink.exchange` being called, waiting included.
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services._grpc import channel_options
+from services._grpc import channel_options, is_ready, wait_until_ready
+from services._tls import TlsSettings, open_channel
 from services.pb import frame_pb2, services_pb2_grpc
 
 __all__ = ["ChannelLink", "error_result"]
@@ -108,24 +118,36 @@ class ChannelLink:
         link_id: the link's name (in every frame).
         target: ``host:port`` of the channel emulator.
         deadline_seconds: how long a frame waits for its result [s].
+        tls: TLS towards the emulator (``None`` or empty: plaintext).
     """
 
-    def __init__(self, link_id: str, target: str, *, deadline_seconds: float) -> None:
+    def __init__(
+        self,
+        link_id: str,
+        target: str,
+        *,
+        deadline_seconds: float,
+        tls: TlsSettings | None = None,
+    ) -> None:
         self.link_id = link_id
         self.target = target
         self.deadline_seconds = deadline_seconds
+        self.tls = tls
         self._next_sequence = 0
         self._channel: grpc.aio.Channel | None = None
         self._stream: _Stream | None = None
         self._closed = False
 
-    def _current(self) -> _Stream:
+    def _grpc_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=channel_options())
+            self._channel = open_channel(self.target, self.tls, options=channel_options())
+        return self._channel
+
+    def _current(self) -> _Stream:
         if self._stream is None or self._stream.broken:
             if self._stream is not None:
                 log.info("link %s: reconnecting to %s", self.link_id, self.target)
-            stub = services_pb2_grpc.ChannelEmulatorStub(self._channel)  # type: ignore[no-untyped-call]
+            stub = services_pb2_grpc.ChannelEmulatorStub(self._grpc_channel())  # type: ignore[no-untyped-call]
             self._stream = _Stream(stub, self.link_id)
         return self._stream
 
@@ -137,15 +159,29 @@ class ChannelLink:
         """
         if self._closed:
             return error_result(frame, "UNAVAILABLE: the transmitter is shutting down")
-        stream = self._current()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_seconds
         frame.link_id = self.link_id
         frame.sequence = self._next_sequence
         self._next_sequence += 1
-        fut: asyncio.Future[frame_pb2.FrameResult] = asyncio.get_running_loop().create_future()
+        channel = self._grpc_channel()
+        if not is_ready(channel):
+            try:
+                await asyncio.wait_for(wait_until_ready(channel), self.deadline_seconds)
+            except TimeoutError:
+                return error_result(
+                    frame,
+                    f"UNAVAILABLE: channel emulator {self.target} not reachable within "
+                    f"{self.deadline_seconds:g} s; the frame was not sent",
+                )
+            if self._closed:
+                return error_result(frame, "UNAVAILABLE: the transmitter is shutting down")
+        stream = self._current()
+        fut: asyncio.Future[frame_pb2.FrameResult] = loop.create_future()
         stream.pending[frame.sequence] = fut
         stream.queue.put_nowait(frame)
         try:
-            return await asyncio.wait_for(fut, self.deadline_seconds)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:
             return error_result(
                 frame,

@@ -54,6 +54,8 @@ class Run:
     symbols: int = 0
     end_to_end_seconds: float = 0.0
     error: str = ""
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+    """``errors`` by the status name each error starts with (``UNAVAILABLE``, ...)."""
     per_snr: dict[str, list[int]] = field(default_factory=dict)
     """``{snr bin label: [predicted, correct]}`` over the SNR the channel applied."""
 
@@ -79,6 +81,8 @@ class Run:
             self.lost += 1
         else:
             self.errors += 1
+            code = result.error.split(":", 1)[0].strip() or "UNKNOWN"
+            self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
 
     def to_proto(self) -> services_pb2.RunStatus:
         bins = []
@@ -106,6 +110,7 @@ class Run:
             mean_end_to_end_seconds=(
                 self.end_to_end_seconds / self.predicted if self.predicted else 0.0
             ),
+            errors_by_code=self.errors_by_code,
         )
 
 

@@ -20,6 +20,7 @@ from services._grpc import (
     server_options,
     set_serving,
 )
+from services._tls import add_port
 from services.pb import frame_pb2, services_pb2, services_pb2_grpc
 from services.transmitter.engine import TransmitterEngine
 from services.transmitter.metrics import TransmitterMetrics
@@ -243,7 +244,7 @@ def build_server(
     )
     services_pb2_grpc.add_TransmitterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)
     log.info(
         "transmitter: link %s (L in %s, %d pilots), policy %s, channel at %s",
         bundle.weights_dir,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rkdsc_core.data import DATASETS
+from services._tls import TlsSettings
 
 __all__ = ["LINK_ID_PATTERN", "PolicySettings", "Settings", "get_settings"]
 
@@ -100,6 +101,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch's default"
     )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="TLS of the gRPC server and of the link to the channel emulator "
+        "(RKDSC_TRANSMITTER_TLS__CERT_FILE, ...); unset = plaintext",
+    )
 
     @field_validator("link_id")
     @classmethod
@@ -123,6 +129,11 @@ class Settings(BaseSettings):
         if not math.isfinite(v):
             raise ValueError(f"must be finite, got {v}")
         return v
+
+    @field_validator("tls")
+    @classmethod
+    def _check_tls(cls, value: TlsSettings) -> TlsSettings:
+        return value.for_server()
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,6 @@ import io
 import os
 import queue
 import random
-import shutil
 import signal
 import stat
 import subprocess
@@ -26,11 +25,12 @@ from PIL import Image
 
 from rkdsc_core.channel import Channel, ChannelConfig, frame_generator
 from rkdsc_core.data import to_tensor
-from rkdsc_core.data.specs import CIFAR10_CLASSES
-from rkdsc_core.link import EvalTable, load_link
+from rkdsc_core.link import load_link
 from services.control.client import ControlClient
 from services.pb import frame_pb2, services_pb2, services_pb2_grpc
 from services.stack import Stack, StackError, StackPorts, write_token_file
+
+from .stack_support import QUIET_ENV, with_eval_table, write_tiny_dataset
 
 _MISSING = [
     name
@@ -43,44 +43,6 @@ requires_services = pytest.mark.skipif(
 )
 
 GRACE_SECONDS = 10.0
-QUIET_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "RKDSC_TRANSMITTER_TORCH_THREADS": "1",
-    "RKDSC_RECEIVER_INFERENCE_THREADS": "1",
-}
-"""Two CPU cores run three torch processes: keep each to one thread."""
-
-
-def write_tiny_dataset(root: Path, per_class: int = 1, seed: int = 0) -> Path:
-    """An image-folder tree ``root/test/<cifar10 class>/<i>.png`` of random 32x32 images."""
-    rng = np.random.default_rng(seed)
-    for name in CIFAR10_CLASSES:
-        folder = root / "test" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-def with_eval_table(tiny_weights: Path, dest: Path) -> Path:
-    """A copy of the tiny link's weights plus an eval table for the adaptive policy."""
-    shutil.copytree(tiny_weights, dest)
-    snr = (0.0, 10.0, 20.0)
-    table = EvalTable(
-        snr_db=snr,
-        accuracy={
-            "awgn": {
-                8: (0.2, 0.4, 0.5),
-                16: (0.3, 0.6, 0.7),
-                32: (0.4, 0.7, 0.8),
-                64: (0.5, 0.75, 0.85),
-            }
-        },
-        meta={"note": "made up for the stack test"},
-    )
-    table.save(dest / "eval_table.json")
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +186,7 @@ class TestStack:
             done = client.wait_run(run["run_id"], timeout=40, poll_seconds=0.25)
         assert done["state"] == "done", done
         assert done["total"] == 6
-        assert done["fates"] == {"predicted": 6, "lost": 0, "error": 0}
+        assert done["fates"] == {"predicted": 6, "lost": 0, "error": 0, "error_codes": {}}
         assert done["symbols_per_image"] == 16.0
         assert 0.0 <= done["accuracy"] <= 1.0
         stats = httpx.get(f"{stack.control_url}/v1/stats", timeout=5).json()

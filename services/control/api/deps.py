@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.control.clients import ChannelAPI, Clients, TransmitterAPI
@@ -21,6 +23,7 @@ __all__ = [
     "RequireToken",
     "SettingsDep",
     "StateDep",
+    "TokenFirstRoute",
     "TransmitterDep",
     "expected_token",
 ]
@@ -118,3 +121,22 @@ def require_token(
 
 RequireToken = Depends(require_token)
 """For ``dependencies=[RequireToken]`` on the mutating routes."""
+
+
+class TokenFirstRoute(APIRoute):
+    """A route that checks the bearer token before reading the body, when it requires one.
+
+    FastAPI parses a JSON body before it runs dependencies: without this, a request with
+    no token and a malformed body would get a 422 about the body instead of the 401.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not any(d.dependency is require_token for d in self.dependencies):
+            return handler
+
+        async def token_first(request: Request) -> Response:
+            require_token(get_state(request).settings, await _bearer(request))
+            return await handler(request)
+
+        return token_first

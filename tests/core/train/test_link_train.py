@@ -1,12 +1,18 @@
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from rkdsc_core.cli import app
 from rkdsc_core.data import ImageDataset
+from rkdsc_core.link import load_link
+from rkdsc_core.models.genotypes import genotype_to_dict, get_genotype
 from rkdsc_core.train import LinkTrainConfig, lr_at, train_link
+from tests.core.data.conftest import write_tree
 
 _TINY = LinkTrainConfig(
     student_overrides={"C": 4, "layers": 3, "token_dim": 16},
@@ -55,3 +61,21 @@ class TestTrainLink:
         train_link(_TINY, tiny_dataset, tiny_dataset, tmp_path, max_steps=1)
         with pytest.raises(ValueError, match="another config"):
             train_link(dataclasses.replace(_TINY, lr=1.0), tiny_dataset, tiny_dataset, tmp_path)
+
+
+def test_cli_trains_the_given_genotype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    tree = write_tree(tmp_path / "tree").path
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps({"genotype": genotype_to_dict(get_genotype("darts_v1"))}))
+    args = ["train", "link", "--out", str(tmp_path / "run"), "--genotype", str(genotype)]
+    args += ["--epochs", "1", "--batch-size", "4", "--eval-limit", "4"]
+    args += ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    bundle = load_link(tmp_path / "run" / "weights")
+    trained = bundle.meta["training"]["config"]["student_overrides"]["genotype"]
+    assert trained == genotype_to_dict(get_genotype("darts_v1"))

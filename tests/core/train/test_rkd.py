@@ -184,7 +184,11 @@ class TestCli:
         args = ["train", "codec", "--student", str(tmp_path / "s" / "student"), *tc]
         args += ["--out", str(tmp_path / "c"), "--codec", '{"d_model": 32, "heads": 2}']
         opts = ["--epochs", "1", "--batch-size", "4", "--eval-images", "6", "--eval-limit", "4"]
-        result = runner.invoke(app, [*args, *opts, "--no-teacher-targets", *data])
+        weights = ["--w-ce", "2", "--w-kd", "0.5", "--w-mse", "3", "--temperature", "2"]
+        result = runner.invoke(app, [*args, *opts, *weights, "--no-teacher-targets", *data])
         assert result.exit_code == 0, result.output
         bundle = load_link(tmp_path / "c" / "weights")
         assert bundle.eval_table is not None and "without teacher" in bundle.meta["recipe"]
+        config = bundle.meta["training"]["config"]
+        assert (config["w_ce"], config["w_kd"], config["w_mse"]) == (2.0, 0.5, 3.0)
+        assert config["temperature"] == 2.0

@@ -104,14 +104,16 @@ class FakeTransmitter:
         n = status.total
         status.state = "done"
         status.sent = n
-        status.predicted = n - 1
-        status.lost = 1
-        status.correct = n - 2
-        status.accuracy = (n - 2) / (n - 1)
+        predicted, correct = max(n - 1, 0), max(n - 2, 0)
+        accuracy = correct / predicted if predicted else 0.0
+        status.predicted = predicted
+        status.lost = n - predicted
+        status.correct = correct
+        status.accuracy = accuracy
         status.symbols_per_image = 64.0
         status.mean_end_to_end_seconds = 0.012
         del status.per_snr[:]
-        status.per_snr.add(snr_db=10.0, predicted=n - 1, correct=n - 2, accuracy=(n - 2) / (n - 1))
+        status.per_snr.add(snr_db=10.0, predicted=predicted, correct=correct, accuracy=accuracy)
         return _copy(status)
 
 

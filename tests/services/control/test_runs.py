@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from services.control._convert import run_public
+from services.pb import services_pb2
+
 from .fakes import FakeTransmitter
 
 
@@ -29,7 +32,7 @@ class TestRuns:
         assert resp.status_code == 200
         body = resp.json()
         assert body["done"] is True and body["progress"] == 1.0
-        assert body["fates"] == {"predicted": 10, "lost": 1, "error": 0}
+        assert body["fates"] == {"predicted": 10, "lost": 1, "error": 0, "error_codes": {}}
         assert body["accuracy"] == 0.9
         assert body["per_snr"] == [{"snr_db": 10.0, "predicted": 10, "correct": 9, "accuracy": 0.9}]
         assert body["mean_end_to_end_seconds"] == 0.012
@@ -62,3 +65,19 @@ class TestRuns:
         client.post("/v1/runs", json={"num_images": 4}, headers=auth)
         resp = client.get("/v1/runs")
         assert [r["run_id"] for r in resp.json()] == ["run-1", "run-2"]
+
+
+def test_errors_by_code_reach_the_rest_api() -> None:
+
+    status = services_pb2.RunStatus(
+        run_id="r",
+        state="done",
+        total=5,
+        sent=5,
+        predicted=2,
+        lost=0,
+        errors=3,
+        errors_by_code={"UNAVAILABLE": 2, "DEADLINE_EXCEEDED": 1},
+    )
+    fates = run_public(status).fates
+    assert (fates.error, fates.error_codes) == (3, {"UNAVAILABLE": 2, "DEADLINE_EXCEEDED": 1})

@@ -200,11 +200,14 @@ class TestClassify:
 
     def test_unreachable_channel_gives_unavailable_errors(self, tx_weights: Path) -> None:
         async def scenario() -> list[frame_pb2.FrameResult]:
-            async with running_stack(tx_weights, channel_target="127.0.0.1:1") as stack:
+            async with running_stack(
+                tx_weights, channel_target="127.0.0.1:1", deadline_seconds=1.0
+            ) as stack:
                 return await stack.classify([raw_request("a", pixels(0))])
 
         (result,) = run(scenario())
         assert result.fate == ERROR and result.error.startswith("UNAVAILABLE:")
+        assert "not reachable within 1 s; the frame was not sent" in result.error
 
     def test_in_flight_frames_are_bounded(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[list[frame_pb2.FrameResult], int]:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from rkdsc_core.data.specs import CIFAR10_CLASSES
 from services.pb import frame_pb2, services_pb2
+from services.transmitter.runs import Run
 
 from ._support import FakeChannel, Stack, run, running_stack
 
@@ -163,3 +164,14 @@ class TestRuns:
         err = run(scenario())
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no-such-data" in err.details()
+
+
+def test_run_counts_each_error_by_its_status_name() -> None:
+
+    run = Run("r", "test", "default", total=4, rate=0.0)
+    for error in ("UNAVAILABLE: gone", "UNAVAILABLE: gone again", "DEADLINE_EXCEEDED: slow"):
+        run.record(frame_pb2.FrameResult(fate=frame_pb2.FRAME_FATE_ERROR, error=error), 0)
+    run.record(frame_pb2.FrameResult(fate=frame_pb2.FRAME_FATE_LOST, num_symbols=8), 0)
+    status = run.to_proto()
+    assert (status.errors, status.lost) == (3, 1)
+    assert dict(status.errors_by_code) == {"UNAVAILABLE": 2, "DEADLINE_EXCEEDED": 1}

@@ -7,17 +7,25 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import ValidationError
 
 from services.control._convert import channel_public, channel_settings_message
-from services.control.api.deps import ChannelDep, MetricsDep, RequireToken, StateDep
+from services.control.api.deps import (
+    ChannelDep,
+    MetricsDep,
+    RequireToken,
+    StateDep,
+    TokenFirstRoute,
+)
 from services.control.api.errors import rejected, validation_error
 from services.control.clients import ServiceError
+from services.control.persist import remember
 from services.control.schemas import ChannelConfig, ChannelPublic, ChannelUpdate
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/channel", tags=["channel"])
+router = APIRouter(prefix="/v1/channel", tags=["channel"], route_class=TokenFirstRoute)
 
 _FIELDS = {name: (name,) for name in ChannelConfig.model_fields}
 _ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "a body that cannot be read as JSON text"},
     401: {"description": "missing or wrong bearer token"},
     422: {"description": "an invalid value; the body names the field"},
     503: {"description": "the channel emulator is unavailable"},
@@ -58,6 +66,7 @@ async def update_channel(
             if err.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise rejected(err, _FIELDS, changes) from err
             raise
+        await remember(state, "channel", config.model_dump(), applied.version)
     metrics.config_changes.labels("channel").inc()
     metrics.channel_snr_db.set(applied.snr_db)
     return applied

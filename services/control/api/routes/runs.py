@@ -6,7 +6,13 @@ import grpc
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from services.control._convert import run_public
-from services.control.api.deps import MetricsDep, RequireToken, StateDep, TransmitterDep
+from services.control.api.deps import (
+    MetricsDep,
+    RequireToken,
+    StateDep,
+    TokenFirstRoute,
+    TransmitterDep,
+)
 from services.control.api.errors import rejected
 from services.control.clients import ServiceError
 from services.control.schemas import RunCreate, RunPublic
@@ -14,7 +20,7 @@ from services.pb import services_pb2
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=TokenFirstRoute)
 
 _FIELDS = {
     "split": ("split",),
@@ -31,6 +37,7 @@ RunId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     status_code=status.HTTP_201_CREATED,
     dependencies=[RequireToken],
     responses={
+        400: {"description": "a body that cannot be read as JSON text"},
         401: {"description": "missing or wrong bearer token"},
         422: {"description": "an invalid request; names the field"},
         503: {"description": "the transmitter is unavailable"},

@@ -6,14 +6,21 @@ import grpc
 from fastapi import APIRouter, HTTPException, status
 
 from services.control._convert import policy_message, transmitter_public
-from services.control.api.deps import MetricsDep, RequireToken, StateDep, TransmitterDep
+from services.control.api.deps import (
+    MetricsDep,
+    RequireToken,
+    StateDep,
+    TokenFirstRoute,
+    TransmitterDep,
+)
 from services.control.api.errors import rejected, validation_error
 from services.control.clients import ServiceError
+from services.control.persist import remember
 from services.control.schemas import TransmitterPublic, TransmitterUpdate
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/transmitter", tags=["transmitter"])
+router = APIRouter(prefix="/v1/transmitter", tags=["transmitter"], route_class=TokenFirstRoute)
 
 _FIELDS = {
     "fixed_length": ("fixed_length", "L", "length"),
@@ -21,6 +28,7 @@ _FIELDS = {
     "length_policy": ("length_policy", "mode", "policy"),
 }
 _ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "a body that cannot be read as JSON text"},
     401: {"description": "missing or wrong bearer token"},
     422: {"description": "an invalid value (e.g. an L the codec cannot send); names the field"},
     503: {"description": "the transmitter is unavailable"},
@@ -65,5 +73,6 @@ async def update_transmitter(
             if err.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise rejected(err, _FIELDS, changes) from err
             raise
+        await remember(state, "transmitter", merged, applied.version)
     metrics.config_changes.labels("transmitter").inc()
     return applied

@@ -1,0 +1,151 @@
+"""The control plane keeps applied configurations in SQLite and restores restarted services."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from services.control import Settings, create_app
+from services.control.clients import Clients, ServiceError
+from services.control.persist import ConfigStore, restore_once
+
+from .conftest import TOKEN
+from .fakes import FakeChannel, FakeTransmitter, fake_clients
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _settings(tmp_path: Path, state_file: Path | None) -> Settings:
+    return Settings(
+        token=TOKEN,
+        token_file=tmp_path / "absent-token",
+        deadline_seconds=2.0,
+        state_file=state_file,
+        restore_seconds=3600,  # the tests call restore_once themselves
+    )
+
+
+def _restart_channel(clients: Clients) -> FakeChannel:
+    """What a restarted emulator looks like: default settings at version 1."""
+    fresh = FakeChannel()
+    clients.channel = fresh
+    return fresh
+
+
+class TestConfigStore:
+    def test_round_trip_and_overwrite(self, tmp_path: Path) -> None:
+        store = ConfigStore(tmp_path / "sub" / "control.sqlite")
+        assert store.get("channel") is None
+        store.put("channel", {"snr_db": 3.0}, 4)
+        store.put("channel", {"snr_db": 5.0}, 5)
+        got = ConfigStore(store.path).get("channel")  # another process' view
+        assert got is not None
+        assert (got.body, got.version) == ({"snr_db": 5.0}, 5)
+
+    def test_a_file_that_is_not_sqlite_is_refused_at_startup(self, tmp_path: Path) -> None:
+        bad = tmp_path / "control.sqlite"
+        bad.write_bytes(b"this is not a database, just sixteen+ bytes of text")
+        with pytest.raises(sqlite3.DatabaseError):
+            ConfigStore(bad)
+        with pytest.raises(ValueError, match=r"RKDSC_CONTROL_STATE_FILE=.*cannot be used"):
+            create_app(_settings(tmp_path, bad), clients=fake_clients())
+
+
+class TestRestore:
+    def test_put_is_stored_with_the_version_the_service_answered(self, tmp_path: Path) -> None:
+        state_file = tmp_path / "control.sqlite"
+        app = create_app(_settings(tmp_path, state_file), clients=fake_clients())
+        with TestClient(app) as client:
+            resp = client.put(
+                "/v1/channel", json={"snr_db": 3.5, "model": "rayleigh"}, headers=AUTH
+            )
+            assert resp.status_code == 200, resp.text
+            resp = client.put("/v1/transmitter", json={"fixed_length": 32}, headers=AUTH)
+            assert resp.status_code == 200, resp.text
+        store = ConfigStore(state_file)
+        channel, policy = store.get("channel"), store.get("transmitter")
+        assert channel is not None and policy is not None
+        assert channel.body["snr_db"] == 3.5 and channel.body["model"] == "rayleigh"
+        assert channel.version == 2
+        assert policy.body["fixed_length"] == 32 and policy.version == 4
+
+    def test_restarted_services_get_the_stored_config_back(self, tmp_path: Path) -> None:
+        state_file = tmp_path / "control.sqlite"
+        clients = fake_clients()
+        registry = CollectorRegistry()
+        app = create_app(_settings(tmp_path, state_file), registry=registry, clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"snr_db": -2.0, "seed": 11}, headers=AUTH)
+            client.put("/v1/transmitter", json={"fixed_length": 16}, headers=AUTH)
+            fresh = _restart_channel(clients)
+            transmitter = clients.transmitter
+            assert isinstance(transmitter, FakeTransmitter)
+            transmitter.policy.version = 1  # the transmitter restarted too
+            restored = asyncio.run(restore_once(app.state.control))
+            assert restored == ["channel", "transmitter"]
+            assert fresh.settings.snr_db == -2.0 and fresh.settings.seed == 11
+            assert transmitter.policy.fixed_length == 16
+            body = client.get("/v1/channel").json()
+            assert body["snr_db"] == -2.0 and body["version"] == 2
+            # Restored once: the stored version follows, so nothing happens next time.
+            assert asyncio.run(restore_once(app.state.control)) == []
+        value = registry.get_sample_value(
+            "rkdsc_control_config_restores_total", {"resource": "channel"}
+        )
+        assert value == 1.0
+
+    def test_a_newer_config_set_elsewhere_is_left_alone(self, tmp_path: Path) -> None:
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, tmp_path / "c.sqlite"), clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"snr_db": 1.0}, headers=AUTH)
+            channel = clients.channel
+            assert isinstance(channel, FakeChannel)
+            channel.settings.snr_db = 20.0  # changed over gRPC directly: version goes up
+            channel.settings.version = 9
+            assert asyncio.run(restore_once(app.state.control)) == []
+            assert channel.settings.snr_db == 20.0
+
+    def test_a_restarted_control_plane_restores_from_the_file(self, tmp_path: Path) -> None:
+        state_file = tmp_path / "control.sqlite"
+        clients = fake_clients()
+        with TestClient(create_app(_settings(tmp_path, state_file), clients=clients)) as client:
+            client.put("/v1/channel", json={"erasure_prob": 0.25}, headers=AUTH)
+        fresh = _restart_channel(clients)  # everything restarted
+        app = create_app(_settings(tmp_path, state_file), clients=clients)
+        with TestClient(app):  # restores once at startup
+            for _ in range(100):
+                if fresh.settings.version > 1:
+                    break
+                time.sleep(0.02)
+            assert asyncio.run(restore_once(app.state.control)) == []
+        assert fresh.settings.erasure_prob == pytest.approx(0.25)
+        assert fresh.settings.version == 2
+
+    def test_an_unreachable_service_is_skipped_and_retried(self, tmp_path: Path) -> None:
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, tmp_path / "c.sqlite"), clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"snr_db": 4.0}, headers=AUTH)
+            fresh = _restart_channel(clients)
+            fresh.fail = ServiceError("channel", grpc.StatusCode.UNAVAILABLE, "down")
+            assert asyncio.run(restore_once(app.state.control)) == []
+            fresh.fail = None
+            assert asyncio.run(restore_once(app.state.control)) == ["channel"]
+            assert fresh.settings.snr_db == 4.0
+
+    def test_without_a_state_file_nothing_is_kept(self, tmp_path: Path) -> None:
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, None), clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"snr_db": 4.0}, headers=AUTH)
+            _restart_channel(clients)
+            assert asyncio.run(restore_once(app.state.control)) == []
+        assert not list(tmp_path.glob("*.sqlite"))
