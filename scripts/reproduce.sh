@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole RKD-SC recipe, stage by stage: teacher, teacher-output cache, KDL-DARTS and
 # plain DARTS searches, stage-1 student KD, stage-2 codec (with and without teacher
-# targets), the cross-entropy-only end-to-end baseline, and the accuracy-vs-SNR sweep.
+# targets, and behind the teacher itself), the cross-entropy-only end-to-end baseline, and
+# the accuracy-vs-SNR sweep.
 #
 #   scripts/reproduce.sh [RUNS_DIR]        (make reproduce)
 #
@@ -42,11 +43,14 @@ stage "5/8 stage 1: student KD from the teacher"
 "$RKDSC" train student --teacher-cache "$RUNS/teacher-cache" --out "$RUNS/student" \
     --genotype "$RUNS/nas/kdl/genotype.json" --epochs "$STUDENT_EPOCHS"
 
-stage "6/8 stage 2: CAT codec through the channel, teacher targets (RKD)"
+stage "6/8 stage 2: CAT codec through the channel: RKD, stage-1-only, the teacher's own"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/rkd" --epochs "$CODEC_EPOCHS"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/stage1-only" --epochs "$CODEC_EPOCHS" --no-teacher-targets
+
+"$RKDSC" train codec --student "$RUNS/teacher/teacher" --teacher-cache "$RUNS/teacher-cache" \
+    --out "$RUNS/teacher-codec" --epochs "$CODEC_EPOCHS"
 
 stage "7/8 baseline: the same student trained end to end with cross-entropy only"
 "$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CODEC_EPOCHS" \
@@ -56,5 +60,6 @@ stage "8/8 accuracy vs SNR"
 "$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" \
     --weights "rkd=$RUNS/rkd/weights" \
     --weights "stage1-only=$RUNS/stage1-only/weights" \
-    --weights "ce-only=$RUNS/ce-only/weights"
+    --weights "ce-only=$RUNS/ce-only/weights" \
+    --weights "teacher=$RUNS/teacher-codec/weights"
 echo "done: $RUNS/sweep/sweep.csv and the plots beside it"

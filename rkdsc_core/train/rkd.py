@@ -45,6 +45,7 @@ from tqdm import tqdm
 from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
+    load_checkpoint,
     load_model,
     resume_training,
     save_checkpoint,
@@ -413,6 +414,9 @@ def train_codec(
 ) -> tuple[SemanticPipeline, dict[str, Any]]:
     """Stage 2: train a fresh CAT codec (and fine-tune the student) through the channel.
 
+    ``student_ckpt`` may hold any registered :class:`Backbone`: the stage-1 student, or the
+    teacher itself, whose codec trained the same way is the large-model upper reference.
+
     Checkpoints every epoch to ``out_dir/state`` and resumes from it; at the end rank 0
     writes the link bundle to ``weights_out`` (default ``out_dir/weights``; ``fp16``
     halves it). Returns the pipeline (eval mode) and a summary (history per epoch: loss,
@@ -425,6 +429,7 @@ def train_codec(
     student = load_model(student_ckpt)
     if not isinstance(student, Backbone):
         raise TypeError(f"{student_ckpt} holds a {type(student).__name__}, not a Backbone")
+    student_name = str(load_checkpoint(student_ckpt)[1]["model"])
     codec = create_model(
         "cat-codec",
         **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
@@ -542,7 +547,7 @@ def train_codec(
         save_link(
             dest,
             pipeline,
-            student_name="darts-student",
+            student_name=student_name,
             classes=train.classes,
             fp16=fp16,
             meta={

@@ -192,3 +192,10 @@ class TestCli:
         config = bundle.meta["training"]["config"]
         assert (config["w_ce"], config["w_kd"], config["w_mse"]) == (2.0, 0.5, 3.0)
         assert config["temperature"] == 2.0
+        # The teacher's own codec, trained the same way: the upper reference of the sweep.
+        args = ["train", "codec", "--student", str(tmp_path / "teacher"), *tc]
+        args += ["--out", str(tmp_path / "tcodec"), "--codec", '{"d_model": 32, "heads": 2}']
+        result = runner.invoke(app, [*args, *opts, *data])
+        assert result.exit_code == 0, result.output
+        reference = load_link(tmp_path / "tcodec" / "weights")
+        assert type(reference.pipeline.student).__name__ == type(teacher).__name__
