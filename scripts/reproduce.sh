@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole RKD-SC recipe, stage by stage: teacher, teacher-output cache, KDL-DARTS and
-# plain DARTS searches, stage-1 student KD, stage-2 codec (with and without teacher
-# targets, and behind the teacher itself), the cross-entropy-only end-to-end baseline, and
-# the accuracy-vs-SNR sweep.
+# The whole RKD-SC recipe, stage by stage: teacher, teacher-output cache, the KDL-DARTS
+# lambda table (with plain DARTS on the same budget), stage-1 student KD, stage-2 codec
+# (with and without teacher targets, and behind the teacher itself), the cross-entropy-only
+# end-to-end baseline, and the accuracy-vs-SNR sweep.
 #
 #   scripts/reproduce.sh [RUNS_DIR]        (make reproduce)
 #
@@ -10,7 +10,8 @@
 # an interrupted reproduction continues where it stopped: rerun the same command. Stages
 # that finished return at once. On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
-# TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), LAMBDA (0.1),
+# TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), LAMBDAS (0.1,0.5,1: the
+# lambda table), LAMBDA (0.1: the row whose genotype the student uses; one of LAMBDAS),
 # SWEEP_LIMIT (2000 test images).
 set -euo pipefail
 
@@ -19,44 +20,41 @@ RKDSC=${RKDSC:-rkdsc}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-20}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
 CODEC_EPOCHS=${CODEC_EPOCHS:-12}
+LAMBDAS=${LAMBDAS:-0.1,0.5,1}
 LAMBDA=${LAMBDA:-0.1}
 SWEEP_LIMIT=${SWEEP_LIMIT:-2000}
 
 stage() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%SZ)"; }
 
-stage "1/8 teacher"
+stage "1/7 teacher"
 "$RKDSC" train teacher --out "$RUNS/teacher" --epochs "$TEACHER_EPOCHS"
 
-stage "2/8 teacher-output cache"
+stage "2/7 teacher-output cache"
 if [[ ! -f "$RUNS/teacher-cache.json" ]]; then
     "$RKDSC" train cache-teacher --teacher "$RUNS/teacher/teacher" --out "$RUNS/teacher-cache"
 fi
 
-stage "3/8 KDL-DARTS search (lambda $LAMBDA)"
-"$RKDSC" nas search --out "$RUNS/nas/kdl" --teacher-cache "$RUNS/teacher-cache" \
-    --lambda "$LAMBDA"
+stage "3/7 KDL-DARTS: plain DARTS and one search per lambda, each genotype trained alike"
+"$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" --lambdas "$LAMBDAS"
+GENOTYPE="$RUNS/nas/kdl-darts_lambda-$LAMBDA/row.json"
 
-stage "4/8 plain DARTS search (no KD, lambda 0), same budget"
-"$RKDSC" nas search --out "$RUNS/nas/plain" --no-kd --lambda 0
-
-stage "5/8 stage 1: student KD from the teacher"
+stage "4/7 stage 1: student KD from the teacher"
 "$RKDSC" train student --teacher-cache "$RUNS/teacher-cache" --out "$RUNS/student" \
-    --genotype "$RUNS/nas/kdl/genotype.json" --epochs "$STUDENT_EPOCHS"
+    --genotype "$GENOTYPE" --epochs "$STUDENT_EPOCHS"
 
-stage "6/8 stage 2: CAT codec through the channel: RKD, stage-1-only, the teacher's own"
+stage "5/7 stage 2: CAT codec through the channel: RKD, stage-1-only, the teacher's own"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/rkd" --epochs "$CODEC_EPOCHS"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/stage1-only" --epochs "$CODEC_EPOCHS" --no-teacher-targets
-
 "$RKDSC" train codec --student "$RUNS/teacher/teacher" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/teacher-codec" --epochs "$CODEC_EPOCHS"
 
-stage "7/8 baseline: the same student trained end to end with cross-entropy only"
+stage "6/7 baseline: the same student trained end to end with cross-entropy only"
 "$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CODEC_EPOCHS" \
-    --genotype "$RUNS/nas/kdl/genotype.json"
+    --genotype "$GENOTYPE"
 
-stage "8/8 accuracy vs SNR"
+stage "7/7 accuracy vs SNR"
 "$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" \
     --weights "rkd=$RUNS/rkd/weights" \
     --weights "stage1-only=$RUNS/stage1-only/weights" \

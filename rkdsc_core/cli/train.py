@@ -692,3 +692,62 @@ def eval_sweep_cmd(
         )
     if out is not None:
         typer.echo(f"wrote {out}/sweep.csv, sweep.json, accuracy_vs_snr.png, accuracy_vs_L.png")
+
+
+@eval_app.command("targets")
+def eval_targets_cmd(
+    sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
+    teacher: Annotated[Path, typer.Option(help="The teacher checkpoint (its clean accuracy).")],
+    link: Annotated[Path, typer.Option(help="The RKD link weights (student + CAT encoder).")],
+    nas: Annotated[
+        Path | None, typer.Option(help="An `rkdsc nas sweep --out` folder (the lambda table).")
+    ] = None,
+    rkd: Annotated[str, typer.Option(help="The RKD link's name in the sweep.")] = "rkd",
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(help="Systems RKD must beat up to 5 dB (default stage1-only, ce-only)."),
+    ] = None,
+    knowledge: Annotated[str, typer.Option(help="CSI the targets are read at.")] = "pilot",
+    nas_lambda: Annotated[float, typer.Option(help="The KDL-DARTS row compared.")] = 0.1,
+    out: Annotated[Path | None, typer.Option(help="Also write the Markdown table here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The paper's targets, checked from the recipe's results (nothing is re-measured)."""
+    from dataclasses import asdict
+
+    from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
+    from rkdsc_core.eval import SweepRow, check_targets, format_targets
+    from rkdsc_core.link import load_link
+    from rkdsc_core.models import count_parameters
+
+    try:
+        doc = json.loads((sweep / "sweep.json").read_text())
+        rows = [SweepRow(**r) for r in doc["rows"]]
+        _, manifest = load_checkpoint(teacher)
+        pipeline = load_link(link).pipeline
+        nas_rows = None if nas is None else json.loads((nas / "sweep.json").read_text())["rows"]
+    except (OSError, KeyError, TypeError, ValueError, CheckpointError) as e:
+        fail(f"cannot read the results: {e}")
+        raise
+    accuracy = manifest.get("metrics", {}).get("test_accuracy")
+    if accuracy is None:
+        fail(f"{teacher}: its manifest has no metrics.test_accuracy")
+    checks = check_targets(
+        rows,
+        teacher_accuracy=float(accuracy),
+        teacher_params=int(manifest["parameters"]),
+        encoder_params=count_parameters(pipeline.student)
+        + count_parameters(pipeline.codec.encoder),
+        rkd=rkd,
+        baselines=tuple(baseline or ("stage1-only", "ce-only")),
+        knowledge=knowledge,
+        nas_rows=nas_rows,
+        nas_lambda=nas_lambda,
+    )
+    table = format_targets(checks)
+    if out is not None:
+        out.write_text(table)
+    if as_json:
+        echo_json([asdict(c) for c in checks])
+    else:
+        typer.echo(table, nl=False)

@@ -18,13 +18,17 @@ from rkdsc_core.eval.sweep import (
     write_sweep,
 )
 from rkdsc_core.eval.table import DEFAULT_SNRS, measure_eval_table
+from rkdsc_core.eval.targets import TargetCheck, check_targets, format_targets
 
 __all__ = [
     "DEFAULT_SNRS",
     "SWEEP_COLUMNS",
     "SweepRow",
+    "TargetCheck",
     "accuracy_grid",
+    "check_targets",
     "dequantize_tokens",
+    "format_targets",
     "ideal_code_correct",
     "measure_eval_table",
     "measure_sweep",

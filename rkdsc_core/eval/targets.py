@@ -1,0 +1,163 @@
+"""The paper's targets, checked from the files the recipe writes (``rkdsc eval targets``).
+
+Inputs are results on disk, never re-measured here: the ``rkdsc eval sweep`` rows, the
+teacher's checkpoint manifest (its clean test accuracy), the RKD link (its parameters) and,
+optionally, the KDL-DARTS lambda table (``rkdsc nas sweep``'s ``sweep.json``). Each target
+becomes a :class:`TargetCheck` with the measured value, the threshold and whether it is met;
+a target whose inputs are missing is reported as not measured, never as met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rkdsc_core.eval.sweep import SweepRow
+
+__all__ = ["TargetCheck", "check_targets", "format_targets"]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One target: what was measured against what is asked.
+
+    Attributes:
+        name: the target, in words.
+        value: the measured figure (``None``: not measured).
+        threshold: what it must reach, in words (``>= 0.95``).
+        met: ``None`` when not measured.
+        detail: the numbers behind ``value``.
+    """
+
+    name: str
+    value: float | None
+    threshold: str
+    met: bool | None
+    detail: str
+
+
+def _acc(
+    rows: Iterable[SweepRow], system: str, channel: str, knowledge: str, snr_db: float, length: int
+) -> float | None:
+    for r in rows:
+        if (r.system, r.channel, r.knowledge, r.L) == (system, channel, knowledge, length) and (
+            math.isclose(r.snr_db, snr_db, abs_tol=1e-6)
+        ):
+            return r.accuracy
+    return None
+
+
+def _missing(name: str, threshold: str, why: str) -> TargetCheck:
+    return TargetCheck(name, None, threshold, None, f"not measured: {why}")
+
+
+def check_targets(
+    rows: Sequence[SweepRow],
+    *,
+    teacher_accuracy: float,
+    teacher_params: int,
+    encoder_params: int,
+    rkd: str = "rkd",
+    baselines: Sequence[str] = ("stage1-only", "ce-only"),
+    knowledge: str = "pilot",
+    nas_rows: Sequence[dict[str, Any]] | None = None,
+    nas_lambda: float = 0.1,
+) -> list[TargetCheck]:
+    """Check the targets of the training issue.
+
+    Args:
+        rows: ``rkdsc eval sweep`` rows; the RKD link is ``rkd``, compared at its largest L.
+        teacher_accuracy: the teacher's clean test accuracy, in [0, 1].
+        teacher_params: the teacher's parameters.
+        encoder_params: the student's plus the CAT encoder's parameters (what transmits).
+        baselines: the systems RKD must beat at every SNR up to 5 dB.
+        knowledge: the receiver's channel knowledge the accuracy targets are read at.
+        nas_rows: ``rkdsc nas sweep`` rows (``label``, ``lambda``, ``use_kd``, ``params``,
+            ``val_accuracy``); the plain DARTS row has ``use_kd`` false and lambda 0.
+        nas_lambda: the KDL-DARTS row compared with plain DARTS.
+    """
+    checks = [
+        TargetCheck(
+            "student + CAT encoder size vs the teacher",
+            encoder_params / teacher_params,
+            "<= 0.10",
+            encoder_params / teacher_params <= 0.10,
+            f"{encoder_params:,} / {teacher_params:,} parameters",
+        )
+    ]
+    mine = [r for r in rows if r.system == rkd]
+    length = max((r.L for r in mine), default=0)
+    at20 = _acc(mine, rkd, "awgn", knowledge, 20.0, length)
+    at0 = _acc(mine, rkd, "awgn", knowledge, 0.0, length)
+    name = f"AWGN 20 dB ({knowledge} CSI, L={length}) vs the teacher's clean accuracy"
+    if at20 is None:
+        checks.append(_missing(name, ">= 0.95 (aim 0.98)", f"no {rkd} row at AWGN 20 dB"))
+    else:
+        ratio = at20 / teacher_accuracy
+        detail = f"{at20:.4f} / {teacher_accuracy:.4f}"
+        checks.append(TargetCheck(name, ratio, ">= 0.95 (aim 0.98)", ratio >= 0.95, detail))
+    name = f"AWGN 0 dB vs 20 dB ({knowledge} CSI, L={length})"
+    if at0 is None or at20 is None:
+        checks.append(_missing(name, ">= 0.90", f"no {rkd} row at AWGN 0 or 20 dB"))
+    else:
+        ratio = at0 / at20
+        checks.append(TargetCheck(name, ratio, ">= 0.90", ratio >= 0.90, f"{at0:.4f} / {at20:.4f}"))
+    for channel in ("awgn", "rayleigh"):
+        snrs = sorted({r.snr_db for r in mine if r.channel == channel and r.snr_db <= 5.0})
+        name = f"beats {' and '.join(baselines)} at every SNR <= 5 dB, {channel}"
+        margins, missing = [], []
+        for snr in snrs:
+            ours = _acc(mine, rkd, channel, knowledge, snr, length)
+            for base in baselines:
+                base_len = max((r.L for r in rows if r.system == base), default=0)
+                theirs = _acc(rows, base, channel, knowledge, snr, base_len)
+                if ours is None or theirs is None:
+                    missing.append(f"{base}@{snr:g}")
+                else:
+                    margins.append((ours - theirs, base, snr))
+        if not snrs or missing:
+            why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
+            checks.append(_missing(name, "> 0 at every SNR", why))
+            continue
+        worst = min(margins)
+        detail = f"smallest margin {worst[0]:+.4f} (vs {worst[1]} at {worst[2]:g} dB)"
+        checks.append(TargetCheck(name, worst[0], "> 0 at every SNR", worst[0] > 0, detail))
+    checks.extend(_nas_checks(nas_rows, nas_lambda))
+    return checks
+
+
+def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[TargetCheck]:
+    size, acc = "KDL-DARTS size vs plain DARTS", "KDL-DARTS accuracy vs plain DARTS [points]"
+    if not rows:
+        return [_missing(size, "<= 0.70", "no lambda table"), _missing(acc, ">= -1", "idem")]
+    plain = next((r for r in rows if not r["use_kd"] and r["lambda"] == 0), None)
+    kdl = next((r for r in rows if r["use_kd"] and math.isclose(r["lambda"], lam)), None)
+    if plain is None or kdl is None:
+        why = f"the table lacks the plain DARTS row or the KDL-DARTS lambda={lam:g} row"
+        return [_missing(size, "<= 0.70", why), _missing(acc, ">= -1", why)]
+    ratio = kdl["params"] / plain["params"]
+    points = 100.0 * (kdl["val_accuracy"] - plain["val_accuracy"])
+    return [
+        TargetCheck(
+            size, ratio, "<= 0.70", ratio <= 0.70, f"{kdl['params']:,} / {plain['params']:,}"
+        ),
+        TargetCheck(
+            acc,
+            points,
+            ">= -1",
+            points >= -1.0,
+            f"{kdl['val_accuracy']:.4f} vs {plain['val_accuracy']:.4f} after the same training",
+        ),
+    ]
+
+
+def format_targets(checks: Sequence[TargetCheck]) -> str:
+    """The checks as a Markdown table."""
+    lines = ["| target | measured | threshold | met | from |", "|---|---:|---|---|---|"]
+    for c in checks:
+        value = "-" if c.value is None else f"{c.value:.4g}"
+        met = "not measured" if c.met is None else ("yes" if c.met else "**no**")
+        lines.append(f"| {c.name} | {value} | {c.threshold} | {met} | {c.detail} |")
+    return "\n".join(lines) + "\n"

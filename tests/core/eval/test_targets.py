@@ -1,0 +1,128 @@
+"""The paper's targets are read off the sweep rows and the lambda table, and can fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rkdsc_core.checkpoint import save_checkpoint
+from rkdsc_core.cli import app
+from rkdsc_core.eval import SweepRow, TargetCheck, check_targets, format_targets
+from rkdsc_core.link import SemanticPipeline, save_link
+from rkdsc_core.models import count_parameters, create_model
+from tests.core.conftest import CLASSES
+
+SNRS = (-4.0, 0.0, 4.0, 20.0)
+
+
+def _rows(
+    system: str,
+    acc: dict[float, float],
+    channels: tuple[str, ...] = ("awgn", "rayleigh"),
+    length: int = 64,
+) -> list[SweepRow]:
+    return [
+        SweepRow(system, ch, "pilot", length, snr, acc[snr], length, 100, 0)
+        for ch in channels
+        for snr in SNRS
+    ]
+
+
+GOOD = {-4.0: 0.80, 0.0: 0.86, 4.0: 0.88, 20.0: 0.90}
+WORSE = {-4.0: 0.50, 0.0: 0.60, 4.0: 0.70, 20.0: 0.89}
+NAS = [
+    {
+        "label": "plain-darts",
+        "lambda": 0.0,
+        "use_kd": False,
+        "params": 200_000,
+        "val_accuracy": 0.80,
+    },
+    {"label": "kdl", "lambda": 0.1, "use_kd": True, "params": 120_000, "val_accuracy": 0.795},
+]
+
+
+def _by_name(checks: list[TargetCheck]) -> dict[str, TargetCheck]:
+    return {c.name.split(" (")[0].split(",")[0]: c for c in checks}
+
+
+def test_all_targets_met() -> None:
+    rows = _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE)
+    checks = check_targets(
+        rows,
+        teacher_accuracy=0.92,
+        teacher_params=2_800_000,
+        encoder_params=250_000,
+        nas_rows=NAS,
+    )
+    assert [c.met for c in checks] == [True] * len(checks), format_targets(checks)
+    by = _by_name(checks)
+    assert by["AWGN 20 dB"].value == 0.90 / 0.92
+    points = by["KDL-DARTS accuracy vs plain DARTS [points]"].value
+    assert points is not None and abs(points + 0.5) < 1e-9
+
+
+def test_each_target_can_fail() -> None:
+    low = {**GOOD, 0.0: 0.65, 20.0: 0.80}
+    # The CE-only student beats RKD at 4 dB on Rayleigh only.
+    ce = _rows("ce-only", WORSE, channels=("awgn",)) + [
+        SweepRow("ce-only", "rayleigh", "pilot", 64, snr, 0.95 if snr == 4.0 else 0.1, 64, 100, 0)
+        for snr in SNRS
+    ]
+    rows = _rows("rkd", low) + _rows("stage1-only", WORSE) + ce
+    nas = [NAS[0], {**NAS[1], "params": 180_000, "val_accuracy": 0.78}]
+    checks = check_targets(
+        rows,
+        teacher_accuracy=0.92,
+        teacher_params=2_000_000,
+        encoder_params=250_000,
+        nas_rows=nas,
+    )
+    met = {c.name: c.met for c in checks}
+    assert list(met.values()) == [False, False, False, True, False, False, False], met
+    rayleigh = next(c for c in checks if c.name.endswith("rayleigh"))
+    assert "ce-only at 4 dB" in rayleigh.detail
+
+
+def test_missing_inputs_are_not_measured_never_met() -> None:
+    checks = check_targets(
+        _rows("rkd", GOOD, channels=("awgn",)),
+        teacher_accuracy=0.9,
+        teacher_params=1_000_000,
+        encoder_params=10,
+    )
+    unmeasured = [c for c in checks if c.met is None]
+    assert {c.name.split(",")[-1].strip() for c in unmeasured if "beats" in c.name} == {
+        "awgn",
+        "rayleigh",
+    }
+    assert sum("KDL-DARTS" in c.name for c in unmeasured) == 2
+    assert "not measured" in format_targets(checks)
+
+
+def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
+    rows = _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE)
+    (tmp_path / "sweep").mkdir()
+    doc = {"meta": {}, "rows": [dataclasses.asdict(r) for r in rows]}
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(doc))
+    teacher = create_model("resnet18-cifar", width=8)
+    save_checkpoint(
+        tmp_path / "teacher", teacher, name="resnet18-cifar", metrics={"test_accuracy": 0.92}
+    )
+    student = create_model("darts-student", C=4, layers=3, token_dim=16)
+    codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
+    pipeline = SemanticPipeline(student, codec, num_pilots=4)  # type: ignore[arg-type]
+    save_link(tmp_path / "link", pipeline, student_name="darts-student", classes=CLASSES)
+    args = ["eval", "targets", "--sweep", str(tmp_path / "sweep"), "--teacher"]
+    args += [str(tmp_path / "teacher"), "--link", str(tmp_path / "link"), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    size = got[0]
+    encoder = count_parameters(student) + count_parameters(codec.encoder)  # type: ignore[arg-type]
+    assert size["value"] == encoder / count_parameters(teacher)
+    assert [c["met"] for c in got[1:5]] == [True, True, True, True]
+    assert [c["met"] for c in got[5:]] == [None, None]  # no lambda table given
