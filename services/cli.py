@@ -441,7 +441,7 @@ def bench_cmd(
     """Benchmark the link, each figure a ratio measured side by side in this run.
 
     The stack against the in-process pipeline (throughput, latency), the channel emulator's
-    impairment rate against numpy noise, the student encoder against the teacher, bytes on
+    impairment rate against numpy noise, the student encoder against the teachers, bytes on
     the air against PNG/JPEG, and one stack under many runs and clients at once (throughput,
     fates, latency, memory). Progress goes to stderr. Exits 1 if a benchmark failed.
     """

@@ -1,4 +1,4 @@
-"""The benchmark suite (``rkdsc bench``): stack, channel, student vs teacher, bytes on air,
+"""The benchmark suite (``rkdsc bench``): stack, channel, student vs teachers, bytes on air,
 load."""
 
 from services.bench._common import Figure, LatencyStats

@@ -1,17 +1,23 @@
-"""Benchmark 3: the student's encoder against the teacher: parameters, MACs, CPU images/s.
+"""Benchmark 3: the student's encoder against each teacher: parameters, MACs, CPU images/s.
 
 **student**: what the transmitter runs per image, ``SemanticPipeline.transmit``: the
 student's feature extractor (without its classifier head, which runs at the receiver)
-and the CAT encoder at ``L`` symbols, pilots included, from the link weights.
+and the CAT encoder at ``L`` symbols, pilots included, from the link weights, on 32x32
+images (the link's CIFAR-10 size).
 
-**teacher**: ``create_model(teacher)`` (``resnet18-cifar-w32`` by default, the CPU teacher
-of the RKD recipe), its full forward pass (features and head). Randomly initialised: the
-weights do not change its speed.
+**teachers**: ``create_model(name)`` for each name in ``teachers``, its full forward pass
+(features and head), randomly initialised: the weights do not change its speed. By default
+``resnet18-cifar-w32`` (the CPU-sized teacher this project's RKD recipe trains, 32x32) and
+``clip-vit-b32`` (the paper's CLIP ViT-B/32 teacher, 224x224, speed and size only). Each
+teacher is fed images of its own input size (``Backbone.input_size``, the size its
+``example_inputs`` uses and ``rkdsc models info`` counts at), so the timing measures the
+network, not the resize every teacher would otherwise do first.
 
-Both run under ``no_grad`` in eval mode on the same random 32x32 images at each batch size,
-with the same number of torch threads; the timed runs alternate between the two over
-``rounds`` rounds. Parameters and MACs per image are counted as ``rkdsc models info``
-does (:func:`rkdsc_core.models.count_parameters`, :func:`~rkdsc_core.models.count_macs`).
+All models run under ``no_grad`` in eval mode on random images at each batch size, with the
+same number of torch threads; the timed runs alternate over ``rounds`` rounds (student,
+then the teachers in order; the next round in reverse). Parameters and MACs per image are
+counted as ``rkdsc models info`` does (:func:`rkdsc_core.models.count_parameters`,
+:func:`~rkdsc_core.models.count_macs`).
 """
 
 from __future__ import annotations
@@ -30,12 +36,21 @@ from rkdsc_core.models import count_macs, count_parameters, create_model
 from services.bench._common import Figure, timed, torch_threads
 
 __all__ = [
+    "ENCODE_SPEED_TARGET",
+    "STUDENT_INPUT_SIZE",
     "ModelsBenchConfig",
     "ModelsBenchResult",
     "SpeedPoint",
+    "TeacherResult",
     "encoder_parameters",
     "run_models_bench",
 ]
+
+STUDENT_INPUT_SIZE = 32
+"""Side of the images the student encoder is timed on [pixels] (CIFAR-10's)."""
+
+ENCODE_SPEED_TARGET = 10.0
+"""The student encoder should encode at least this many times faster than a teacher."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,7 @@ class ModelsBenchConfig:
     """What the student/teacher benchmark runs.
 
     Attributes:
-        teacher: registered teacher model.
+        teachers: registered teacher models, each compared with the student encoder.
         batches: batch sizes to time.
         seconds: least time per model, batch size and round [s].
         rounds: alternating timed rounds.
@@ -53,7 +68,7 @@ class ModelsBenchConfig:
         weights_dir: the link weights (``None``: the shipped ones).
     """
 
-    teacher: str = "resnet18-cifar-w32"
+    teachers: tuple[str, ...] = ("resnet18-cifar-w32", "clip-vit-b32")
     batches: tuple[int, ...] = (1, 64)
     seconds: float = 3.0
     rounds: int = 2
@@ -63,6 +78,13 @@ class ModelsBenchConfig:
     weights_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.teachers, str):
+            raise TypeError(
+                f"teachers must be a tuple of model names, got the string {self.teachers!r}; "
+                f"write ({self.teachers!r},)"
+            )
+        if not self.teachers or len(set(self.teachers)) != len(self.teachers):
+            raise ValueError(f"teachers must be distinct and not empty, got {self.teachers}")
         if not self.batches or min(self.batches) < 1:
             raise ValueError(f"batches must be >= 1, got {self.batches}")
         if self.seconds <= 0 or self.rounds < 1:
@@ -73,7 +95,7 @@ class ModelsBenchConfig:
 
 @dataclass(frozen=True)
 class SpeedPoint:
-    """Images/s of both models at one batch size."""
+    """Images/s of the student encoder and one teacher at one batch size."""
 
     batch: int
     student_images_per_s: float
@@ -85,58 +107,90 @@ class SpeedPoint:
 
 
 @dataclass(frozen=True)
+class TeacherResult:
+    """One teacher as measured against the student encoder.
+
+    Attributes:
+        name: the registered model.
+        input_size: side of the square images it was fed [pixels].
+        params: its parameters (head included).
+        macs: multiply-accumulates per image at ``input_size``.
+        speed: images/s of it and of the student, per batch size.
+    """
+
+    name: str
+    input_size: int
+    params: int
+    macs: int
+    speed: list[SpeedPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ModelsBenchResult:
-    """Student encoder vs teacher (see the module docstring).
+    """Student encoder vs each teacher (see the module docstring).
 
     Attributes:
         student_params: the transmitter's part: student without head + CAT encoder.
         link_params: the whole link (student with head + CAT encoder and decoder).
-        student_macs / teacher_macs: multiply-accumulates per image.
+        student_macs: multiply-accumulates per image at ``student_input_size``.
+        teachers: one entry per teacher, in ``config.teachers`` order.
     """
 
     config: ModelsBenchConfig
-    teacher: str
     length: int
+    student_input_size: int
     student_params: int
     link_params: int
-    teacher_params: int
     student_macs: int
-    teacher_macs: int
-    speed: list[SpeedPoint] = field(default_factory=list)
+    teachers: list[TeacherResult] = field(default_factory=list)
+
+    def teacher(self, name: str) -> TeacherResult:
+        """The result of teacher ``name``."""
+        for t in self.teachers:
+            if t.name == name:
+                return t
+        known = ", ".join(t.name for t in self.teachers)
+        raise KeyError(f"no teacher {name!r} in this result; it has {known}")
 
     def figures(self) -> list[Figure]:
-        figs = [
-            Figure(
-                "parameters",
-                "count",
-                self.student_params,
-                self.teacher_params,
-                ratio_of="baseline/system",
-                system_label="student + CAT encoder",
-                baseline_label=self.teacher,
-            ),
-            Figure(
-                "MACs per image",
-                "MACs",
-                self.student_macs,
-                self.teacher_macs,
-                ratio_of="baseline/system",
-                system_label=f"student + CAT encoder, L={self.length}",
-                baseline_label=self.teacher,
-            ),
-        ]
-        for p in self.speed:
-            figs.append(
+        """Per teacher: parameters, MACs per image, encode speed at each batch size."""
+        size = self.student_input_size
+        student = "student + CAT encoder"
+        figs: list[Figure] = []
+        for t in self.teachers:
+            at = f"{t.input_size}x{t.input_size}"
+            figs += [
                 Figure(
-                    f"encode speed, batch {p.batch}",
+                    f"parameters vs {t.name}",
+                    "count",
+                    self.student_params,
+                    t.params,
+                    ratio_of="baseline/system",
+                    system_label=student,
+                    baseline_label=t.name,
+                ),
+                Figure(
+                    f"MACs per image vs {t.name}",
+                    "MACs",
+                    self.student_macs,
+                    t.macs,
+                    ratio_of="baseline/system",
+                    system_label=f"{student}, L={self.length}, {size}x{size}",
+                    baseline_label=f"{t.name}, {at}",
+                ),
+            ]
+            figs += [
+                Figure(
+                    f"encode speed vs {t.name}, batch {p.batch}",
                     "images/s",
                     p.student_images_per_s,
                     p.teacher_images_per_s,
-                    target=10.0,
-                    system_label="student + CAT encoder",
-                    baseline_label=f"{self.teacher} forward",
+                    target=ENCODE_SPEED_TARGET,
+                    system_label=f"{student}, {size}x{size}",
+                    baseline_label=f"{t.name} forward, {at}",
                 )
-            )
+                for p in t.speed
+            ]
         return figs
 
     def to_json(self) -> dict[str, Any]:
@@ -144,8 +198,9 @@ class ModelsBenchResult:
         out["config"]["weights_dir"] = (
             None if self.config.weights_dir is None else str(self.config.weights_dir)
         )
-        for point, doc in zip(self.speed, out["speed"], strict=True):
-            doc["speedup"] = point.speedup
+        for teacher, doc in zip(self.teachers, out["teachers"], strict=True):
+            for point, point_doc in zip(teacher.speed, doc["speed"], strict=True):
+                point_doc["speedup"] = point.speedup
         return out
 
 
@@ -181,29 +236,47 @@ def _teacher(name: str) -> nn.Module:
         quiet.setLevel(level)
 
 
+def _input_size(name: str, model: nn.Module) -> int:
+    """The side of the square images ``model`` takes natively (``Backbone.input_size``)."""
+    size = getattr(model, "input_size", None)
+    if not isinstance(size, int) or size < 1:
+        raise TypeError(
+            f"teacher {name!r} does not declare its input size (an image model's "
+            f"input_size, as rkdsc_core.models.Backbone has); pick an image classifier"
+        )
+    return size
+
+
+def _images(batch: int, size: int) -> Tensor:
+    """Random images ``[batch, 3, size, size]`` float32 in [0, 1], the same for each call."""
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+
+
 def run_models_bench(
     config: ModelsBenchConfig, *, progress: Callable[[str], None] | None = None
 ) -> ModelsBenchResult:
-    """Count and time both models (see the module docstring)."""
+    """Count and time the student encoder and each teacher (see the module docstring)."""
     say = progress or (lambda _msg: None)
     pipeline = load_link(config.weights_dir).pipeline
     length = config.length if config.length is not None else max(pipeline.lengths)
-    student = _Transmit(pipeline, config.snr_db, length).eval()
-    teacher = _teacher(config.teacher)
-    one = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    say(f"models: counting MACs of the student encoder and {config.teacher}")
-    student_macs = count_macs(student, one)
-    teacher_macs = count_macs(teacher, one)
-    models = {"student": student, "teacher": teacher}
+    models: dict[str, nn.Module] = {"student": _Transmit(pipeline, config.snr_db, length).eval()}
+    sizes = {"student": STUDENT_INPUT_SIZE}
+    for name in config.teachers:
+        say(f"models: building {name} (random weights)")
+        models[name] = _teacher(name)
+        sizes[name] = _input_size(name, models[name])
+    macs: dict[str, int] = {}
+    for name, model in models.items():
+        say(f"models: counting MACs of {name} at {sizes[name]}x{sizes[name]}")
+        macs[name] = count_macs(model, _images(1, sizes[name]))
     done = {(m, b): [0.0, 0.0] for m in models for b in config.batches}
     with torch_threads(config.threads), torch.no_grad():
         for r in range(config.rounds):
-            order = ("student", "teacher") if r % 2 == 0 else ("teacher", "student")
+            order = list(models) if r % 2 == 0 else list(reversed(models))
             for batch in config.batches:
-                x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
                 for name in order:
-                    say(f"models: round {r + 1}/{config.rounds}, {name}, batch {batch}")
-                    model = models[name]
+                    say(f"models: round {r + 1}/{config.rounds}, batch {batch}, {name}")
+                    model, x = models[name], _images(batch, sizes[name])
                     images, seconds = timed(
                         lambda model=model, x=x: model(x),  # type: ignore[misc]
                         work=batch,
@@ -211,22 +284,33 @@ def run_models_bench(
                     )
                     done[name, batch][0] += images
                     done[name, batch][1] += seconds
-    speed = [
-        SpeedPoint(
-            batch=b,
-            student_images_per_s=done["student", b][0] / done["student", b][1],
-            teacher_images_per_s=done["teacher", b][0] / done["teacher", b][1],
+
+    def per_s(name: str, batch: int) -> float:
+        return done[name, batch][0] / done[name, batch][1]
+
+    teachers = [
+        TeacherResult(
+            name=name,
+            input_size=sizes[name],
+            params=count_parameters(models[name]),
+            macs=macs[name],
+            speed=[
+                SpeedPoint(
+                    batch=b,
+                    student_images_per_s=per_s("student", b),
+                    teacher_images_per_s=per_s(name, b),
+                )
+                for b in config.batches
+            ],
         )
-        for b in config.batches
+        for name in config.teachers
     ]
     return ModelsBenchResult(
         config=config,
-        teacher=config.teacher,
         length=length,
+        student_input_size=STUDENT_INPUT_SIZE,
         student_params=encoder_parameters(pipeline),
         link_params=count_parameters(pipeline),
-        teacher_params=count_parameters(teacher),
-        student_macs=student_macs,
-        teacher_macs=teacher_macs,
-        speed=speed,
+        student_macs=macs["student"],
+        teachers=teachers,
     )

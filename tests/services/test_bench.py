@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 from rkdsc_core.link import LinkBundle
-from rkdsc_core.models import count_parameters
+from rkdsc_core.models import count_macs, count_parameters, create_model
 from services.bench import (
     BENCHMARKS,
     AirBenchConfig,
@@ -37,6 +38,7 @@ from services.bench import (
     run_stack_bench,
     synthetic_images,
 )
+from services.bench import models as models_bench
 from services.bench._common import process_rss_bytes
 from services.bench.air import file_sizes
 from services.bench.load import (
@@ -49,7 +51,7 @@ from services.bench.load import (
     load_env,
     write_image_folder,
 )
-from services.bench.models import encoder_parameters
+from services.bench.models import STUDENT_INPUT_SIZE, encoder_parameters
 from services.bench.runner import format_report
 from services.bench.stack import run_in_process, stack_env
 from services.cli import register
@@ -58,7 +60,9 @@ from services.pb import frame_pb2, services_pb2
 TINY_CHANNEL = ChannelBenchConfig(
     frame_symbols=12, seconds=0.02, sweep=(4, 12, 48), sweep_seconds=0.01
 )
-TINY_MODELS = dict(teacher="clip-vit-tiny", batches=(1, 3), seconds=0.01, rounds=2)
+TINY_MODELS = dict(teachers=("clip-vit-tiny",), batches=(1, 3), seconds=0.01, rounds=2)
+TINY_TEACHERS = {"tiny-32": {}, "tiny-48": {"image_size": 48}}
+"""Stand-ins for the real teachers: ``clip-vit-tiny`` at its 32 px and at 48 px."""
 
 
 def strict_json(doc: Any) -> Any:
@@ -204,22 +208,130 @@ class TestChannelBench:
 
 
 class TestModelsBench:
+    @pytest.fixture
+    def fed(self, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[int, ...]]]:
+        """Teachers ``tiny-32`` and ``tiny-48`` in place of the registry's; records the input
+        shapes each was called with."""
+        shapes: dict[str, list[tuple[int, ...]]] = {name: [] for name in TINY_TEACHERS}
+
+        def teacher(name: str) -> torch.nn.Module:
+            model = create_model("clip-vit-tiny", **TINY_TEACHERS[name]).eval()
+            model.register_forward_pre_hook(
+                lambda _m, args: shapes[name].append(tuple(args[0].shape))
+            )
+            return model
+
+        monkeypatch.setattr(models_bench, "_teacher", teacher)
+        return shapes
+
     def test_counts_and_speed_ratios(self, tiny_weights: Path, tiny_link: LinkBundle) -> None:
         r = run_models_bench(ModelsBenchConfig(weights_dir=tiny_weights, **TINY_MODELS))  # type: ignore[arg-type]
         p = tiny_link.pipeline
         assert r.student_params == encoder_parameters(p)
         assert r.student_params < r.link_params == count_parameters(p)
-        assert r.teacher_params > 0 and r.student_macs > 0 and r.teacher_macs > 0
-        assert [s.batch for s in r.speed] == [1, 3]
-        for s in r.speed:
+        assert r.student_input_size == STUDENT_INPUT_SIZE and r.student_macs > 0
+        [t] = r.teachers
+        assert t.name == "clip-vit-tiny" and t.input_size == 32
+        assert t.params > 0 and t.macs > 0
+        assert [s.batch for s in t.speed] == [1, 3]
+        for s in t.speed:
             assert s.speedup == pytest.approx(s.student_images_per_s / s.teacher_images_per_s)
         figs = {f.name: f for f in r.figures()}
-        assert figs["parameters"].ratio == pytest.approx(r.teacher_params / r.student_params)
-        assert figs["MACs per image"].ratio == pytest.approx(r.teacher_macs / r.student_macs)
-        assert figs["encode speed, batch 3"].target == 10.0
+        assert figs["parameters vs clip-vit-tiny"].ratio == pytest.approx(
+            t.params / r.student_params
+        )
+        assert figs["MACs per image vs clip-vit-tiny"].ratio == pytest.approx(
+            t.macs / r.student_macs
+        )
+        assert figs["encode speed vs clip-vit-tiny, batch 3"].target == 10.0
         check_figures(r.figures())
         doc = strict_json(r.to_json())
-        assert doc["speed"][0]["speedup"] == pytest.approx(r.speed[0].speedup)
+        assert doc["teachers"][0]["speed"][0]["speedup"] == pytest.approx(t.speed[0].speedup)
+
+    def test_each_teacher_is_fed_its_own_input_size(
+        self, tiny_weights: Path, fed: dict[str, list[tuple[int, ...]]]
+    ) -> None:
+        config = ModelsBenchConfig(
+            teachers=tuple(TINY_TEACHERS), batches=(1, 3), seconds=0.01, weights_dir=tiny_weights
+        )
+        r = run_models_bench(config)
+        assert [t.name for t in r.teachers] == ["tiny-32", "tiny-48"]
+        assert [t.input_size for t in r.teachers] == [32, 48]
+        for t in r.teachers:
+            size = t.input_size
+            assert fed[t.name] and {s[1:] for s in fed[t.name]} == {(3, size, size)}
+            assert {s[0] for s in fed[t.name]} == {1, 3}
+            model = create_model("clip-vit-tiny", **TINY_TEACHERS[t.name])
+            assert t.macs == count_macs(model, torch.rand(1, 3, size, size))
+            assert t.params == count_parameters(model)
+        # 36 patches at 48 px against 16 at 32 px: more MACs per image.
+        assert r.teacher("tiny-48").macs > r.teacher("tiny-32").macs
+
+    def test_figures_per_teacher(
+        self, tiny_weights: Path, fed: dict[str, list[tuple[int, ...]]]
+    ) -> None:
+        config = ModelsBenchConfig(
+            teachers=tuple(TINY_TEACHERS), batches=(1, 3), seconds=0.01, weights_dir=tiny_weights
+        )
+        r = run_models_bench(config)
+        figs = {f.name: f for f in r.figures()}
+        assert list(figs) == [
+            name
+            for t in ("tiny-32", "tiny-48")
+            for name in (
+                f"parameters vs {t}",
+                f"MACs per image vs {t}",
+                f"encode speed vs {t}, batch 1",
+                f"encode speed vs {t}, batch 3",
+            )
+        ]
+        for t in r.teachers:
+            assert figs[f"parameters vs {t.name}"].ratio == pytest.approx(
+                t.params / r.student_params
+            )
+            macs = figs[f"MACs per image vs {t.name}"]
+            assert macs.ratio == pytest.approx(t.macs / r.student_macs)
+            assert f"{t.input_size}x{t.input_size}" in macs.baseline_label
+            for s in t.speed:
+                speed = figs[f"encode speed vs {t.name}, batch {s.batch}"]
+                assert speed.system == s.student_images_per_s
+                assert speed.baseline == s.teacher_images_per_s
+                assert speed.ratio == pytest.approx(s.speedup) and speed.target == 10.0
+                assert t.name in speed.baseline_label
+        # The student is timed once per batch size and compared with every teacher.
+        a, b = r.teachers
+        for sa, sb in zip(a.speed, b.speed, strict=True):
+            assert sa.student_images_per_s == sb.student_images_per_s
+        check_figures(r.figures())
+        doc = strict_json(r.to_json())
+        assert [t["name"] for t in doc["teachers"]] == ["tiny-32", "tiny-48"]
+        assert doc["config"]["teachers"] == ["tiny-32", "tiny-48"]
+        for t, t_doc in zip(r.teachers, doc["teachers"], strict=True):
+            assert t_doc["input_size"] == t.input_size
+            for s, s_doc in zip(t.speed, t_doc["speed"], strict=True):
+                assert s_doc["speedup"] == pytest.approx(s.speedup)
+        with pytest.raises(KeyError, match="tiny-32, tiny-48"):
+            r.teacher("clip-vit-b32")
+
+    def test_a_teacher_without_an_input_size_is_refused(
+        self, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(models_bench, "_teacher", lambda _name: torch.nn.Identity())
+        config = ModelsBenchConfig(teachers=("identity",), seconds=0.01, weights_dir=tiny_weights)
+        with pytest.raises(TypeError, match="'identity' does not declare its input size"):
+            run_models_bench(config)
+
+    def test_default_teachers_are_the_cpu_one_and_clip(self) -> None:
+        assert ModelsBenchConfig().teachers == ("resnet18-cifar-w32", "clip-vit-b32")
+
+    @pytest.mark.parametrize("teachers", [(), ("clip-vit-tiny", "clip-vit-tiny")])
+    def test_no_or_repeated_teachers_are_refused(self, teachers: tuple[str, ...]) -> None:
+        with pytest.raises(ValueError, match="teachers"):
+            ModelsBenchConfig(teachers=teachers)
+
+    def test_a_single_name_string_is_refused(self) -> None:
+        with pytest.raises(TypeError, match=r"\('clip-vit-b32',\)"):
+            ModelsBenchConfig(teachers="clip-vit-b32")  # type: ignore[arg-type]
 
     def test_encoder_parameters_leave_out_the_head(self, tiny_link: LinkBundle) -> None:
         p = tiny_link.pipeline
@@ -552,7 +664,7 @@ class TestRunner:
         self, tiny_weights: Path, images: Any
     ) -> None:
         config = BenchConfig(
-            models=ModelsBenchConfig(teacher="no-such-model", weights_dir=tiny_weights),
+            models=ModelsBenchConfig(teachers=("no-such-model",), weights_dir=tiny_weights),
             air=AirBenchConfig(images=2, weights_dir=tiny_weights),
             only=("models", "air"),
         )
@@ -570,6 +682,8 @@ class TestRunner:
         assert quick.stack.images < full.stack.images
         assert quick.channel.seconds < full.channel.seconds
         assert quick.models.seconds < full.models.seconds
+        assert max(quick.models.batches) < max(full.models.batches)
+        assert quick.models.teachers == full.models.teachers == ModelsBenchConfig().teachers
         assert quick.load.links < full.load.links and quick.load.streams < full.load.streams
         assert quick.load.run_images < full.load.run_images
         assert "load" in full.only and full.load.threads == full.stack.threads
