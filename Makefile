@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights results reproduce
+.PHONY: setup demo test lint weights teacher-weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -34,6 +34,10 @@ weights: setup
 	$(BIN)/python scripts/model_card.py rkdsc_core/weights/default --machine "$(MACHINE)"
 
 # The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
+# Ship the reproduction's teacher: fp16 weights, re-measured accuracy, model card.
+teacher-weights: setup
+	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher --machine "$(MACHINE)"
+
 # The whole training recipe and its sweep (hours on a CPU; resumable: rerun to continue).
 reproduce: setup
 	PATH="$(abspath $(BIN)):$$PATH" scripts/reproduce.sh runs/reproduce

@@ -80,6 +80,10 @@ def card(manifest: dict[str, Any], shipped: dict[str, Any], machine: str, model:
         "",
         "## Measured",
         "",
+        f"Target of the training recipe: at least 92% CIFAR-10 test accuracy: "
+        f"**{'met' if shipped['test_accuracy'] >= 0.92 else 'missed'}** "
+        f"({shipped['test_accuracy']:.2%} with flip TTA).",
+        "",
         "| weights | images | accuracy (flip TTA) | single view |",
         "|---|---|---|---|",
         f"| float32, end of training | {m.get('test_images', '?')} | "
