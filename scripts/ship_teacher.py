@@ -119,30 +119,23 @@ def main() -> None:
     model = load_model(args.checkpoint)
     args.dest.mkdir(parents=True, exist_ok=True)
     shipped_path = args.dest / "teacher"
-    save_checkpoint(
-        shipped_path,
-        model,
-        name=manifest["model"],
-        config=manifest.get("config"),
-        fp16=True,
-        dataset=manifest.get("dataset"),
-        metrics=manifest.get("metrics"),
-        command=manifest.get("command"),
-    )
+
+    def ship(weights: torch.nn.Module, metrics: dict[str, Any]) -> None:
+        save_checkpoint(
+            shipped_path,
+            weights,
+            name=manifest["model"],
+            config=manifest.get("config"),
+            fp16=True,
+            dataset=manifest.get("dataset"),
+            metrics=metrics,
+            command=manifest.get("command"),
+        )
+
+    ship(model, manifest.get("metrics", {}))
     shipped_model = load_model(shipped_path)  # float16 on disk, float32 in memory
     shipped = measure(shipped_model, manifest.get("dataset", {}).get("name", "cifar10"))
-    _, shipped_manifest = load_checkpoint(shipped_path)
-    shipped_manifest["metrics"]["shipped"] = shipped
-    save_checkpoint(
-        shipped_path,
-        shipped_model,
-        name=manifest["model"],
-        config=manifest.get("config"),
-        fp16=True,
-        dataset=manifest.get("dataset"),
-        metrics=shipped_manifest["metrics"],
-        command=manifest.get("command"),
-    )
+    ship(shipped_model, {**manifest.get("metrics", {}), "shipped": shipped})
     (args.dest / "MODEL_CARD.md").write_text(card(manifest, shipped, args.machine, shipped_model))
     sys.stdout.write(json.dumps(shipped, indent=2) + "\n")
 
