@@ -28,6 +28,8 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from rkdsc_core.data import BatchLoader, ImageDataset
+
 __all__ = [
     "DistInfo",
     "all_reduce_mean",
@@ -38,6 +40,7 @@ __all__ = [
     "current_dist",
     "init_distributed",
     "shard_batch_size",
+    "train_loader",
     "unwrap",
     "wrap_ddp",
 ]
@@ -169,6 +172,23 @@ def shard_batch_size(batch_size: int, info: DistInfo) -> int:
             f"size {info.world_size}; pick e.g. {batch_size // info.world_size * info.world_size}"
         )
     return batch_size // info.world_size
+
+
+def train_loader(
+    data: ImageDataset, batch_size: int, info: DistInfo, *, seed: int, augment: bool
+) -> BatchLoader:
+    """The shuffled training batches of this rank: ``batch_size`` is the global batch
+    (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike."""
+    return BatchLoader(
+        data,
+        shard_batch_size(batch_size, info),
+        shuffle=True,
+        drop_last=True,
+        augment=augment,
+        seed=seed,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
 
 
 def wrap_ddp(

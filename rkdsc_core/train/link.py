@@ -33,7 +33,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
-    shard_batch_size,
+    train_loader,
     wrap_ddp,
 )
 
@@ -163,16 +163,7 @@ def train_link(
     pipeline = build_pipeline(cfg).to(device)
     pipeline.student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(pipeline.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loader = BatchLoader(
-        train,
-        shard_batch_size(cfg.batch_size, info),
-        shuffle=True,
-        drop_last=True,
-        augment=True,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
+    loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=True)
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
     start_epoch, step, history, wall, _ = resume_training(

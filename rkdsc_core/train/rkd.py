@@ -45,13 +45,12 @@ from tqdm import tqdm
 from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
-    load_checkpoint,
     load_model,
     resume_training,
     save_checkpoint,
     save_training_state,
 )
-from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
+from rkdsc_core.data import ImageDataset, epoch_generator
 from rkdsc_core.distill import FeatureProjector, TeacherCache, TeacherCacheError
 from rkdsc_core.distill.losses import feature_loss, kd_loss
 from rkdsc_core.link.bundle import save_link
@@ -64,7 +63,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
-    shard_batch_size,
+    train_loader,
     wrap_ddp,
 )
 from rkdsc_core.train.link import LinkTrainConfig, draw_conditions, evaluate_clean_channel
@@ -310,15 +309,7 @@ def train_student(
     net = _StudentKD(student, projector, cfg).to(device)
     student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loader = BatchLoader(
-        train,
-        shard_batch_size(cfg.batch_size, info),
-        shuffle=True,
-        drop_last=True,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
+    loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=False)
     total = cfg.epochs * len(loader)
     ident = {"config": _jsonable(cfg), "teacher_cache": cache.manifest.get("weights_sha256")}
     state = out_dir / "state"
@@ -429,7 +420,8 @@ def train_codec(
     student = load_model(student_ckpt)
     if not isinstance(student, Backbone):
         raise TypeError(f"{student_ckpt} holds a {type(student).__name__}, not a Backbone")
-    student_name = str(load_checkpoint(student_ckpt)[1]["model"])
+    # The registered name, from the manifest alone (the weights are loaded once, above).
+    student_name = str(json.loads(checkpoint_paths(student_ckpt)[1].read_text())["model"])
     codec = create_model(
         "cat-codec",
         **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
@@ -451,15 +443,7 @@ def train_codec(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
     )
-    loader = BatchLoader(
-        train,
-        shard_batch_size(cfg.batch_size, info),
-        shuffle=True,
-        drop_last=True,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
+    loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=False)
     total = cfg.epochs * len(loader)
     ident = {
         "config": _jsonable(cfg),

@@ -47,7 +47,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
-    shard_batch_size,
+    train_loader,
     wrap_ddp,
 )
 
@@ -348,16 +348,7 @@ def train_teacher(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = _make_optimizer(model, cfg)
-    loader = BatchLoader(
-        train,
-        shard_batch_size(cfg.batch_size, info),
-        shuffle=True,
-        drop_last=True,
-        augment=True,
-        seed=cfg.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
+    loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=True)
     if len(loader) == 0:
         raise ValueError(
             f"the training split ({len(train)} images) is smaller than one global batch "
