@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 export RKDSC_TOKEN="${RKDSC_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"
-export OMP_NUM_THREADS=1 RKDSC_TRANSMITTER_TORCH_THREADS=1 RKDSC_RECEIVER_INFERENCE_THREADS=1
+export OMP_NUM_THREADS=1 RKDSC_TRANSMITTER_TORCH_THREADS=1 RKDSC_RECEIVER_TORCH_THREADS=1
 "$bin/rkdsc" up --run-dir "$work/stack" ${WEIGHTS:+--weights "$WEIGHTS"} > "$work/up.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do

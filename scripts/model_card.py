@@ -58,6 +58,7 @@ def render(folder: Path, machine: str) -> str:
         "|---|---|---|",
         *(f"| {h['epoch']} | {h['loss']:.3f} | {h['acc_awgn_20db']:.4f} |" for h in history),
         "",
+        *_student_source(meta.get("student_source")),
     ]
     table = bundle.eval_table
     if table is not None:
@@ -82,6 +83,35 @@ def render(folder: Path, machine: str) -> str:
                 lines.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _student_source(source: dict | None) -> list[str]:
+    """The card's section on where a stage-2 link's student came from (stage 1)."""
+    if not source:
+        return []
+    training = (source.get("extra") or {}).get("training", {})
+    history = (source.get("metrics") or {}).get("history", [])
+    wall = training.get("wall_seconds")
+    lines = [
+        "### The student before this stage",
+        "",
+        f"- Made by `{source.get('command', '?')}` ({training.get('stage', 'no stage recorded')})"
+        f" at commit `{source.get('git_commit')}`.",
+        f"- Training config: `{json.dumps(training.get('config', {}))}`",
+        "- Wall-clock training time: "
+        + (f"{wall / 60:.1f} min." if wall is not None else "not recorded."),
+        "",
+    ]
+    if history and "test_accuracy" in history[0]:
+        lines += [
+            "Per epoch (clean test accuracy, no channel, 2,000 test images):",
+            "",
+            "| epoch | training loss | clean accuracy |",
+            "|---|---|---|",
+            *(f"| {h['epoch']} | {h['loss']:.3f} | {h['test_accuracy']:.4f} |" for h in history),
+            "",
+        ]
+    return lines
 
 
 def main() -> None:

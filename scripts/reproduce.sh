@@ -10,9 +10,13 @@
 # an interrupted reproduction continues where it stopped: rerun the same command. Stages
 # that finished return at once. On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
-# TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), LAMBDAS (0.1,0.5,1: the
-# lambda table), LAMBDA (0.1: the row whose genotype the student uses; one of LAMBDAS),
-# SWEEP_LIMIT (2000 test images).
+# TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (STUDENT_EPOCHS +
+# CODEC_EPOCHS: the CE-only baseline gets the RKD student's whole epoch budget), LAMBDAS
+# (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose genotype the student uses; one
+# of LAMBDAS), SWEEP_LIMIT (2000 test images). Two knobs skip a stage: TEACHER, a teacher
+# checkpoint to use instead of training one (e.g. the shipped
+# rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to use
+# instead of the one the lambda table found.
 set -euo pipefail
 
 RUNS=${1:-runs/reproduce}
@@ -22,21 +26,27 @@ STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
 CODEC_EPOCHS=${CODEC_EPOCHS:-12}
 LAMBDAS=${LAMBDAS:-0.1,0.5,1}
 LAMBDA=${LAMBDA:-0.1}
+CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}
 SWEEP_LIMIT=${SWEEP_LIMIT:-2000}
 
 stage() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%SZ)"; }
 
 stage "1/7 teacher"
-"$RKDSC" train teacher --out "$RUNS/teacher" --epochs "$TEACHER_EPOCHS"
+if [[ -z "${TEACHER:-}" ]]; then
+    "$RKDSC" train teacher --out "$RUNS/teacher" --epochs "$TEACHER_EPOCHS"
+    TEACHER="$RUNS/teacher/teacher"
+fi
 
 stage "2/7 teacher-output cache"
 if [[ ! -f "$RUNS/teacher-cache.json" ]]; then
-    "$RKDSC" train cache-teacher --teacher "$RUNS/teacher/teacher" --out "$RUNS/teacher-cache"
+    "$RKDSC" train cache-teacher --teacher "$TEACHER" --out "$RUNS/teacher-cache"
 fi
 
 stage "3/7 KDL-DARTS: plain DARTS and one search per lambda, each genotype trained alike"
-"$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" --lambdas "$LAMBDAS"
-GENOTYPE="$RUNS/nas/kdl-darts_lambda-$LAMBDA/row.json"
+if [[ -z "${GENOTYPE:-}" ]]; then
+    "$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" --lambdas "$LAMBDAS"
+    GENOTYPE="$RUNS/nas/kdl-darts_lambda-$LAMBDA/row.json"
+fi
 
 stage "4/7 stage 1: student KD from the teacher"
 "$RKDSC" train student --teacher-cache "$RUNS/teacher-cache" --out "$RUNS/student" \
@@ -47,11 +57,11 @@ stage "5/7 stage 2: CAT codec through the channel: RKD, stage-1-only, the teache
     --out "$RUNS/rkd" --epochs "$CODEC_EPOCHS"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/stage1-only" --epochs "$CODEC_EPOCHS" --no-teacher-targets
-"$RKDSC" train codec --student "$RUNS/teacher/teacher" --teacher-cache "$RUNS/teacher-cache" \
+"$RKDSC" train codec --student "$TEACHER" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/teacher-codec" --epochs "$CODEC_EPOCHS"
 
 stage "6/7 baseline: the same student trained end to end with cross-entropy only"
-"$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CODEC_EPOCHS" \
+"$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CE_EPOCHS" \
     --genotype "$GENOTYPE"
 
 stage "7/7 accuracy vs SNR"

@@ -301,8 +301,12 @@ class Stack:
             env[prefix + "CHANNEL_TARGET"] = target["channel"]
             if data_dir is not None:
                 env[prefix + "DATA_DIR"] = str(Path(data_dir).resolve())
-        if name in ("transmitter", "receiver") and weights_dir is not None:
-            env[prefix + "WEIGHTS_DIR"] = str(Path(weights_dir).resolve())
+        if name in ("transmitter", "receiver"):
+            # Four processes share the machine: torch's default, one intra-op thread per core
+            # in each of them, oversubscribes it, and the threads spin against each other.
+            env.setdefault(prefix + "TORCH_THREADS", "1")
+            if weights_dir is not None:
+                env[prefix + "WEIGHTS_DIR"] = str(Path(weights_dir).resolve())
         return env
 
     def _launch(self, name: str, env: dict[str, str]) -> None:

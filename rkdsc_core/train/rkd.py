@@ -272,13 +272,6 @@ def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epo
     return cache.draw_views(cache.num_images, epoch_generator(cfg.seed, epoch, _VIEW_STREAM))
 
 
-def _weights_sha(path: Path | str) -> str | None:
-    try:
-        return str(json.loads(checkpoint_paths(path)[1].read_text())["weights_sha256"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def train_student(
     cfg: StudentKDConfig,
     cache: TeacherCache,
@@ -382,7 +375,9 @@ def train_student(
             genotype=getattr(getattr(student, "config", None), "genotype", None),
             dataset={"name": train.name, "sha256": train.source_sha256},
             metrics={"test_accuracy": acc, "epochs": len(history), "history": history},
-            extra={"training": {"stage": "rkd-1 (student distillation)", **ident}},
+            extra={
+                "training": {"stage": "rkd-1 (student distillation)", "wall_seconds": wall, **ident}
+            },
         )
     barrier(info)
     summary["checkpoint"] = str(checkpoint_paths(path)[1])
@@ -420,8 +415,9 @@ def train_codec(
     student = load_model(student_ckpt)
     if not isinstance(student, Backbone):
         raise TypeError(f"{student_ckpt} holds a {type(student).__name__}, not a Backbone")
-    # The registered name, from the manifest alone (the weights are loaded once, above).
-    student_name = str(json.loads(checkpoint_paths(student_ckpt)[1].read_text())["model"])
+    # Name and provenance from the manifest alone (the weights are loaded once, above).
+    student_doc = json.loads(checkpoint_paths(student_ckpt)[1].read_text())
+    student_name = str(student_doc["model"])
     codec = create_model(
         "cat-codec",
         **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
@@ -448,7 +444,7 @@ def train_codec(
     ident = {
         "config": _jsonable(cfg),
         "teacher_cache": cache.manifest.get("weights_sha256"),
-        "student": _weights_sha(student_ckpt),
+        "student": student_doc.get("weights_sha256"),
     }
     conditions = LinkTrainConfig(
         snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
@@ -538,6 +534,10 @@ def train_codec(
                 "recipe": recipe,
                 "dataset": {"name": train.name, "sha256": train.source_sha256},
                 "training": summary,
+                # Where the student came from (stage 1, or the teacher's own training).
+                "student_source": {
+                    k: student_doc.get(k) for k in ("command", "metrics", "extra", "git_commit")
+                },
             },
             metrics={"history": history},
         )

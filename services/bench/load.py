@@ -794,7 +794,7 @@ def load_env(config: LoadBenchConfig, cache_dir: Path | None = None) -> dict[str
         env |= {
             "OMP_NUM_THREADS": str(config.threads),
             "RKDSC_TRANSMITTER_TORCH_THREADS": str(config.threads),
-            "RKDSC_RECEIVER_INFERENCE_THREADS": str(config.threads),
+            "RKDSC_RECEIVER_TORCH_THREADS": str(config.threads),
         }
     return env
 

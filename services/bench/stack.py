@@ -546,7 +546,7 @@ def stack_env(config: StackBenchConfig, length: int) -> dict[str, str]:
         env |= {
             "OMP_NUM_THREADS": str(config.threads),
             "RKDSC_TRANSMITTER_TORCH_THREADS": str(config.threads),
-            "RKDSC_RECEIVER_INFERENCE_THREADS": str(config.threads),
+            "RKDSC_RECEIVER_TORCH_THREADS": str(config.threads),
         }
     return env
 

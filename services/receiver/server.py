@@ -339,8 +339,8 @@ def create_server(
 
 async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
     """Run the receiver until SIGTERM/SIGINT, then NOT_SERVING, drain and stop."""
-    if settings.inference_threads is not None:
-        torch.set_num_threads(settings.inference_threads)
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     built = build_server(settings, registry)
     await built.start()
     log.info("receiver serving on %s:%d", settings.host, built.port)

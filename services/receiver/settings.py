@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         default=4096, ge=1, description="Largest frame accepted, pilots + data (P + L)."
     )
     grace_seconds: float = Field(default=5.0, ge=0.0, description="Drain time on SIGTERM [s].")
-    inference_threads: int | None = Field(
+    torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch's default."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

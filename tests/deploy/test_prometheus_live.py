@@ -111,7 +111,7 @@ def stack(
         run_dir=run_dir,
         env={
             "RKDSC_TRANSMITTER_TORCH_THREADS": "1",
-            "RKDSC_RECEIVER_INFERENCE_THREADS": "1",
+            "RKDSC_RECEIVER_TORCH_THREADS": "1",
             "RKDSC_DATA__CACHE_DIR": str(run_dir / "cache"),
         },
         ready_timeout=READY_TIMEOUT,

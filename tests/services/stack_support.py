@@ -14,7 +14,7 @@ from rkdsc_core.link import EvalTable
 QUIET_ENV = {
     "OMP_NUM_THREADS": "1",
     "RKDSC_TRANSMITTER_TORCH_THREADS": "1",
-    "RKDSC_RECEIVER_INFERENCE_THREADS": "1",
+    "RKDSC_RECEIVER_TORCH_THREADS": "1",
 }
 """Two CPU cores run three torch processes: keep each to one thread."""
 

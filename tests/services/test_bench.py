@@ -381,7 +381,7 @@ class TestStackBench:
         env = stack_env(StackBenchConfig(threads=1, snr_db=7.0), 16)
         assert env["RKDSC_TRANSMITTER_POLICY__FIXED_LENGTH"] == "16"
         assert env["RKDSC_CHANNEL_SNR_DB"] == "7.0"
-        assert env["RKDSC_RECEIVER_INFERENCE_THREADS"] == "1"
+        assert env["RKDSC_RECEIVER_TORCH_THREADS"] == "1"
         assert "OMP_NUM_THREADS" not in stack_env(StackBenchConfig(threads=None), 16)
 
     def test_bad_config_is_refused(self) -> None:
@@ -583,7 +583,7 @@ class TestLoadBench:
         assert env["RKDSC_TRANSMITTER_MAX_ACTIVE_RUNS"] == "8"
         assert env["RKDSC_TRANSMITTER_MAX_LINKS"] == "9"
         assert env["RKDSC_TRANSMITTER_CACHE_DIR"] == "/tmp/c"
-        assert env["RKDSC_RECEIVER_INFERENCE_THREADS"] == "1"
+        assert env["RKDSC_RECEIVER_TORCH_THREADS"] == "1"
         assert "OMP_NUM_THREADS" not in load_env(LoadBenchConfig(threads=None))
 
     def test_image_folder_has_every_class(self, images: Any, tmp_path: Path) -> None:

@@ -320,3 +320,24 @@ class TestTokenFile:
         assert path.read_text() == "abc\n"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+class TestChildEnv:
+    def _stack(self, tmp_path: Path) -> Stack:
+        return Stack(
+            host="127.0.0.1",
+            ports=StackPorts(),
+            run_dir=tmp_path,
+            token="t",
+            token_file=None,
+            grace_seconds=1.0,
+            tls=None,
+        )
+
+    def test_model_services_get_one_torch_thread_unless_told(self, tmp_path: Path) -> None:
+        stack = self._stack(tmp_path)
+        for name in ("transmitter", "receiver"):
+            key = f"RKDSC_{name.upper()}_TORCH_THREADS"
+            assert stack._child_env(name, {}, None, None)[key] == "1"
+            assert stack._child_env(name, {key: "3"}, None, None)[key] == "3"
+        assert not any("TORCH_THREADS" in k for k in stack._child_env("channel", {}, None, None))

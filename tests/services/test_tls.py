@@ -334,7 +334,7 @@ class TestFullPathOverMutualTls:
                 ReceiverSettings(
                     **common,
                     weights_dir=tiny_weights,
-                    inference_threads=1,
+                    torch_threads=1,
                     tls=server_tls(certs, "receiver"),
                 ),
                 CollectorRegistry(),
@@ -406,7 +406,7 @@ class TestFullPathOverMutualTls:
                 ReceiverSettings(
                     **common,
                     weights_dir=tiny_weights,
-                    inference_threads=1,
+                    torch_threads=1,
                     tls=server_tls(certs, "receiver"),
                 ),
                 CollectorRegistry(),

@@ -21,6 +21,7 @@ from rkdsc_core.models import create_model
 from rkdsc_core.train import CodecRKDConfig, StudentKDConfig, train_codec, train_student
 from tests.core.conftest import CLASSES
 from tests.core.data.conftest import write_tree
+from tests.deploy._support import ROOT, import_path
 
 _STUDENT = StudentKDConfig(
     C=4,
@@ -189,6 +190,15 @@ class TestCli:
         assert result.exit_code == 0, result.output
         bundle = load_link(tmp_path / "c" / "weights")
         assert bundle.eval_table is not None and "without teacher" in bundle.meta["recipe"]
+        # The link remembers its stage-1 student, and the model card shows it.
+        source = bundle.meta["student_source"]
+        assert source["extra"]["training"]["stage"].startswith("rkd-1")
+        assert source["extra"]["training"]["wall_seconds"] > 0
+        card = import_path(ROOT / "scripts" / "model_card.py").render(
+            tmp_path / "c" / "weights", "a test machine"
+        )
+        assert "### The student before this stage" in card
+        assert "| 1 |" in card.split("### The student before this stage")[1]
         config = bundle.meta["training"]["config"]
         assert (config["w_ce"], config["w_kd"], config["w_mse"]) == (2.0, 0.5, 3.0)
         assert config["temperature"] == 2.0

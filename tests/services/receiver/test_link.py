@@ -46,7 +46,7 @@ def run_link(
 
     async def main() -> dict[int, frame_pb2.FrameResult]:
         async with (
-            running_receiver(weights, knowledge=knowledge, inference_threads=1) as rx,
+            running_receiver(weights, knowledge=knowledge, torch_threads=1) as rx,
             running_channel(f"127.0.0.1:{rx.built.port}", **channel) as emu,
         ):
             stub = services_pb2_grpc.ChannelEmulatorStub(emu.channel)

@@ -24,7 +24,7 @@ class TestSettings:
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("knowledge", "none"), ("device", "abacus"), ("port", -1), ("inference_threads", 0)],
+        [("knowledge", "none"), ("device", "abacus"), ("port", -1), ("torch_threads", 0)],
     )
     def test_invalid_value_names_the_field(self, field: str, value: object) -> None:
         with pytest.raises(ValidationError, match=field):

@@ -1,0 +1,79 @@
+"""scripts/reproduce.sh runs the stages in order, with the knobs it documents (fake rkdsc)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+from tests.deploy._support import ROOT
+
+SCRIPT = ROOT / "scripts" / "reproduce.sh"
+
+
+def _run(tmp_path: Path, **env: str) -> list[list[str]]:
+    """Run the script with a fake ``rkdsc`` that records each call; the calls' argv."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "rkdsc"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "runs")],
+        env={"PATH": os.environ["PATH"], "RKDSC": str(fake), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+def _option(call: list[str], name: str) -> str:
+    return call[call.index(name) + 1]
+
+
+def test_default_chain(tmp_path: Path) -> None:
+    calls = _run(tmp_path)
+    runs = str(tmp_path / "runs")
+    assert [c[:2] for c in calls] == [
+        ["train", "teacher"],
+        ["train", "cache-teacher"],
+        ["nas", "sweep"],
+        ["train", "student"],
+        ["train", "codec"],
+        ["train", "codec"],
+        ["train", "codec"],
+        ["train", "link"],
+        ["eval", "sweep"],
+    ]
+    teacher, cache, nas, student, rkd, stage1, tcodec, ce, sweep = calls
+    assert _option(cache, "--teacher") == f"{runs}/teacher/teacher"
+    assert _option(nas, "--lambdas") == "0.1,0.5,1"
+    genotype = f"{runs}/nas/kdl-darts_lambda-0.1/row.json"
+    assert _option(student, "--genotype") == _option(ce, "--genotype") == genotype
+    assert "--no-teacher-targets" in stage1 and "--no-teacher-targets" not in rkd
+    assert _option(tcodec, "--student") == f"{runs}/teacher/teacher"
+    # The CE-only baseline gets the whole epoch budget of stage 1 + stage 2.
+    assert _option(ce, "--epochs") == str(30 + 12)
+    assert _option(teacher, "--epochs") == "20"
+    named = [w.split("=")[0] for w in sweep if "=" in w]
+    assert named == ["rkd", "stage1-only", "ce-only", "teacher"]
+
+
+def test_given_teacher_and_genotype_skip_their_stages(tmp_path: Path) -> None:
+    calls = _run(
+        tmp_path,
+        TEACHER="t/teacher",
+        GENOTYPE="darts_v2",
+        STUDENT_EPOCHS="7",
+        CODEC_EPOCHS="3",
+    )
+    kinds = [c[:2] for c in calls]
+    assert ["train", "teacher"] not in kinds and ["nas", "sweep"] not in kinds
+    cache, student, rkd, _, tcodec, ce, _ = calls
+    assert _option(cache, "--teacher") == _option(tcodec, "--student") == "t/teacher"
+    assert _option(student, "--genotype") == _option(ce, "--genotype") == "darts_v2"
+    assert (_option(student, "--epochs"), _option(rkd, "--epochs")) == ("7", "3")
+    assert _option(ce, "--epochs") == "10"
