@@ -617,7 +617,10 @@ def eval_table_cmd(
 def eval_sweep_cmd(
     weights: Annotated[
         list[str] | None,
-        typer.Option(help="NAME=DIR, repeatable; the first is the digital reference."),
+        typer.Option(
+            help="NAME=DIR, repeatable; the first is the digital reference (its student "
+            "head must classify clean tokens: a stage-1 student, not a CE-only link)."
+        ),
     ] = None,
     channel: Annotated[list[str] | None, typer.Option(help="awgn | rayleigh, repeatable.")] = None,
     knowledge: Annotated[

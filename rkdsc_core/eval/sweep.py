@@ -144,7 +144,8 @@ def measure_sweep(
 
     Args:
         links: named pipelines; the first is the reference whose student the digital
-            baselines quantise.
+            baselines quantise, and whose head decodes them, so its head must classify
+            clean tokens (a stage-1 student; a CE-only link's head only knows decoded ones).
         lengths: ``L`` values for every system (default: each link's own lengths; the
             digital baselines use the reference link's).
     """
