@@ -697,6 +697,30 @@ def eval_sweep_cmd(
         typer.echo(f"wrote {out}/sweep.csv, sweep.json, accuracy_vs_snr.png, accuracy_vs_L.png")
 
 
+@eval_app.command("compare")
+def eval_compare_cmd(
+    sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
+    length: Annotated[int, typer.Option(help="L, the complex symbols per image.")] = 64,
+    knowledge: Annotated[str, typer.Option(help="perfect | pilot.")] = "pilot",
+    snr_db: Annotated[
+        list[float] | None, typer.Option(help="SNR columns, repeatable (default all).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the Markdown here.")] = None,
+) -> None:
+    """A sweep's systems side by side at one L: a Markdown table per channel (no re-measuring)."""
+    from rkdsc_core.eval import format_sweep, read_sweep
+
+    try:
+        rows, _ = read_sweep(sweep)
+        table = format_sweep(rows, length=length, knowledge=knowledge, snr_db=snr_db)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        fail(f"{sweep}: {e}")
+        raise
+    if out is not None:
+        out.write_text(table)
+    typer.echo(table, nl=False)
+
+
 @eval_app.command("targets")
 def eval_targets_cmd(
     sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
@@ -719,13 +743,12 @@ def eval_targets_cmd(
     from dataclasses import asdict
 
     from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
-    from rkdsc_core.eval import SweepRow, check_targets, format_targets
+    from rkdsc_core.eval import check_targets, format_targets, read_sweep
     from rkdsc_core.link import load_link
     from rkdsc_core.models import count_parameters
 
     try:
-        doc = json.loads((sweep / "sweep.json").read_text())
-        rows = [SweepRow(**r) for r in doc["rows"]]
+        rows, _ = read_sweep(sweep)
         _, manifest = load_checkpoint(teacher)
         pipeline = load_link(link).pipeline
         nas_rows = None if nas is None else json.loads((nas / "sweep.json").read_text())["rows"]

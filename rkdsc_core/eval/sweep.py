@@ -35,8 +35,10 @@ __all__ = [
     "SWEEP_COLUMNS",
     "SweepRow",
     "accuracy_grid",
+    "format_sweep",
     "measure_sweep",
     "plot_sweep",
+    "read_sweep",
     "student_tokens",
     "write_sweep",
 ]
@@ -225,6 +227,56 @@ def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | N
     doc = {"meta": meta or {}, "rows": [asdict(r) for r in rows]}
     (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
     plot_sweep(rows, out)
+
+
+def read_sweep(folder: Path) -> tuple[list[SweepRow], dict[str, Any]]:
+    """Read what :func:`write_sweep` wrote: ``(rows, meta)`` from ``folder/sweep.json``.
+
+    Raises:
+        OSError: no readable ``sweep.json``; ValueError / KeyError / TypeError: not a sweep.
+    """
+    doc = json.loads((folder / "sweep.json").read_text())
+    return [SweepRow(**r) for r in doc["rows"]], dict(doc.get("meta", {}))
+
+
+def format_sweep(
+    rows: Sequence[SweepRow],
+    *,
+    length: int,
+    knowledge: str,
+    snr_db: Sequence[float] | None = None,
+) -> str:
+    """Markdown: one table per channel, a row per system, a column per SNR, at one ``L``.
+
+    Accuracies are fractions with 3 decimals; a system without a point shows ``-``. Systems
+    keep the sweep's order; ``snr_db`` picks columns (default every SNR of the sweep).
+
+    Raises:
+        ValueError: no row at this ``length`` and ``knowledge``.
+    """
+    picked = [r for r in rows if (r.L, r.knowledge) == (length, knowledge)]
+    if not picked:
+        raise ValueError(f"the sweep has no rows at L={length} with {knowledge} CSI")
+    snrs = sorted({r.snr_db for r in picked}) if snr_db is None else [float(s) for s in snr_db]
+    acc = {(r.channel, r.system, r.snr_db): r for r in picked}
+    images = {r.images for r in picked}
+    lines: list[str] = []
+    for channel in dict.fromkeys(r.channel for r in picked):
+        systems = dict.fromkeys(r.system for r in picked if r.channel == channel)
+        lines += [
+            f"**{channel}**, L = {length}, {knowledge} CSI, "
+            f"{'/'.join(str(n) for n in sorted(images))} test images:",
+            "",
+            "| system | channel uses | " + " | ".join(f"{s:g} dB" for s in snrs) + " |",
+            "|---|---:|" + "---:|" * len(snrs),
+        ]
+        for system in systems:
+            points = [acc.get((channel, system, s)) for s in snrs]
+            uses = next(p.channel_uses for p in points if p is not None) if any(points) else 0
+            cells = ["-" if p is None else f"{p.accuracy:.3f}" for p in points]
+            lines.append(f"| {system} | {uses} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> list[Path]:

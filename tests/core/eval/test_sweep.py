@@ -110,6 +110,24 @@ class TestCli:
         out = tmp_path / "sweep"
         for f in ("sweep.csv", "sweep.json", "accuracy_vs_snr.png", "accuracy_vs_L.png"):
             assert (out / f).stat().st_size > 0
+        # The same rows side by side, per channel, straight from sweep.json.
+        compare = ["eval", "compare", "--sweep", str(out), "--length", "8"]
+        result = runner.invoke(app, [*compare, "--out", str(tmp_path / "t.md")])
+        assert result.exit_code == 0, result.output
+        assert result.output == (tmp_path / "t.md").read_text()
+        awgn, rayleigh = result.output.split("**rayleigh**")
+        ce = {r["snr_db"]: r for r in doc["rows"] if (r["system"], r["channel"], r["L"])
+              == ("ce", "rayleigh", 8)}  # fmt: skip
+        line = next(x for x in rayleigh.splitlines() if x.startswith("| ce |"))
+        want = [
+            ce[0.0]["channel_uses"],
+            f"{ce[0.0]['accuracy']:.3f}",
+            f"{ce[20.0]['accuracy']:.3f}",
+        ]
+        assert [c.strip() for c in line.split("|")[2:-1]] == [str(w) for w in want]
+        assert "| 0 dB | 20 dB |" in awgn and "| digital-qpsk-b2 |" in awgn
+        result = runner.invoke(app, [*compare[:-1], "9"])
+        assert result.exit_code != 0 and "no rows at L=9" in result.output
 
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
