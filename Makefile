@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights teacher-weights results reproduce
+.PHONY: setup demo test lint weights ship-weights teacher-weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -27,13 +27,33 @@ lint: setup
 	$(BIN)/mypy rkdsc_core services
 	$(BIN)/python scripts/gen_proto.py --check
 
-# Retrain the shipped bootstrap link (resumable: rerun after an interruption), then its card.
+# The shipped links, from the shipped teacher (resumable: rerun after an interruption):
+# make reproduce's stages at a short budget, with the published DARTS_V2 genotype instead of
+# a search and without the teacher's own codec. Then ship-weights copies the RKD link
+# (the default) and its two baselines into rkdsc_core/weights with their model cards, and
+# the sweep, the comparison and the targets into docs/results/sweep.
 MACHINE ?= $(shell getconf _NPROCESSORS_ONLN)-core $(shell uname -m) CPU
+SHIP_RUNS ?= runs/weights
 weights: setup
-	$(BIN)/rkdsc train link --out runs/bootstrap --epochs 10 --weights-out rkdsc_core/weights/default
-	$(BIN)/python scripts/model_card.py rkdsc_core/weights/default --machine "$(MACHINE)"
+	PATH="$(abspath $(BIN)):$$PATH" TEACHER=rkdsc_core/weights/teacher/teacher \
+	  GENOTYPE=darts_v2 STUDENT_EPOCHS=7 CODEC_EPOCHS=3 TEACHER_CODEC=0 SWEEP_LIMIT=1000 \
+	  scripts/reproduce.sh $(SHIP_RUNS)
+	$(MAKE) ship-weights
 
-# The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
+ship-weights: setup
+	for pair in rkd:default stage1-only:stage1-only ce-only:ce-only; do \
+	  dest=rkdsc_core/weights/$${pair#*:}; rm -rf $$dest; \
+	  cp -r $(SHIP_RUNS)/$${pair%%:*}/weights $$dest || exit 1; \
+	  $(BIN)/python scripts/model_card.py $$dest --machine "$(MACHINE)" || exit 1; \
+	done
+	rm -rf docs/results/sweep; mkdir -p docs/results/sweep
+	cp $(SHIP_RUNS)/sweep/sweep.csv $(SHIP_RUNS)/sweep/sweep.json $(SHIP_RUNS)/sweep/*.png docs/results/sweep/
+	for n in 8 64; do $(BIN)/rkdsc eval compare --sweep docs/results/sweep --length $$n \
+	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
+	  done > docs/results/sweep/compare.md
+	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher rkdsc_core/weights/teacher/teacher \
+	  --link rkdsc_core/weights/default --out docs/results/sweep/targets.md
+
 # Ship the reproduction's teacher: fp16 weights, re-measured accuracy, model card.
 teacher-weights: setup
 	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher --machine "$(MACHINE)"
@@ -42,5 +62,6 @@ teacher-weights: setup
 reproduce: setup
 	PATH="$(abspath $(BIN)):$$PATH" scripts/reproduce.sh runs/reproduce
 
+# The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
 results: setup
 	scripts/measure_readme.sh docs/results

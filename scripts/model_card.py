@@ -26,7 +26,7 @@ def render(folder: Path, machine: str) -> str:
     history = training.get("history", [])
     cfg = training.get("config", {})
     lines = [
-        "# Model card: the default rkdsc link",
+        f"# Model card: the rkdsc link in `{folder.name}`",
         "",
         f"Recipe: {meta.get('recipe', '?')}.",
         "",

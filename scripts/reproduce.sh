@@ -16,7 +16,8 @@
 # of LAMBDAS), SWEEP_LIMIT (2000 test images). Two knobs skip a stage: TEACHER, a teacher
 # checkpoint to use instead of training one (e.g. the shipped
 # rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to use
-# instead of the one the lambda table found.
+# instead of the one the lambda table found. TEACHER_CODEC=0 skips the teacher's own codec
+# (the sweep's upper reference; about as long as stage 2 again).
 set -euo pipefail
 
 RUNS=${1:-runs/reproduce}
@@ -28,6 +29,7 @@ LAMBDAS=${LAMBDAS:-0.1,0.5,1}
 LAMBDA=${LAMBDA:-0.1}
 CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}
 SWEEP_LIMIT=${SWEEP_LIMIT:-2000}
+TEACHER_CODEC=${TEACHER_CODEC:-1}
 
 stage() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%SZ)"; }
 
@@ -57,17 +59,18 @@ stage "5/7 stage 2: CAT codec through the channel: RKD, stage-1-only, the teache
     --out "$RUNS/rkd" --epochs "$CODEC_EPOCHS"
 "$RKDSC" train codec --student "$RUNS/student/student" --teacher-cache "$RUNS/teacher-cache" \
     --out "$RUNS/stage1-only" --epochs "$CODEC_EPOCHS" --no-teacher-targets
-"$RKDSC" train codec --student "$TEACHER" --teacher-cache "$RUNS/teacher-cache" \
-    --out "$RUNS/teacher-codec" --epochs "$CODEC_EPOCHS"
+sweep_links=(--weights "rkd=$RUNS/rkd/weights" --weights "stage1-only=$RUNS/stage1-only/weights"
+    --weights "ce-only=$RUNS/ce-only/weights")
+if [[ "$TEACHER_CODEC" == 1 ]]; then
+    "$RKDSC" train codec --student "$TEACHER" --teacher-cache "$RUNS/teacher-cache" \
+        --out "$RUNS/teacher-codec" --epochs "$CODEC_EPOCHS"
+    sweep_links+=(--weights "teacher=$RUNS/teacher-codec/weights")
+fi
 
 stage "6/7 baseline: the same student trained end to end with cross-entropy only"
 "$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CE_EPOCHS" \
     --genotype "$GENOTYPE"
 
 stage "7/7 accuracy vs SNR"
-"$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" \
-    --weights "rkd=$RUNS/rkd/weights" \
-    --weights "stage1-only=$RUNS/stage1-only/weights" \
-    --weights "ce-only=$RUNS/ce-only/weights" \
-    --weights "teacher=$RUNS/teacher-codec/weights"
+"$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" "${sweep_links[@]}"
 echo "done: $RUNS/sweep/sweep.csv and the plots beside it"

@@ -69,11 +69,15 @@ def test_given_teacher_and_genotype_skip_their_stages(tmp_path: Path) -> None:
         GENOTYPE="darts_v2",
         STUDENT_EPOCHS="7",
         CODEC_EPOCHS="3",
+        TEACHER_CODEC="0",
     )
     kinds = [c[:2] for c in calls]
     assert ["train", "teacher"] not in kinds and ["nas", "sweep"] not in kinds
-    cache, student, rkd, _, tcodec, ce, _ = calls
-    assert _option(cache, "--teacher") == _option(tcodec, "--student") == "t/teacher"
+    cache, student, rkd, stage1, ce, sweep = calls
+    assert _option(cache, "--teacher") == "t/teacher"
     assert _option(student, "--genotype") == _option(ce, "--genotype") == "darts_v2"
     assert (_option(student, "--epochs"), _option(rkd, "--epochs")) == ("7", "3")
     assert _option(ce, "--epochs") == "10"
+    # No teacher codec, and so no teacher in the sweep.
+    assert "--no-teacher-targets" in stage1
+    assert [w.split("=")[0] for w in sweep if "=" in w] == ["rkd", "stage1-only", "ce-only"]
