@@ -98,6 +98,15 @@ def _student_source(source: dict | None) -> list[str]:
         f"- Made by `{source.get('command', '?')}` ({training.get('stage', 'no stage recorded')})"
         f" at commit `{source.get('git_commit')}`.",
         f"- Training config: `{json.dumps(training.get('config', {}))}`",
+        *(
+            [
+                f"- Teacher: `{teacher.get('model')}` from `{teacher.get('path')}` (weights sha256 "
+                f"`{teacher.get('weights_sha256')}`, clean test accuracy "
+                f"{teacher.get('test_accuracy')})."
+            ]
+            if (teacher := (source.get("extra") or {}).get("teacher"))
+            else []
+        ),
         "- Wall-clock training time: "
         + (f"{wall / 60:.1f} min." if wall is not None else "not recorded."),
         "",

@@ -272,6 +272,13 @@ def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epo
     return cache.draw_views(cache.num_images, epoch_generator(cfg.seed, epoch, _VIEW_STREAM))
 
 
+def _teacher_of(cache: TeacherCache) -> dict[str, Any]:
+    """Which teacher a cache holds: name, path, weights sha256, clean test accuracy."""
+    teacher = cache.manifest.get("teacher", {})
+    out = {k: teacher.get(k) for k in ("model", "path", "weights_sha256")}
+    return out | {"test_accuracy": teacher.get("metrics", {}).get("test_accuracy")}
+
+
 def train_student(
     cfg: StudentKDConfig,
     cache: TeacherCache,
@@ -376,7 +383,12 @@ def train_student(
             dataset={"name": train.name, "sha256": train.source_sha256},
             metrics={"test_accuracy": acc, "epochs": len(history), "history": history},
             extra={
-                "training": {"stage": "rkd-1 (student distillation)", "wall_seconds": wall, **ident}
+                "training": {
+                    "stage": "rkd-1 (student distillation)",
+                    "wall_seconds": wall,
+                    **ident,
+                },
+                "teacher": _teacher_of(cache),
             },
         )
     barrier(info)

@@ -194,6 +194,7 @@ class TestCli:
         source = bundle.meta["student_source"]
         assert source["extra"]["training"]["stage"].startswith("rkd-1")
         assert source["extra"]["training"]["wall_seconds"] > 0
+        assert source["extra"]["teacher"]["path"] == str(tmp_path / "teacher")
         card = import_path(ROOT / "scripts" / "model_card.py").render(
             tmp_path / "c" / "weights", "a test machine"
         )
