@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ SWEEP_COLUMNS = (
     "images",
     "seed",
 )
+
+log = logging.getLogger(__name__)
 
 GridKey = tuple[str, str, int]
 """(channel model, knowledge, L)."""
@@ -168,7 +171,6 @@ def measure_sweep(
     ref_tokens: tuple[list[Tensor], list[Tensor]] | None = None
     for name, pipe in links.items():
         toks, labs = student_tokens(pipe, subset, batch_size)
-        ref_tokens = ref_tokens or (toks, labs)
         lens = tuple(lengths or pipe.lengths)
         grid = accuracy_grid(
             pipe, toks, labs, channels=channels, knowledge=knowledge, lengths=lens,
@@ -176,6 +178,9 @@ def measure_sweep(
         )  # fmt: skip
         for key, link_acc in grid.items():
             add(name, key, link_acc, pipe.num_pilots + key[2])
+        if ref_tokens is None and digital:
+            ref_tokens = (toks, labs)
+            _check_digital_reference(name, pipe, toks, labs, grid)
     if not digital or ref_tokens is None:
         return rows
     ref = next(iter(links.values()))
@@ -227,6 +232,36 @@ def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | N
     doc = {"meta": meta or {}, "rows": [asdict(r) for r in rows]}
     (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
     plot_sweep(rows, out)
+
+
+@torch.no_grad()
+def _check_digital_reference(
+    name: str,
+    pipeline: SemanticPipeline,
+    tokens: Sequence[Tensor],
+    labels: Sequence[Tensor],
+    grid: dict[GridKey, tuple[float, ...]],
+) -> float:
+    """The reference head's accuracy on clean tokens; warns when it is far below the link's.
+
+    The digital baselines decode with this head. A head trained only on decoded tokens
+    (a CE-only link) scores near chance on clean ones and would sink every digital row.
+    """
+    correct = sum(
+        int((pipeline.student.forward_head(t).argmax(1) == y).sum())
+        for t, y in zip(tokens, labels, strict=True)
+    )
+    clean = correct / max(1, sum(len(y) for y in labels))
+    best = max((max(v) for v in grid.values()), default=0.0)
+    log.info("digital reference %s: %.4f on clean tokens (its link: up to %.4f)", name, clean, best)
+    if clean < 0.5 * best:
+        log.warning(
+            "the digital baselines decode with %s's head, which scores %.4f on clean tokens "
+            "against %.4f through its own codec: its head knows only decoded tokens (a CE-only "
+            "link?), so the digital rows are meaningless; put a stage-1 student first",
+            name, clean, best,
+        )  # fmt: skip
+    return clean
 
 
 def read_sweep(folder: Path) -> tuple[list[SweepRow], dict[str, Any]]:

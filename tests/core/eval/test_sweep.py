@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,6 +63,29 @@ class TestMeasureSweep:
         a = [(r.channel, r.knowledge, r.L, r.snr_db, r.accuracy) for r in rows if r.system == "a"]
         b = [(r.channel, r.knowledge, r.L, r.snr_db, r.accuracy) for r in rows if r.system == "b"]
         assert a == b and len(a) == 4
+
+    def test_warns_when_the_digital_reference_head_fails_on_clean_tokens(
+        self,
+        tiny_dataset: ImageDataset,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        import rkdsc_core.eval.sweep as sweep
+
+        kw: dict[str, Any] = {"channels": ("awgn",), "snr_db": (10.0,), "lengths": (8,)}
+        # A link far better through its codec than its head on clean tokens: a CE-only link.
+        monkeypatch.setattr(sweep, "accuracy_grid", lambda *a, **k: {("awgn", "pilot", 8): (1.0,)})
+        with caplog.at_level("WARNING", logger="rkdsc_core.eval.sweep"):
+            measure_sweep({"ce": _pipeline()}, tiny_dataset, knowledge=("pilot",), limit=20, **kw)
+        assert "put a stage-1 student first" in caplog.text
+        # Without digital baselines there is nothing to warn about.
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="rkdsc_core.eval.sweep"):
+            measure_sweep(
+                {"ce": _pipeline()}, tiny_dataset, knowledge=("pilot",), limit=20, digital=False,
+                **kw,
+            )  # fmt: skip
+        assert caplog.text == ""
 
     def test_agrees_with_the_eval_table(self, tiny_dataset: ImageDataset) -> None:
         p = _pipeline()
