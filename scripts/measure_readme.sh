@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-docs/results}"
 images="${IMAGES:-500}"
-target="${TARGET_ACCURACY:-0.6}"
+target="${TARGET_ACCURACY:-0.8}"
 snrs="${SNRS:--4,0,4,8,12,16,20}"
 bin=.venv/bin
 : "${RKDSC_DATA_DIR:?set RKDSC_DATA_DIR to the CIFAR-10 source}"
