@@ -2,8 +2,8 @@
 
 This is the "DeepJSCC-style" link of RKD-SC's comparison: the student and the CAT codec
 are trained together through randomly drawn channels, SNRs, lengths and channel
-knowledge, with no teacher. rkdsc ships such a link as its bootstrap default until the
-distilled (RKD) weights exist.
+knowledge, with no teacher. rkdsc ships such a link as the CE-only baseline
+(``rkdsc_core/weights/ce-only``) beside the distilled default.
 """
 
 from __future__ import annotations
