@@ -89,7 +89,8 @@ def _student_source(source: dict | None) -> list[str]:
     """The card's section on where a stage-2 link's student came from (stage 1)."""
     if not source:
         return []
-    training = (source.get("extra") or {}).get("training", {})
+    extra = source.get("extra") or {}
+    training = extra.get("training", {})
     history = (source.get("metrics") or {}).get("history", [])
     wall = training.get("wall_seconds")
     lines = [
@@ -104,7 +105,7 @@ def _student_source(source: dict | None) -> list[str]:
                 f"`{teacher.get('weights_sha256')}`, clean test accuracy "
                 f"{teacher.get('test_accuracy')})."
             ]
-            if (teacher := (source.get("extra") or {}).get("teacher"))
+            if (teacher := extra.get("teacher"))
             else []
         ),
         "- Wall-clock training time: "

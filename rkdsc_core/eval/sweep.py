@@ -241,8 +241,8 @@ def _check_digital_reference(
     tokens: Sequence[Tensor],
     labels: Sequence[Tensor],
     grid: dict[GridKey, tuple[float, ...]],
-) -> float:
-    """The reference head's accuracy on clean tokens; warns when it is far below the link's.
+) -> None:
+    """Log the reference head's accuracy on clean tokens; warn when far below the link's.
 
     The digital baselines decode with this head. A head trained only on decoded tokens
     (a CE-only link) scores near chance on clean ones and would sink every digital row.
@@ -261,7 +261,6 @@ def _check_digital_reference(
             "link?), so the digital rows are meaningless; put a stage-1 student first",
             name, clean, best,
         )  # fmt: skip
-    return clean
 
 
 def read_sweep(folder: Path) -> tuple[list[SweepRow], dict[str, Any]]:

@@ -10,6 +10,8 @@ from PIL import Image
 
 from rkdsc_core.data.specs import CIFAR10_CLASSES
 from rkdsc_core.link import EvalTable
+from services.certs import CertSet
+from services.stack import Stack, StackPorts
 
 QUIET_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -49,3 +51,16 @@ def with_eval_table(tiny_weights: Path, dest: Path) -> Path:
     )
     table.save(dest / "eval_table.json")
     return dest
+
+
+def unstarted_stack(run_dir: Path, tls: CertSet | None = None) -> Stack:
+    """A :class:`Stack` that starts nothing: for checking how it wires its children."""
+    return Stack(
+        host="127.0.0.1",
+        ports=StackPorts(),
+        run_dir=run_dir,
+        token="t",
+        token_file=None,
+        grace_seconds=1.0,
+        tls=tls,
+    )

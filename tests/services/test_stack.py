@@ -30,7 +30,7 @@ from services.control.client import ControlClient
 from services.pb import frame_pb2, services_pb2, services_pb2_grpc
 from services.stack import Stack, StackError, StackPorts, write_token_file
 
-from .stack_support import QUIET_ENV, with_eval_table, write_tiny_dataset
+from .stack_support import QUIET_ENV, unstarted_stack, with_eval_table, write_tiny_dataset
 
 _MISSING = [
     name
@@ -323,19 +323,8 @@ class TestTokenFile:
 
 
 class TestChildEnv:
-    def _stack(self, tmp_path: Path) -> Stack:
-        return Stack(
-            host="127.0.0.1",
-            ports=StackPorts(),
-            run_dir=tmp_path,
-            token="t",
-            token_file=None,
-            grace_seconds=1.0,
-            tls=None,
-        )
-
     def test_model_services_get_one_torch_thread_unless_told(self, tmp_path: Path) -> None:
-        stack = self._stack(tmp_path)
+        stack = unstarted_stack(tmp_path)
         for name in ("transmitter", "receiver"):
             key = f"RKDSC_{name.upper()}_TORCH_THREADS"
             assert stack._child_env(name, {}, None, None)[key] == "1"

@@ -37,6 +37,7 @@ from services.transmitter.server import build_server as build_transmitter
 from services.transmitter.settings import Settings as TransmitterSettings
 
 from .channel.helpers import symbol_frames
+from .stack_support import unstarted_stack
 
 RPC_TIMEOUT = 5.0
 """Bound on every RPC in these tests [s]."""
@@ -444,15 +445,7 @@ class TestFullPathOverMutualTls:
 
 class TestStackWiring:
     def test_tls_dir_sets_every_service(self, certs: CertSet, tmp_path: Path) -> None:
-        stack = Stack(
-            host="127.0.0.1",
-            ports=StackPorts(),
-            run_dir=tmp_path,
-            token="t",
-            token_file=None,
-            grace_seconds=1.0,
-            tls=CertSet.from_folder(certs.folder),
-        )
+        stack = unstarted_stack(tmp_path, tls=CertSet.from_folder(certs.folder))
         for name in ("transmitter", "channel", "receiver"):
             env = stack._child_env(name, {}, None, None)
             prefix = f"RKDSC_{name.upper()}_TLS__"
