@@ -14,7 +14,7 @@ from rkdsc_core.cli._common import fail
 
 if TYPE_CHECKING:
     from rkdsc_core.data import ImageDataset, Split
-    from rkdsc_core.nas import SearchConfig, TeacherOutputs
+    from rkdsc_core.nas import SearchConfig, StudentEvalConfig, TeacherOutputs
 
 __all__ = ["app"]
 
@@ -58,6 +58,16 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset source (RKDSC_DATA_DIR).")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-data cache.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default cpu).")]
+EvalEpochsOpt = Annotated[int | None, typer.Option(help="Protocol epochs (default 5).")]
+EvalCOpt = Annotated[int | None, typer.Option("--eval-C", help="Student channels (default 16).")]
+EvalLayersOpt = Annotated[int | None, typer.Option(help="Student cells (default 5).")]
+EvalBatchOpt = Annotated[int | None, typer.Option(help="Protocol batch size (default 128).")]
+EvalSubsetOpt = Annotated[
+    int | None, typer.Option(help="Training images for the protocol (default 10000).")
+]
+EvalLimitOpt = Annotated[
+    int | None, typer.Option(help="Test images for the accuracy (default 2000).")
+]
 
 
 def _settings(data: Path | None, cache_dir: Path | None, device: str | None) -> Any:
@@ -117,6 +127,29 @@ def _teacher(
         raise
     feat = "" if teacher.feature_dim is None else f" and features (D={teacher.feature_dim})"
     return teacher, f"distilling from {teacher_cache}: logits{feat}"
+
+
+def _eval_config(
+    seed: int,
+    epochs: int | None,
+    channels: int | None,
+    layers: int | None,
+    batch_size: int | None,
+    train_subset: int | None,
+    limit: int | None,
+) -> StudentEvalConfig:
+    """The evaluation protocol: the defaults, with the options given on the command line."""
+    from rkdsc_core.nas import StudentEvalConfig
+
+    overrides: dict[str, Any] = {
+        "C": channels,
+        "layers": layers,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "train_subset": train_subset,
+        "eval_images": limit,
+    }
+    return StudentEvalConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _command() -> str:
@@ -217,27 +250,22 @@ def sweep_cmd(
     partial_channels: PcOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
-    eval_epochs: Annotated[int | None, typer.Option(help="Protocol epochs (default 5).")] = None,
-    eval_c: Annotated[
-        int | None, typer.Option("--eval-C", help="Student channels (default 16).")
-    ] = None,
-    eval_layers: Annotated[int | None, typer.Option(help="Student cells (default 5).")] = None,
-    eval_batch_size: Annotated[
-        int | None, typer.Option(help="Protocol batch size (default 128).")
-    ] = None,
-    eval_train_subset: Annotated[
-        int | None, typer.Option(help="Training images for the protocol (default 10000).")
-    ] = None,
-    eval_limit: Annotated[
-        int | None, typer.Option(help="Test images for the accuracy (default 2000).")
-    ] = None,
+    eval_seeds: Annotated[
+        int, typer.Option(help="Protocol runs per genotype (seeds --seed upwards); mean ± std.")
+    ] = 1,
+    eval_epochs: EvalEpochsOpt = None,
+    eval_c: EvalCOpt = None,
+    eval_layers: EvalLayersOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    eval_train_subset: EvalSubsetOpt = None,
+    eval_limit: EvalLimitOpt = None,
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """The lambda table: search per lambda (plus plain DARTS), train each genotype alike."""
-    from rkdsc_core.nas import StudentEvalConfig, format_table, sweep
+    from rkdsc_core.nas import format_table, sweep
 
     try:
         values = [float(v) for v in lambdas.split(",") if v.strip()]
@@ -261,22 +289,76 @@ def sweep_cmd(
         "seed": seed,
     }
     cfg = _search_config(config, overrides)
-    eval_overrides: dict[str, Any] = {
-        "C": eval_c,
-        "layers": eval_layers,
-        "epochs": eval_epochs,
-        "batch_size": eval_batch_size,
-        "train_subset": eval_train_subset,
-        "eval_images": eval_limit,
-    }
-    ecfg = StudentEvalConfig(
-        seed=cfg.seed, **{k: v for k, v in eval_overrides.items() if v is not None}
+    ecfg = _eval_config(
+        cfg.seed, eval_epochs, eval_c, eval_layers, eval_batch_size, eval_train_subset, eval_limit
     )
     try:
-        rows = sweep(cfg, values, train, test, teacher, out, eval_cfg=ecfg, device=settings.device)
+        rows = sweep(
+            cfg,
+            values,
+            train,
+            test,
+            teacher,
+            out,
+            eval_cfg=ecfg,
+            eval_seeds=eval_seeds,
+            device=settings.device,
+        )
     except ValueError as e:
         fail(str(e))
         raise
     (out / "sweep-command.txt").write_text(_command() + "\n")
     typer.echo(format_table(rows), nl=False)
     typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    genotype: Annotated[
+        str,
+        typer.Option(
+            help="A reference name (darts_v2), a JSON object, or a JSON file holding a genotype "
+            "(a search's genotype.json, a sweep row's row.json)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for eval-seed<SEED>.json; a sweep's row folder adds a seed to that row."
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="Protocol seed (default 0).")] = 0,
+    eval_epochs: EvalEpochsOpt = None,
+    eval_c: EvalCOpt = None,
+    eval_layers: EvalLayersOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    eval_train_subset: EvalSubsetOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    dataset: DatasetOpt = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Train one genotype by the lambda table's evaluation protocol (one seed)."""
+    from rkdsc_core.cli._common import genotype_arg
+    from rkdsc_core.models.genotypes import genotype_from_dict, get_genotype
+    from rkdsc_core.nas import evaluate_genotype
+
+    arg = genotype_arg(genotype)
+    try:
+        geno = get_genotype(arg) if isinstance(arg, str) else genotype_from_dict(arg)
+    except (KeyError, ValueError, TypeError) as e:
+        fail(f"bad --genotype: {e}")
+        raise
+    ecfg = _eval_config(
+        seed, eval_epochs, eval_c, eval_layers, eval_batch_size, eval_train_subset, eval_limit
+    )
+    settings = _settings(data, cache_dir, device)
+    train = _load(settings, dataset, "train")
+    test = _load(settings, dataset, "test")
+    result = evaluate_genotype(geno, train, test, ecfg, out, device=settings.device)
+    typer.echo(
+        f"wrote {out / f'eval-seed{seed}.json'}: {result['params']:,} params, "
+        f"{result['macs']:,} MACs, accuracy {result['val_accuracy']:.4f} "
+        f"on {result['eval_images']} {test.split} images"
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import echo_json, fail
+from rkdsc_core.cli._common import echo_json, fail, genotype_arg
 
 if TYPE_CHECKING:
     from rkdsc_core.config import Settings
@@ -102,7 +102,7 @@ def train_link_cmd(
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
     info = init_distributed(os.environ, device=s.device)
     try:
-        geno = None if genotype is None else _genotype_arg(genotype)
+        geno = None if genotype is None else genotype_arg(genotype)
         _train_link(
             info, s, out, epochs, batch_size, seed, geno, weights_out, eval_limit, fp16, dataset
         )
@@ -358,25 +358,6 @@ def _load_cache(info: DistInfo, s: Settings, teacher_cache: Path, dataset: str |
     return train, test, cache
 
 
-def _genotype_arg(value: str) -> str | dict[str, Any]:
-    """A reference name, a JSON object or a JSON file: a genotype dict or ``{"genotype": ...}``."""
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            return value  # a reference name; create_model validates it
-        text = path.read_text()
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        fail(f"--genotype is neither a name nor valid JSON: {e}")
-        raise
-    genotype = doc.get("genotype", doc) if isinstance(doc, dict) else doc
-    if not isinstance(genotype, dict):
-        fail("--genotype JSON must be a genotype dict (or hold one under 'genotype')")
-    return genotype  # type: ignore[no-any-return]
-
-
 TeacherCacheOpt = Annotated[
     Path, typer.Option(help="Teacher cache (from `rkdsc train cache-teacher`), its name or .json.")
 ]
@@ -420,7 +401,7 @@ def train_student_cmd(
     from rkdsc_core.train.rkd import StudentKDConfig, train_student
 
     overrides: dict[str, Any] = {
-        "genotype": None if genotype is None else _genotype_arg(genotype),
+        "genotype": None if genotype is None else genotype_arg(genotype),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,

@@ -4,6 +4,7 @@ from rkdsc_core.nas.complexity import COST_KINDS, CostKind, ExpectedCost, cost_t
 from rkdsc_core.nas.evaluate import (
     StudentEvalConfig,
     build_student,
+    evaluate_genotype,
     student_complexity,
     train_student_plain,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "cost_table",
     "derive_cell",
     "edge_softmax",
+    "evaluate_genotype",
     "format_table",
     "load_teacher_outputs",
     "lr_at",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,13 @@ from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
 from rkdsc_core.models.student import DartsStudent, StudentConfig
 from rkdsc_core.nas.search import lr_at
 
-__all__ = ["StudentEvalConfig", "build_student", "student_complexity", "train_student_plain"]
+__all__ = [
+    "StudentEvalConfig",
+    "build_student",
+    "evaluate_genotype",
+    "student_complexity",
+    "train_student_plain",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +150,52 @@ def train_student_plain(
     accuracy, count = _accuracy(model, val, cfg, device)
     log.info("evaluation protocol: %d params, accuracy %.4f", complexity["params"], accuracy)
     return complexity | {"val_accuracy": accuracy, "history": history, "eval_images": count}
+
+
+def evaluate_genotype(
+    genotype: Genotype,
+    train: ImageDataset,
+    val: ImageDataset,
+    cfg: StudentEvalConfig,
+    folder: Path | str,
+    *,
+    device: torch.device | str = "cpu",
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """:func:`train_student_plain`, kept in ``folder/eval-seed{cfg.seed}.json``.
+
+    The file is reused when it holds the same genotype, protocol, data (name, split, source
+    sha256) and ``max_steps``; otherwise the protocol runs and the file is (re)written. So
+    seeds of one genotype can run in separate processes, and a sweep picks them up.
+
+    Returns:
+        :func:`train_student_plain`'s dict plus ``"seed"``.
+    """
+    key = {
+        "genotype": genotype_to_dict(genotype),
+        "eval_config": cfg.to_dict(),
+        "train_data": _data_key(train),
+        "eval_data": _data_key(val),
+        "max_steps": max_steps,
+    }
+    path = Path(folder) / f"eval-seed{cfg.seed}.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        if {k: doc.get(k) for k in key} == key:
+            log.info("evaluation protocol: reusing %s", path)
+            return {k: v for k, v in doc.items() if k not in key}
+        log.info("evaluation protocol: %s was made with other settings; rerunning", path)
+    result = train_student_plain(genotype, train, val, cfg, device=device, max_steps=max_steps)
+    result["seed"] = cfg.seed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(key | result, indent=2) + "\n")
+    tmp.replace(path)
+    return result
+
+
+def _data_key(data: ImageDataset) -> str:
+    return f"{data.name}/{data.split}/{len(data)}/{data.source_sha256}"
 
 
 @torch.no_grad()

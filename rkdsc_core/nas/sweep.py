@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 import torch
 
 from rkdsc_core.data import ImageDataset
-from rkdsc_core.models.genotypes import genotype_from_dict, genotype_to_dict
-from rkdsc_core.nas.evaluate import StudentEvalConfig, train_student_plain
+from rkdsc_core.models.genotypes import genotype_to_dict
+from rkdsc_core.nas.evaluate import StudentEvalConfig, evaluate_genotype
 from rkdsc_core.nas.search import SearchConfig, search
 from rkdsc_core.nas.teacher import Teacher
 
@@ -52,14 +53,18 @@ def sweep(
     out_dir: Path | str,
     *,
     eval_cfg: StudentEvalConfig | None = None,
+    eval_seeds: int = 1,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
 ) -> list[dict[str, Any]]:
     """Search once per row of :func:`sweep_rows`, then run the evaluation protocol on each.
 
-    Each row gets ``out_dir/<slug>/`` (a resumable search folder) and, when done,
-    ``row.json`` there; rows already done with the same configs are reused. Writes
-    ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see :func:`write_table`).
+    Each row gets ``out_dir/<slug>/``: a resumable search folder, one
+    ``eval-seed{seed}.json`` per protocol seed (:func:`evaluate_genotype`) and, when done,
+    ``row.json``; rows already done with the same configs are reused. A row's
+    ``val_accuracy`` is the mean over the seeds (``val_accuracies``, ``val_accuracy_std``
+    give the spread). Writes ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see
+    :func:`write_table`).
 
     Args:
         cfg: search settings shared by every row (``lam`` and ``use_kd`` are set per row).
@@ -68,12 +73,17 @@ def sweep(
         eval_data: where ``val_accuracy`` is measured (e.g. the test split).
         teacher: teacher outputs for ``train_data`` (``None``: no KD rows).
         eval_cfg: the evaluation protocol (default :class:`StudentEvalConfig`).
+        eval_seeds: protocol runs per genotype, seeds ``eval_cfg.seed`` upwards (the
+            initialisation, training subset and batch order change; the test images do not).
         max_steps: per search and per evaluation training (tests).
 
     Returns:
         the rows, as also written to ``sweep.json``.
     """
     ecfg = eval_cfg if eval_cfg is not None else StudentEvalConfig()
+    if eval_seeds < 1:
+        raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
+    seeds = [ecfg.seed + i for i in range(eval_seeds)]
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for label, row_cfg in sweep_rows(cfg, lambdas, with_teacher=teacher is not None):
@@ -84,6 +94,7 @@ def sweep(
             if (
                 row.get("search_config") == row_cfg.to_dict()
                 and row.get("eval_config") == ecfg.to_dict()
+                and row.get("eval_seeds") == seeds
             ):
                 log.info("%s: reusing %s", label, done)
                 rows.append(row)
@@ -96,31 +107,38 @@ def sweep(
             device=device,
             max_steps=max_steps,
         )
-        genotype = genotype_to_dict(result.genotype)
-        evaluation = train_student_plain(
-            genotype_from_dict(genotype),
-            train_data,
-            eval_data,
-            ecfg,
-            device=device,
-            max_steps=max_steps,
-        )
+        evals = [
+            evaluate_genotype(
+                result.genotype,
+                train_data,
+                eval_data,
+                dataclasses.replace(ecfg, seed=seed),
+                folder,
+                device=device,
+                max_steps=max_steps,
+            )
+            for seed in seeds
+        ]
+        accuracies = [e["val_accuracy"] for e in evals]
         last = result.history[-1] if result.history else {}
         row = {
             "label": label,
             "lambda": row_cfg.lam,
             "use_kd": row_cfg.use_kd,
             "cost": row_cfg.cost,
-            "params": evaluation["params"],
-            "macs": evaluation["macs"],
-            "val_accuracy": evaluation["val_accuracy"],
-            "eval_images": evaluation["eval_images"],
+            "params": evals[0]["params"],
+            "macs": evals[0]["macs"],
+            "val_accuracy": statistics.fmean(accuracies),
+            "val_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "val_accuracies": accuracies,
+            "eval_seeds": seeds,
+            "eval_images": evals[0]["eval_images"],
             "expected_cost": last.get("expected_cost"),
-            "genotype": genotype,
+            "genotype": genotype_to_dict(result.genotype),
             "search_config": row_cfg.to_dict(),
             "eval_config": ecfg.to_dict(),
             "search_history": result.history,
-            "eval_history": evaluation["history"],
+            "eval_history": [e["history"] for e in evals],
         }
         folder.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(row, indent=2) + "\n")
@@ -130,16 +148,24 @@ def sweep(
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The lambda table as Markdown: label, lambda, KD, params, MACs, accuracy, expected cost."""
+    """The lambda table as Markdown: label, lambda, KD, params, MACs, accuracy, expected cost.
+
+    The accuracy is the mean over the protocol seeds, ``± sample std (n seeds)`` when more
+    than one ran.
+    """
     lines = [
         "| row | lambda | KD | params | MACs | val accuracy | expected cost |",
         "|---|---:|:---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cost = r.get("expected_cost")
+        n = len(r.get("val_accuracies", [r["val_accuracy"]]))
+        acc = f"{r['val_accuracy']:.4f}"
+        if n > 1:
+            acc += f" ± {r['val_accuracy_std']:.4f} ({n} seeds)"
         lines.append(
             f"| {r['label']} | {r['lambda']:g} | {'yes' if r['use_kd'] else 'no'} | "
-            f"{r['params']:,} | {r['macs']:,} | {r['val_accuracy']:.4f} | "
+            f"{r['params']:,} | {r['macs']:,} | {acc} | "
             f"{'-' if cost is None else f'{cost:.3f}'} |"
         )
     return "\n".join(lines) + "\n"

@@ -93,6 +93,35 @@ class TestNasCli:
         assert [r["label"] for r in rows] == ["plain-darts", "darts+cost lambda=1"]
         assert (out / "sweep.md").is_file()
 
+    def test_evaluate_adds_a_seed_the_sweep_then_reuses(
+        self, runner: CliRunner, tree: Path, tmp_path: Path
+    ) -> None:
+        out = tmp_path / "sweep"
+        evals = ["--eval-epochs", "1", "--eval-C", "4", "--eval-layers", "2"]
+        evals += ["--eval-limit", "8", "--eval-batch-size", "8"]
+        args = ["nas", "sweep", "--out", str(out), "--lambdas", "1", *TINY_FLAGS, *evals]
+        assert runner.invoke(app, [*args, *_data_flags(tree, tmp_path)]).exit_code == 0
+        row_dir = out / "plain-darts"
+        args = ["nas", "evaluate", "--genotype", str(row_dir / "row.json"), "--out", str(row_dir)]
+        result = runner.invoke(app, [*args, "--seed", "1", *evals, *_data_flags(tree, tmp_path)])
+        assert result.exit_code == 0, result.output
+        added = json.loads((row_dir / "eval-seed1.json").read_text())
+        assert f"accuracy {added['val_accuracy']:.4f} on 8 test images" in result.output
+        args = ["nas", "sweep", "--out", str(out), "--lambdas", "1", *TINY_FLAGS, *evals]
+        args += ["--eval-seeds", "2"]
+        result = runner.invoke(app, [*args, *_data_flags(tree, tmp_path)])
+        assert result.exit_code == 0, result.output
+        plain = json.loads((out / "sweep.json").read_text())["rows"][0]
+        assert plain["eval_seeds"] == [0, 1]
+        assert plain["val_accuracies"][1] == added["val_accuracy"]
+        assert "(2 seeds)" in result.output
+
+    def test_evaluate_refuses_an_unknown_genotype(self, runner: CliRunner, tmp_path: Path) -> None:
+        args = ["nas", "evaluate", "--genotype", "no_such_cell", "--out", str(tmp_path)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        assert "unknown genotype 'no_such_cell'" in result.stderr
+
     def test_bad_lambdas_exit_2(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["nas", "sweep", "--out", str(tmp_path), "--lambdas", "a,b"])
         assert result.exit_code == 2

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 
 from rkdsc_core.data import ImageDataset
 from rkdsc_core.models.genotypes import DARTS_V2
-from rkdsc_core.nas import StudentEvalConfig, sweep, sweep_rows, train_student_plain
+from rkdsc_core.nas import (
+    StudentEvalConfig,
+    evaluate_genotype,
+    sweep,
+    sweep_rows,
+    train_student_plain,
+)
+from rkdsc_core.nas import evaluate as evaluate_module
 from tests.core.nas.conftest import TINY
 
 EVAL = StudentEvalConfig(C=4, layers=2, token_dim=8, epochs=1, batch_size=8, eval_images=16)
@@ -44,6 +52,45 @@ class TestEvaluationProtocol:
         assert 0.0 <= result["val_accuracy"] <= 1.0 and result["eval_images"] == 16
 
 
+class _CountingProtocol:
+    """Wraps the real protocol and counts the runs (patched into the evaluate module)."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def __call__(self, genotype, train, val, cfg, **kwargs):  # type: ignore[no-untyped-def]
+        self.seeds.append(cfg.seed)
+        return train_student_plain(genotype, train, val, cfg, **kwargs)
+
+
+@pytest.fixture
+def protocol(monkeypatch: pytest.MonkeyPatch) -> _CountingProtocol:
+    counting = _CountingProtocol()
+    monkeypatch.setattr(evaluate_module, "train_student_plain", counting)
+    return counting
+
+
+class TestEvaluateGenotype:
+    def test_writes_the_seed_file_and_reuses_it(
+        self, search_data: ImageDataset, tmp_path: Path, protocol: _CountingProtocol
+    ) -> None:
+        first = evaluate_genotype(DARTS_V2, search_data, search_data, EVAL, tmp_path, max_steps=2)
+        doc = json.loads((tmp_path / "eval-seed0.json").read_text())
+        assert doc["val_accuracy"] == first["val_accuracy"] and doc["eval_config"]["C"] == 4
+        again = evaluate_genotype(DARTS_V2, search_data, search_data, EVAL, tmp_path, max_steps=2)
+        assert again == first and protocol.seeds == [0]
+
+    def test_other_settings_rerun_the_protocol(
+        self, search_data: ImageDataset, tmp_path: Path, protocol: _CountingProtocol
+    ) -> None:
+        evaluate_genotype(DARTS_V2, search_data, search_data, EVAL, tmp_path, max_steps=2)
+        wider = dataclasses.replace(EVAL, C=6)
+        result = evaluate_genotype(DARTS_V2, search_data, search_data, wider, tmp_path, max_steps=2)
+        assert protocol.seeds == [0, 0]
+        doc = json.loads((tmp_path / "eval-seed0.json").read_text())
+        assert doc["eval_config"]["C"] == 6 and doc["params"] == result["params"]
+
+
 class TestSweep:
     def test_writes_json_and_markdown_and_reuses_done_rows(
         self, search_data: ImageDataset, tmp_path: Path
@@ -58,3 +105,21 @@ class TestSweep:
         assert "| plain-darts | 0 | no |" in table and "darts+cost lambda=5" in table
         again = sweep(cfg, [5.0], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
         assert [r["params"] for r in again] == [r["params"] for r in rows]
+
+    def test_several_protocol_seeds_give_mean_and_spread(
+        self, search_data: ImageDataset, tmp_path: Path, protocol: _CountingProtocol
+    ) -> None:
+        cfg = dataclasses.replace(TINY, epochs=1)
+        rows = sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
+        assert protocol.seeds == [0]
+        rows = sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL, eval_seeds=3)
+        assert protocol.seeds == [0, 1, 2]  # seed 0 came from its file
+        (row,) = rows
+        assert row["eval_seeds"] == [0, 1, 2] and len(row["val_accuracies"]) == 3
+        assert row["val_accuracy"] == pytest.approx(statistics.fmean(row["val_accuracies"]))
+        assert row["val_accuracy_std"] == pytest.approx(statistics.stdev(row["val_accuracies"]))
+        assert "(3 seeds)" in (tmp_path / "sweep.md").read_text()
+
+    def test_no_protocol_seed_is_refused(self, search_data: ImageDataset, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="eval_seeds"):
+            sweep(TINY, [], search_data, search_data, None, tmp_path, eval_seeds=0)
