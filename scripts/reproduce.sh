@@ -13,7 +13,8 @@
 # TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (STUDENT_EPOCHS +
 # CODEC_EPOCHS: the CE-only baseline gets the RKD student's whole epoch budget), LAMBDAS
 # (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose genotype the student uses; one
-# of LAMBDAS), SWEEP_LIMIT (2000 test images). Two knobs skip a stage: TEACHER, a teacher
+# of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in the lambda table, reported as
+# mean ± std), SWEEP_LIMIT (2000 test images). Two knobs skip a stage: TEACHER, a teacher
 # checkpoint to use instead of training one (e.g. the shipped
 # rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to use
 # instead of the one the lambda table found. TEACHER_CODEC=0 skips the teacher's own codec
@@ -27,6 +28,7 @@ STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
 CODEC_EPOCHS=${CODEC_EPOCHS:-12}
 LAMBDAS=${LAMBDAS:-0.1,0.5,1}
 LAMBDA=${LAMBDA:-0.1}
+EVAL_SEEDS=${EVAL_SEEDS:-2}
 CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}
 SWEEP_LIMIT=${SWEEP_LIMIT:-2000}
 TEACHER_CODEC=${TEACHER_CODEC:-1}
@@ -46,7 +48,8 @@ fi
 
 stage "3/7 KDL-DARTS: plain DARTS and one search per lambda, each genotype trained alike"
 if [[ -z "${GENOTYPE:-}" ]]; then
-    "$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" --lambdas "$LAMBDAS"
+    "$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" \
+        --lambdas "$LAMBDAS" --eval-seeds "$EVAL_SEEDS"
     GENOTYPE="$RUNS/nas/kdl-darts_lambda-$LAMBDA/row.json"
 fi
 
