@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-__all__ = ["echo_json", "fail", "genotype_arg"]
+if TYPE_CHECKING:
+    from rkdsc_core.config import Settings
+    from rkdsc_core.data import ImageDataset
+    from rkdsc_core.train.ddp import DistInfo
+
+__all__ = ["distributed", "echo_json", "fail", "genotype_arg", "load_splits"]
+
+
+@contextlib.contextmanager
+def distributed(device: str | None) -> Iterator[DistInfo]:
+    """The torchrun job this command runs in (one process without torchrun); left at exit."""
+    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
+
+    info = init_distributed(os.environ, device=device)
+    try:
+        yield info
+    finally:
+        cleanup_distributed()
 
 
 def echo_json(obj: Any) -> None:
@@ -40,3 +60,29 @@ def genotype_arg(value: str) -> str | dict[str, Any]:
     if not isinstance(genotype, dict):
         fail("--genotype JSON must be a genotype dict (or hold one under 'genotype')")
     return genotype  # type: ignore[no-any-return]
+
+
+def load_splits(
+    s: Settings, name: str, splits: tuple[str, ...], info: DistInfo | None = None
+) -> tuple[ImageDataset, ...]:
+    """Load ``splits`` of dataset ``name``; data errors end the command (exit 2).
+
+    Under DDP rank 0 loads (and on first use decodes into the cache) first, then the rest.
+    """
+    from rkdsc_core.data import DataSourceError, load_dataset
+    from rkdsc_core.train.ddp import barrier
+
+    d = s.resolved_data()
+    if info is not None and not info.is_main:
+        barrier(info)
+    try:
+        out = tuple(
+            load_dataset(name, split, source=d.dir, cache_dir=d.cache_dir)  # type: ignore[arg-type]
+            for split in splits
+        )
+    except DataSourceError as e:
+        fail(str(e))
+        raise
+    if info is not None and info.is_main:
+        barrier(info)
+    return out

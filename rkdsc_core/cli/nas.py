@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import fail
+from rkdsc_core.cli._common import distributed, fail, genotype_arg, load_splits
 
 if TYPE_CHECKING:
-    from rkdsc_core.data import ImageDataset, Split
+    from rkdsc_core.data import ImageDataset
     from rkdsc_core.nas import SearchConfig, StudentEvalConfig, TeacherOutputs
+    from rkdsc_core.train.ddp import DistInfo
 
 __all__ = ["app"]
 
@@ -78,17 +79,6 @@ def _settings(data: Path | None, cache_dir: Path | None, device: str | None) -> 
     )
 
 
-def _load(settings: Any, name: str, split: Split) -> ImageDataset:
-    from rkdsc_core.data import DataSourceError, load_dataset
-
-    s = settings.resolved_data()
-    try:
-        return load_dataset(name, split, source=s.dir, cache_dir=s.cache_dir)
-    except (DataSourceError, ValueError) as e:
-        fail(str(e))
-        raise
-
-
 def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConfig:
     from rkdsc_core.nas import SearchConfig
 
@@ -111,22 +101,27 @@ def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConf
 
 
 def _teacher(
-    teacher_cache: Path | None, kd: bool, train: ImageDataset
+    teacher_cache: Path | None, kd: bool, train: ImageDataset, info: DistInfo
 ) -> tuple[TeacherOutputs | None, str]:
-    """The teacher (or ``None``) and one line saying which objective runs."""
+    """The teacher (or ``None``) and one line saying which objective runs (rank 0 prints it)."""
     from rkdsc_core.nas import load_teacher_outputs
 
+    teacher: TeacherOutputs | None = None
     if not kd:
-        return None, "--no-kd: plain DARTS objective (cross-entropy), no teacher"
-    if teacher_cache is None:
-        return None, "no --teacher-cache: the KD terms are off (cross-entropy + lambda * cost)"
-    try:
-        teacher = load_teacher_outputs(teacher_cache, train)
-    except ValueError as e:
-        fail(str(e))
-        raise
-    feat = "" if teacher.feature_dim is None else f" and features (D={teacher.feature_dim})"
-    return teacher, f"distilling from {teacher_cache}: logits{feat}"
+        note = "--no-kd: plain DARTS objective (cross-entropy), no teacher"
+    elif teacher_cache is None:
+        note = "no --teacher-cache: the KD terms are off (cross-entropy + lambda * cost)"
+    else:
+        try:
+            teacher = load_teacher_outputs(teacher_cache, train)
+        except ValueError as e:
+            fail(str(e))
+            raise
+        feat = "" if teacher.feature_dim is None else f" and features (D={teacher.feature_dim})"
+        note = f"distilling from {teacher_cache}: logits{feat}"
+    if info.is_main:
+        typer.echo(note)
+    return teacher, note
 
 
 def _eval_config(
@@ -184,47 +179,51 @@ def search_cmd(
     from rkdsc_core.nas import StudentEvalConfig, search, student_complexity
 
     settings = _settings(data, cache_dir, device)
-    train = _load(settings, dataset, "train")
-    teacher, note = _teacher(teacher_cache, kd, train)
-    typer.echo(note)
-    overrides = {
-        "lam": lam,
-        "cost": cost,
-        "epochs": epochs,
-        "subset": subset,
-        "C": channels,
-        "layers": layers,
-        "batch_size": batch_size,
-        "input_size": input_size,
-        "partial_channels": partial_channels,
-        "seed": seed,
-        "use_kd": teacher is not None,
-    }
-    cfg = _search_config(config, overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        result = search(cfg, train, teacher, out, device=settings.device)
-    except ValueError as e:
-        fail(str(e))
-        raise
-    genotype = genotype_to_dict(result.genotype)
-    shape = StudentEvalConfig(C=cfg.C, layers=cfg.layers)
-    derived = student_complexity(result.genotype, shape, len(train.classes))
-    (out / "genotype.json").write_text(json.dumps(genotype, indent=2) + "\n")
-    manifest = {
-        "kind": "kdl-darts-search",
-        "config": cfg.to_dict(),
-        "objective": note,
-        "genotype": genotype,
-        "derived_student": {"C": cfg.C, "layers": cfg.layers} | derived,
-        "alphas": {k: v.tolist() for k, v in result.alphas.items()},
-        "history": result.history,
-        "dataset": {"name": train.name, "split": train.split, "sha256": train.source_sha256},
-        "teacher_cache": None if teacher is None else str(teacher_cache),
-        "device": str(settings.device),
-        "command": _command(),
-    }
-    (out / "search.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with distributed(settings.device) as info:
+        (train,) = load_splits(settings, dataset, ("train",), info)
+        teacher, note = _teacher(teacher_cache, kd, train, info)
+        overrides = {
+            "lam": lam,
+            "cost": cost,
+            "epochs": epochs,
+            "subset": subset,
+            "C": channels,
+            "layers": layers,
+            "batch_size": batch_size,
+            "input_size": input_size,
+            "partial_channels": partial_channels,
+            "seed": seed,
+            "use_kd": teacher is not None,
+        }
+        cfg = _search_config(config, overrides)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        try:
+            result = search(cfg, train, teacher, out, dist=info)
+        except ValueError as e:
+            fail(str(e))
+            raise
+        if not info.is_main:
+            return
+        genotype = genotype_to_dict(result.genotype)
+        shape = StudentEvalConfig(C=cfg.C, layers=cfg.layers)
+        derived = student_complexity(result.genotype, shape, len(train.classes))
+        (out / "genotype.json").write_text(json.dumps(genotype, indent=2) + "\n")
+        manifest = {
+            "kind": "kdl-darts-search",
+            "config": cfg.to_dict(),
+            "objective": note,
+            "genotype": genotype,
+            "derived_student": {"C": cfg.C, "layers": cfg.layers} | derived,
+            "alphas": {k: v.tolist() for k, v in result.alphas.items()},
+            "history": result.history,
+            "dataset": {"name": train.name, "split": train.split, "sha256": train.source_sha256},
+            "teacher_cache": None if teacher is None else str(teacher_cache),
+            "device": str(info.device),
+            "world_size": info.world_size,
+            "command": _command(),
+        }
+        (out / "search.json").write_text(json.dumps(manifest, indent=2) + "\n")
     expected = result.history[-1]["expected_cost"] if result.history else float("nan")
     typer.echo(
         f"wrote {out / 'genotype.json'}: {derived['params']:,} params at C={cfg.C}, "
@@ -273,40 +272,47 @@ def sweep_cmd(
         fail(f"--lambdas must be comma-separated numbers, got {lambdas!r}")
         raise
     settings = _settings(data, cache_dir, device)
-    train = _load(settings, dataset, "train")
-    test = _load(settings, dataset, "test")
-    teacher, note = _teacher(teacher_cache, kd, train)
-    typer.echo(note)
-    overrides = {
-        "cost": cost,
-        "epochs": epochs,
-        "subset": subset,
-        "C": channels,
-        "layers": layers,
-        "batch_size": batch_size,
-        "input_size": input_size,
-        "partial_channels": partial_channels,
-        "seed": seed,
-    }
-    cfg = _search_config(config, overrides)
-    ecfg = _eval_config(
-        cfg.seed, eval_epochs, eval_c, eval_layers, eval_batch_size, eval_train_subset, eval_limit
-    )
-    try:
-        rows = sweep(
-            cfg,
-            values,
-            train,
-            test,
-            teacher,
-            out,
-            eval_cfg=ecfg,
-            eval_seeds=eval_seeds,
-            device=settings.device,
+    with distributed(settings.device) as info:
+        train, test = load_splits(settings, dataset, ("train", "test"), info)
+        teacher, _ = _teacher(teacher_cache, kd, train, info)
+        overrides = {
+            "cost": cost,
+            "epochs": epochs,
+            "subset": subset,
+            "C": channels,
+            "layers": layers,
+            "batch_size": batch_size,
+            "input_size": input_size,
+            "partial_channels": partial_channels,
+            "seed": seed,
+        }
+        cfg = _search_config(config, overrides)
+        ecfg = _eval_config(
+            cfg.seed,
+            eval_epochs,
+            eval_c,
+            eval_layers,
+            eval_batch_size,
+            eval_train_subset,
+            eval_limit,
         )
-    except ValueError as e:
-        fail(str(e))
-        raise
+        try:
+            rows = sweep(
+                cfg,
+                values,
+                train,
+                test,
+                teacher,
+                out,
+                eval_cfg=ecfg,
+                eval_seeds=eval_seeds,
+                dist=info,
+            )
+        except ValueError as e:
+            fail(str(e))
+            raise
+        if not info.is_main:
+            return
     (out / "sweep-command.txt").write_text(_command() + "\n")
     typer.echo(format_table(rows), nl=False)
     typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")
@@ -340,7 +346,6 @@ def evaluate_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Train one genotype by the lambda table's evaluation protocol (one seed)."""
-    from rkdsc_core.cli._common import genotype_arg
     from rkdsc_core.models.genotypes import genotype_from_dict, get_genotype
     from rkdsc_core.nas import evaluate_genotype
 
@@ -354,9 +359,11 @@ def evaluate_cmd(
         seed, eval_epochs, eval_c, eval_layers, eval_batch_size, eval_train_subset, eval_limit
     )
     settings = _settings(data, cache_dir, device)
-    train = _load(settings, dataset, "train")
-    test = _load(settings, dataset, "test")
-    result = evaluate_genotype(geno, train, test, ecfg, out, device=settings.device)
+    with distributed(settings.device) as info:
+        train, test = load_splits(settings, dataset, ("train", "test"), info)
+        result = evaluate_genotype(geno, train, test, ecfg, out, dist=info)
+        if not info.is_main:
+            return
     typer.echo(
         f"wrote {out / f'eval-seed{seed}.json'}: {result['params']:,} params, "
         f"{result['macs']:,} MACs, accuracy {result['val_accuracy']:.4f} "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -11,11 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import echo_json, fail, genotype_arg
+from rkdsc_core.cli._common import distributed, echo_json, fail, genotype_arg, load_splits
 
 if TYPE_CHECKING:
     from rkdsc_core.config import Settings
-    from rkdsc_core.data import ImageDataset
     from rkdsc_core.train.ddp import DistInfo
 
 __all__ = ["eval_app", "train_app"]
@@ -36,33 +34,7 @@ def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ig
     from rkdsc_core.config import load_settings
 
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
-    return _splits(s, name, ("train", "test"))
-
-
-def _splits(
-    s: Settings, name: str, splits: tuple[str, ...], info: DistInfo | None = None
-) -> tuple[ImageDataset, ...]:
-    """Load ``splits`` of dataset ``name``; data errors end the command (exit 2).
-
-    Under DDP rank 0 loads (and on first use decodes into the cache) first, then the rest.
-    """
-    from rkdsc_core.data import DataSourceError, load_dataset
-    from rkdsc_core.train.ddp import barrier
-
-    d = s.resolved_data()
-    if info is not None and not info.is_main:
-        barrier(info)
-    try:
-        out = tuple(
-            load_dataset(name, split, source=d.dir, cache_dir=d.cache_dir)  # type: ignore[arg-type]
-            for split in splits
-        )
-    except DataSourceError as e:
-        fail(str(e))
-        raise
-    if info is not None and info.is_main:
-        barrier(info)
-    return out
+    return load_splits(s, name, ("train", "test"))
 
 
 def _command() -> str:
@@ -97,17 +69,13 @@ def train_link_cmd(
     Runs under torchrun too (DDP; --batch-size is the global batch).
     """
     from rkdsc_core.config import load_settings
-    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
 
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    info = init_distributed(os.environ, device=s.device)
-    try:
+    with distributed(s.device) as info:
         geno = None if genotype is None else genotype_arg(genotype)
         _train_link(
             info, s, out, epochs, batch_size, seed, geno, weights_out, eval_limit, fp16, dataset
         )
-    finally:
-        cleanup_distributed()
 
 
 def _train_link(
@@ -129,7 +97,7 @@ def _train_link(
     from rkdsc_core.link import save_link
     from rkdsc_core.train import LinkTrainConfig, train_link
 
-    train, test = _splits(s, dataset, ("train", "test"), info)
+    train, test = load_splits(s, dataset, ("train", "test"), info)
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
     if genotype is not None:
         student = LinkTrainConfig().student_overrides | {"genotype": genotype}
@@ -203,7 +171,6 @@ def train_teacher_cmd(
     under torchrun too (DDP; --batch-size is the global batch).
     """
     from rkdsc_core.config import load_settings
-    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
     from rkdsc_core.train.teacher import teacher_config
 
     name = model or "resnet18-cifar-w32"
@@ -235,11 +202,8 @@ def train_teacher_cmd(
         fail(str(e))
         raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    info = init_distributed(os.environ, device=s.device)
-    try:
+    with distributed(s.device) as info:
         _train_teacher(info, s, cfg, out, dataset)
-    finally:
-        cleanup_distributed()
 
 
 def _train_teacher(info: DistInfo, s: Settings, cfg: Any, out: Path, dataset: str) -> None:
@@ -247,7 +211,7 @@ def _train_teacher(info: DistInfo, s: Settings, cfg: Any, out: Path, dataset: st
 
     from rkdsc_core.train.teacher import train_teacher
 
-    train, test = _splits(s, dataset, ("train", "test"), info)
+    train, test = load_splits(s, dataset, ("train", "test"), info)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         resolved = {
@@ -295,7 +259,7 @@ def cache_teacher_cmd(
     from rkdsc_core.checkpoint import checkpoint_paths
     from rkdsc_core.config import load_settings
     from rkdsc_core.distill.cache import TeacherCacheError, build_teacher_cache
-    from rkdsc_core.train.ddp import barrier, cleanup_distributed, init_distributed
+    from rkdsc_core.train.ddp import barrier
 
     manifest = checkpoint_paths(teacher)[1]
     try:
@@ -308,9 +272,8 @@ def cache_teacher_cmd(
     if split not in ("train", "test"):
         fail(f"--split must be train or test, got {split!r}")
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    info = init_distributed(os.environ, device=s.device)
-    try:
-        (ds,) = _splits(s, name, (split,), info)
+    with distributed(s.device) as info:
+        (ds,) = load_splits(s, name, (split,), info)
         if trained_on.get("sha256") not in (None, ds.source_sha256) and info.is_main:
             sys.stderr.write(
                 f"warning: the teacher was trained on source {trained_on['sha256'][:12]}..., "
@@ -333,8 +296,6 @@ def cache_teacher_cmd(
         barrier(info)
         if info.is_main:
             typer.echo(f"wrote {path}")
-    finally:
-        cleanup_distributed()
 
 
 def _load_cache(info: DistInfo, s: Settings, teacher_cache: Path, dataset: str | None) -> Any:
@@ -349,7 +310,7 @@ def _load_cache(info: DistInfo, s: Settings, teacher_cache: Path, dataset: str |
         fail(f"cannot read the teacher cache manifest {manifest}: {e}")
         raise
     name = dataset or (doc.get("dataset") or {}).get("name") or "cifar10"
-    train, test = _splits(s, name, ("train", "test"), info)
+    train, test = load_splits(s, name, ("train", "test"), info)
     try:
         cache = load_teacher_cache(teacher_cache, dataset=train)
     except TeacherCacheError as e:
@@ -397,7 +358,6 @@ def train_student_cmd(
     import dataclasses
 
     from rkdsc_core.config import load_settings
-    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
     from rkdsc_core.train.rkd import StudentKDConfig, train_student
 
     overrides: dict[str, Any] = {
@@ -421,8 +381,7 @@ def train_student_cmd(
         fail(str(e))
         raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    info = init_distributed(os.environ, device=s.device)
-    try:
+    with distributed(s.device) as info:
         train, test, cache = _load_cache(info, s, teacher_cache, dataset)
         out.mkdir(parents=True, exist_ok=True)
         try:
@@ -433,8 +392,6 @@ def train_student_cmd(
         if info.is_main:
             acc = summary["history"][-1]["test_accuracy"]
             typer.echo(f"wrote {summary['checkpoint']} (clean test accuracy {acc:.4f})")
-    finally:
-        cleanup_distributed()
 
 
 @train_app.command("codec")
@@ -487,7 +444,6 @@ def train_codec_cmd(
     import dataclasses
 
     from rkdsc_core.config import load_settings
-    from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
     from rkdsc_core.train.rkd import CodecRKDConfig
 
     try:
@@ -517,13 +473,10 @@ def train_codec_cmd(
         fail(str(e))
         raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    info = init_distributed(os.environ, device=s.device)
-    try:
+    with distributed(s.device) as info:
         _train_codec(
             info, s, cfg, student, teacher_cache, out, weights_out, eval_limit, fp16, dataset
         )
-    finally:
-        cleanup_distributed()
 
 
 def _train_codec(
@@ -647,7 +600,7 @@ def eval_sweep_cmd(
             fail(str(e))
             raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
-    (test,) = _splits(s, dataset, ("test",))
+    (test,) = load_splits(s, dataset, ("test",))
     rows = measure_sweep(
         links,
         test,

@@ -18,6 +18,16 @@ from rkdsc_core.models.complexity import count_macs, count_parameters
 from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
 from rkdsc_core.models.student import DartsStudent, StudentConfig
 from rkdsc_core.nas.search import lr_at
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    current_dist,
+    shard_batch_size,
+    wrap_ddp,
+)
 
 __all__ = [
     "StudentEvalConfig",
@@ -100,30 +110,37 @@ def train_student_plain(
     *,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
+    dist: DistInfo | None = None,
 ) -> dict[str, Any]:
     """Evaluation protocol: train ``genotype``'s student with cross-entropy, report accuracy.
 
     The same recipe for every row of the lambda table, so accuracies compare the
-    architectures, not the training. Not checkpointed (it is meant to be short).
+    architectures, not the training. Not checkpointed (it is meant to be short). Under a
+    process group (``dist``, default :func:`current_dist`) it trains with DDP, the batch
+    being the global one, and the accuracy is measured on shards and summed.
 
     Returns:
         ``{"params", "macs", "val_accuracy", "history", "eval_images"}``.
     """
+    info = dist if dist is not None else current_dist(device)
     model = build_student(genotype, cfg, len(train.classes))
     complexity = {
         "params": count_parameters(model),
         "macs": count_macs(model, *model.example_inputs(1)),
     }
-    model.to(device)
+    model.to(info.device)
+    net = wrap_ddp(model, info)
     data = train if cfg.train_subset is None else train.sample(cfg.train_subset, seed=cfg.seed)
     loader = BatchLoader(
         data,
-        min(cfg.batch_size, len(data)),
+        shard_batch_size(min(cfg.batch_size, len(data)), info),
         shuffle=True,
         drop_last=True,
         augment=cfg.augment,
         seed=cfg.seed,
-        device=device,
+        device=info.device,
+        rank=info.rank,
+        world_size=info.world_size,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(loader)
@@ -132,10 +149,16 @@ def train_student_plain(
     for epoch in range(cfg.epochs):
         loader.set_epoch(epoch)
         running, n = 0.0, 0
-        for x, y in tqdm(loader, desc=f"eval-train {epoch + 1}/{cfg.epochs}", leave=False):
+        bar = tqdm(
+            loader,
+            desc=f"eval-train {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not info.is_main,
+        )
+        for x, y in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg.lr)
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
@@ -144,11 +167,13 @@ def train_student_plain(
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
-        history.append({"epoch": epoch + 1, "loss": running / max(1, n)})
+        history.append({"epoch": epoch + 1, "loss": all_reduce_mean(running / max(1, n), info)})
         if max_steps is not None and step >= max_steps:
             break
-    accuracy, count = _accuracy(model, val, cfg, device)
-    log.info("evaluation protocol: %d params, accuracy %.4f", complexity["params"], accuracy)
+    broadcast_buffers(model, info)
+    accuracy, count = _accuracy(model, val, cfg, info)
+    if info.is_main:
+        log.info("evaluation protocol: %d params, accuracy %.4f", complexity["params"], accuracy)
     return complexity | {"val_accuracy": accuracy, "history": history, "eval_images": count}
 
 
@@ -161,12 +186,14 @@ def evaluate_genotype(
     *,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
+    dist: DistInfo | None = None,
 ) -> dict[str, Any]:
     """:func:`train_student_plain`, kept in ``folder/eval-seed{cfg.seed}.json``.
 
     The file is reused when it holds the same genotype, protocol, data (name, split, source
     sha256) and ``max_steps``; otherwise the protocol runs and the file is (re)written. So
-    seeds of one genotype can run in separate processes, and a sweep picks them up.
+    seeds of one genotype can run in separate processes, and a sweep picks them up. Under a
+    process group every rank trains (DDP) and returns the result; rank 0 writes the file.
 
     Returns:
         :func:`train_student_plain`'s dict plus ``"seed"``.
@@ -185,12 +212,17 @@ def evaluate_genotype(
             log.info("evaluation protocol: reusing %s", path)
             return {k: v for k, v in doc.items() if k not in key}
         log.info("evaluation protocol: %s was made with other settings; rerunning", path)
-    result = train_student_plain(genotype, train, val, cfg, device=device, max_steps=max_steps)
+    info = dist if dist is not None else current_dist(device)
+    result = train_student_plain(
+        genotype, train, val, cfg, device=device, max_steps=max_steps, dist=info
+    )
     result["seed"] = cfg.seed
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(key | result, indent=2) + "\n")
-    tmp.replace(path)
+    if info.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(key | result, indent=2) + "\n")
+        tmp.replace(path)
+    barrier(info)
     return result
 
 
@@ -200,12 +232,12 @@ def _data_key(data: ImageDataset) -> str:
 
 @torch.no_grad()
 def _accuracy(
-    model: DartsStudent, val: ImageDataset, cfg: StudentEvalConfig, device: torch.device | str
+    model: DartsStudent, val: ImageDataset, cfg: StudentEvalConfig, info: DistInfo
 ) -> tuple[float, int]:
+    """Accuracy on ``cfg.eval_images`` seeded images of ``val``, each rank scoring a shard."""
     model.eval()
     data = val if cfg.eval_images is None else val.sample(min(cfg.eval_images, len(val)))
-    correct = 0
-    for x, y in BatchLoader(data, 256, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
+    shard = BatchLoader(data, 256, device=info.device, rank=info.rank, world_size=info.world_size)
+    correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in shard)
     model.train()
-    return correct / max(1, len(data)), len(data)
+    return all_reduce_sum(correct, info) / max(1, len(data)), len(data)

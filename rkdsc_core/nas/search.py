@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +24,15 @@ from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
 from rkdsc_core.nas.complexity import COST_KINDS, CostKind, ExpectedCost
 from rkdsc_core.nas.supernet import SearchNetwork
 from rkdsc_core.nas.teacher import Teacher
+from rkdsc_core.train.ddp import (
+    DistInfo,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    current_dist,
+    shard_batch_size,
+)
 
 __all__ = [
     "SearchBatch",
@@ -241,12 +250,18 @@ def weight_step(
     batch: SearchBatch,
     teacher: Teacher | None,
     cfg: SearchConfig,
+    dist: DistInfo | None = None,
 ) -> dict[str, Tensor]:
-    """One SGD step on the weights (architecture logits get no gradient and do not move)."""
+    """One SGD step on the weights (architecture logits get no gradient and do not move).
+
+    Under a process group (``dist``) the gradients are averaged over the ranks before
+    clipping, so every rank takes the same step on its shard of the global batch.
+    """
     out = objective(modules, batch, teacher, cfg)
     params = modules.weights()
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward(inputs=params)  # type: ignore[no-untyped-call]
+    _average_gradients(params, dist)
     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
     return out
@@ -259,12 +274,14 @@ def arch_step(
     batch: SearchBatch,
     teacher: Teacher | None,
     cfg: SearchConfig,
+    dist: DistInfo | None = None,
 ) -> dict[str, Tensor]:
     """One first-order step on the architecture logits: the objective + ``lam`` * cost.
 
     Only the architecture logits receive gradients (the weights do not move; BatchNorm
     running statistics are updated by the forward pass, as in DARTS). Adds
-    ``"expected_cost"`` and ``"arch_loss"`` to the returned dict.
+    ``"expected_cost"`` and ``"arch_loss"`` to the returned dict. Under a process group
+    (``dist``) the architecture gradients are averaged over the ranks.
     """
     net = modules.network
     out = objective(modules, batch, teacher, cfg)
@@ -272,10 +289,24 @@ def arch_step(
     arch_loss = out["loss"] + cfg.lam * expected
     optimizer.zero_grad(set_to_none=True)
     arch_loss.backward(inputs=net.arch_parameters())  # type: ignore[no-untyped-call]
+    _average_gradients(net.arch_parameters(), dist)
     optimizer.step()
     out["expected_cost"] = expected
     out["arch_loss"] = arch_loss
     return out
+
+
+def _average_gradients(params: Sequence[nn.Parameter], dist: DistInfo | None) -> None:
+    """Mean of every parameter's gradient over the ranks (nothing for one process)."""
+    if dist is None or not dist.distributed:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = all_reduce_mean(flat, dist)
+    for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
 
 
 def split_search_data(
@@ -349,6 +380,7 @@ def search(
     *,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
+    dist: DistInfo | None = None,
 ) -> SearchResult:
     """Run the KDL-DARTS search; checkpoints every epoch to ``out_dir`` and resumes from it.
 
@@ -368,11 +400,17 @@ def search(
         device: torch device for compute.
         max_steps: stop after this many steps in total (tests); an unfinished epoch is
             not checkpointed.
+        dist: the data-parallel job (default: :func:`current_dist`, one process unless a
+            process group is up). ``cfg.batch_size`` is the global batch, split over the
+            ranks; weight and architecture gradients are averaged, so every rank ends with
+            the same weights and logits; only rank 0 writes checkpoints and shows progress.
 
     Raises:
         ValueError: inconsistent teacher / ``use_kd``, too little data for a batch, or an
             ``out_dir`` checkpoint made with another config.
     """
+    info = dist if dist is not None else current_dist(device)
+    device = info.device
     out = Path(out_dir)
     teacher = _check_teacher(cfg, teacher, len(train_data))
     (w_data, w_pos), (a_data, a_pos) = split_search_data(train_data, cfg)
@@ -390,9 +428,17 @@ def search(
     )
     arch_holder = nn.ParameterList(net.arch_parameters())
     cost = ExpectedCost.for_network(net, cfg.cost).to(device)
-    loader_kw: dict[str, Any] = {"shuffle": True, "drop_last": True, "augment": cfg.augment}
-    w_loader = BatchLoader(w_data, cfg.batch_size, seed=cfg.seed, device=device, **loader_kw)
-    a_loader = BatchLoader(a_data, cfg.batch_size, seed=cfg.seed + 1, device=device, **loader_kw)
+    loader_kw: dict[str, Any] = {
+        "shuffle": True,
+        "drop_last": True,
+        "augment": cfg.augment,
+        "device": device,
+        "rank": info.rank,
+        "world_size": info.world_size,
+    }
+    rank_batch = shard_batch_size(cfg.batch_size, info)
+    w_loader = BatchLoader(w_data, rank_batch, seed=cfg.seed, **loader_kw)
+    a_loader = BatchLoader(a_data, rank_batch, seed=cfg.seed + 1, **loader_kw)
     steps_per_epoch = min(len(w_loader), len(a_loader))
     total = cfg.epochs * steps_per_epoch
     config = cfg.to_dict()
@@ -415,17 +461,22 @@ def search(
         search_arch = epoch >= cfg.arch_start_epoch
         lr = cfg.w_lr
         batches = zip(_batches(w_loader, w_pos), _batches(a_loader, a_pos), strict=False)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"search {epoch + 1}/{cfg.epochs}")
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            desc=f"search {epoch + 1}/{cfg.epochs}",
+            disable=not info.is_main,
+        )
         for w_batch, a_batch in bar:
             lr = lr_at(step, total, cfg.w_lr, cfg.w_lr_min)
             for group in w_opt.param_groups:
                 group["lr"] = lr
             if search_arch:
-                a_out = arch_step(modules, a_opt, cost, a_batch, teacher, cfg)
+                a_out = arch_step(modules, a_opt, cost, a_batch, teacher, cfg, info)
                 _accumulate(sums, a_out, "val_")
                 correct += int((a_out["output"].argmax(1) == a_batch.labels).sum())
                 seen += len(a_batch.labels)
-            w_out = weight_step(modules, w_opt, w_batch, teacher, cfg)
+            w_out = weight_step(modules, w_opt, w_batch, teacher, cfg, info)
             _accumulate(sums, w_out, "train_")
             bar.set_postfix(loss=f"{sums['train_loss'] / (done + 1):.3f}")
             done += 1
@@ -437,24 +488,27 @@ def search(
             log.info("stopped after %d steps, inside epoch %d (not checkpointed)", step, epoch + 1)
             break
         wall += time.time() - t0
+        broadcast_buffers(modules, info)
         with torch.no_grad():
             expected = float(cost(net.alphas_normal, net.alphas_reduce))
         entry: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": lr}
-        entry |= {k: v / done for k, v in sorted(sums.items())}
+        entry |= {k: all_reduce_mean(v / done, info) for k, v in sorted(sums.items())}
         if seen:
-            entry["val_accuracy"] = correct / seen
+            entry["val_accuracy"] = all_reduce_sum(correct, info) / all_reduce_sum(seen, info)
         entry["expected_cost"] = expected
         entry["genotype"] = genotype_to_dict(net.genotype())
         entry["wall_seconds"] = wall
         history.append(entry)
-        log.info(
-            "epoch %d: train loss %.3f, expected %s cost %.3f",
-            epoch + 1,
-            entry["train_loss"],
-            cfg.cost,
-            expected,
-        )
-        _save(out, modules, w_opt, arch_holder, a_opt, epoch + 1, step, history, wall, config)
+        if info.is_main:
+            log.info(
+                "epoch %d: train loss %.3f, expected %s cost %.3f",
+                epoch + 1,
+                entry["train_loss"],
+                cfg.cost,
+                expected,
+            )
+            _save(out, modules, w_opt, arch_holder, a_opt, epoch + 1, step, history, wall, config)
+        barrier(info)
         if max_steps is not None and step >= max_steps:
             break
     modules.eval()

@@ -17,6 +17,7 @@ from rkdsc_core.models.genotypes import genotype_to_dict
 from rkdsc_core.nas.evaluate import StudentEvalConfig, evaluate_genotype
 from rkdsc_core.nas.search import SearchConfig, search
 from rkdsc_core.nas.teacher import Teacher
+from rkdsc_core.train.ddp import DistInfo, barrier, current_dist
 
 __all__ = ["format_table", "sweep", "sweep_rows", "write_table"]
 
@@ -56,6 +57,7 @@ def sweep(
     eval_seeds: int = 1,
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
+    dist: DistInfo | None = None,
 ) -> list[dict[str, Any]]:
     """Search once per row of :func:`sweep_rows`, then run the evaluation protocol on each.
 
@@ -76,10 +78,13 @@ def sweep(
         eval_seeds: protocol runs per genotype, seeds ``eval_cfg.seed`` upwards (the
             initialisation, training subset and batch order change; the test images do not).
         max_steps: per search and per evaluation training (tests).
+        dist: the data-parallel job (default :func:`current_dist`): the searches and the
+            protocol run on every rank; rank 0 writes.
 
     Returns:
         the rows, as also written to ``sweep.json``.
     """
+    info = dist if dist is not None else current_dist(device)
     ecfg = eval_cfg if eval_cfg is not None else StudentEvalConfig()
     if eval_seeds < 1:
         raise ValueError(f"eval_seeds must be >= 1, got {eval_seeds}")
@@ -106,6 +111,7 @@ def sweep(
             folder,
             device=device,
             max_steps=max_steps,
+            dist=info,
         )
         evals = [
             evaluate_genotype(
@@ -116,6 +122,7 @@ def sweep(
                 folder,
                 device=device,
                 max_steps=max_steps,
+                dist=info,
             )
             for seed in seeds
         ]
@@ -140,10 +147,13 @@ def sweep(
             "search_history": result.history,
             "eval_history": [e["history"] for e in evals],
         }
-        folder.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(row, indent=2) + "\n")
+        if info.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
-    write_table(rows, out, eval_cfg=ecfg, eval_split=f"{eval_data.name}/{eval_data.split}")
+    if info.is_main:
+        write_table(rows, out, eval_cfg=ecfg, eval_split=f"{eval_data.name}/{eval_data.split}")
+    barrier(info)
     return rows
 
 

@@ -1,12 +1,14 @@
 """Tests of the DDP plumbing, including a real 2-process gloo run under torchrun.
 
 Run as a script (``python test_ddp.py OUT``) this file is the torchrun worker: it trains
-a tiny teacher and a tiny link through ``train_teacher`` / ``train_link`` -- the code the
-``rkdsc train`` commands run -- and each rank writes its final weights to ``OUT``.
+a tiny teacher and a tiny link through ``train_teacher`` / ``train_link``, searches a tiny
+supernet through ``search`` and runs the lambda table's protocol -- the code the ``rkdsc
+train`` and ``rkdsc nas`` commands run -- and each rank writes its final weights to ``OUT``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +21,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rkdsc_core.data import ImageDataset
+from rkdsc_core.models.genotypes import DARTS_V2
+from rkdsc_core.nas import (
+    SearchConfig,
+    StudentEvalConfig,
+    TeacherOutputs,
+    build_search_modules,
+    search,
+)
+from rkdsc_core.nas import train_student_plain as protocol
 from rkdsc_core.train import (
     DistInfo,
     LinkTrainConfig,
@@ -48,6 +59,12 @@ _LINK = LinkTrainConfig(
     batch_size=8,
     eval_images=8,
 )
+_SEARCH = SearchConfig(
+    C=4, layers=2, input_size=16, epochs=1, batch_size=8, subset=32, use_kd=True, lam=1.0
+)
+"""KDL-DARTS: 16 + 16 images, global batch 8 -> 2 steps per epoch, a batch of 4 per rank."""
+_PROTOCOL = StudentEvalConfig(C=4, layers=2, token_dim=8, epochs=1, batch_size=8, eval_images=16)
+_ALPHAS = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
 _STEPS = 3
 _LAUNCH_TIMEOUT_S = 270
 
@@ -84,9 +101,20 @@ def _worker(out: Path) -> None:
         initial_link = build_pipeline(_LINK)
         link, _ = train_link(_LINK, data, data, out / "link-run", dist=info, max_steps=_STEPS)
         save_file(_state(link), str(out / f"link-rank{info.rank}.safetensors"))
+        g = torch.Generator().manual_seed(0)
+        teacher_out = TeacherOutputs(
+            torch.randn(32, 10, generator=g), torch.randn(32, 6, generator=g)
+        )
+        found = search(_SEARCH, data, teacher_out, out / "search-run", dist=info)
+        save_file(found.alphas, str(out / f"search-rank{info.rank}.safetensors"))
+        scored = protocol(DARTS_V2, data, data, _PROTOCOL, dist=info, max_steps=2)
+        (out / f"protocol-rank{info.rank}.json").write_text(json.dumps(scored) + "\n")
         if info.is_main:
             save_file(_state(initial), str(out / "teacher-initial.safetensors"))
             save_file(_state(initial_link), str(out / "link-initial.safetensors"))
+            net = build_search_modules(_SEARCH, 10, 6).network
+            alphas = dict(zip(_ALPHAS, (a.detach() for a in net.arch_parameters()), strict=True))
+            save_file(alphas, str(out / "search-initial.safetensors"))
             (out / "world_size").write_text(f"{summary['world_size']}\n")
         barrier(info)
     finally:
@@ -164,7 +192,7 @@ class TestSingleProcess:
 
 @pytest.mark.slow
 class TestTorchrunTwoRanks:
-    @pytest.mark.parametrize("run", ["teacher", "link"])
+    @pytest.mark.parametrize("run", ["teacher", "link", "search"])
     def test_ranks_end_with_identical_trained_weights(self, torchrun_out: Path, run: str) -> None:
         rank0 = load_file(str(torchrun_out / f"{run}-rank0.safetensors"))
         rank1 = load_file(str(torchrun_out / f"{run}-rank1.safetensors"))
@@ -178,6 +206,23 @@ class TestTorchrunTwoRanks:
         assert (torchrun_out / "world_size").read_text().strip() == "2"
         runs = sorted(p.name for p in (torchrun_out / "teacher-run").iterdir())
         assert runs == ["state.json", "state.safetensors", "teacher.json", "teacher.safetensors"]
+        search_files = sorted(p.name for p in (torchrun_out / "search-run").iterdir())
+        assert search_files == [
+            "arch-0001.json",
+            "arch-0001.safetensors",
+            "state.json",
+            "state.safetensors",
+        ]
+
+    def test_the_search_history_covers_both_ranks_batches(self, torchrun_out: Path) -> None:
+        progress = json.loads((torchrun_out / "search-run" / "state.json").read_text())
+        (epoch,) = progress["progress"]["history"]
+        assert epoch["step"] == 2 and 0.0 <= epoch["val_accuracy"] <= 1.0
+
+    def test_the_protocol_reports_the_same_on_both_ranks(self, torchrun_out: Path) -> None:
+        rank0 = json.loads((torchrun_out / "protocol-rank0.json").read_text())
+        rank1 = json.loads((torchrun_out / "protocol-rank1.json").read_text())
+        assert rank0 == rank1 and rank0["eval_images"] == 16
 
 
 if __name__ == "__main__":
