@@ -575,6 +575,14 @@ def eval_sweep_cmd(
         bool, typer.Option("--no-digital", help="Skip the digital baselines.")
     ] = False,
     digital_bits: Annotated[int, typer.Option(help="Bits per feature value (digital).")] = 8,
+    pca_images: Annotated[
+        int,
+        typer.Option(
+            help="Training images that fit the transform-coded digital baseline "
+            "(digital-pca); 0 leaves it out."
+        ),
+    ] = 2000,
+    pca_bits: Annotated[int, typer.Option(help="Bits per PCA coefficient (digital-pca).")] = 4,
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
@@ -600,7 +608,8 @@ def eval_sweep_cmd(
             fail(str(e))
             raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
-    (test,) = load_splits(s, dataset, ("test",))
+    with_pca = pca_images > 0 and not no_digital
+    *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
     rows = measure_sweep(
         links,
         test,
@@ -612,6 +621,9 @@ def eval_sweep_cmd(
         seed=seed,
         digital=not no_digital,
         digital_bits=digital_bits,
+        pca_fit=fit[0] if fit else None,
+        pca_images=pca_images,
+        pca_bits=pca_bits,
     )
     meta: dict[str, Any] = {"dataset": test.name, "split": test.split}
     meta |= {"source_sha256": test.source_sha256}

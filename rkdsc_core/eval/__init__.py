@@ -1,9 +1,12 @@
 """Evaluation: accuracy of links (and digital baselines) against channel, SNR and length."""
 
 from rkdsc_core.eval.digital import (
+    PcaCode,
     dequantize_tokens,
     ideal_code_correct,
+    outage_gain,
     payload_bits,
+    pca_ideal_correct,
     qpsk_channel_uses,
     quantize_tokens,
     uncoded_qpsk_correct,
@@ -25,6 +28,7 @@ from rkdsc_core.eval.targets import TargetCheck, check_targets, format_targets
 __all__ = [
     "DEFAULT_SNRS",
     "SWEEP_COLUMNS",
+    "PcaCode",
     "SweepRow",
     "TargetCheck",
     "accuracy_grid",
@@ -35,7 +39,9 @@ __all__ = [
     "ideal_code_correct",
     "measure_eval_table",
     "measure_sweep",
+    "outage_gain",
     "payload_bits",
+    "pca_ideal_correct",
     "plot_sweep",
     "qpsk_channel_uses",
     "quantize_tokens",

@@ -6,8 +6,8 @@ the links and the baselines see the same noise (and, on Rayleigh, the same gain)
 
 ``channel_uses`` counts the complex symbols each system puts on the air per image: ``P + L``
 for a semantic link (pilot block + data; the pilots are sent under either CSI), ``L`` for the
-ideal digital code (genie CSI, no pilots) and ``P + ceil(T*D*b/2) + 32`` for uncoded QPSK
-(see :mod:`rkdsc_core.eval.digital`).
+ideal digital code and the transform-coded one (genie CSI, no pilots) and
+``P + ceil(T*D*b/2) + 32`` for uncoded QPSK (see :mod:`rkdsc_core.eval.digital`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from torch import Tensor
 from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval.digital import (
+    PcaCode,
     ideal_code_correct,
+    pca_ideal_correct,
     qpsk_channel_uses,
     uncoded_qpsk_correct,
 )
@@ -143,6 +145,9 @@ def measure_sweep(
     seed: int = 0,
     digital: bool = True,
     digital_bits: int = 8,
+    pca_fit: ImageDataset | None = None,
+    pca_images: int = 2000,
+    pca_bits: int = 4,
     batch_size: int = 250,
 ) -> list[SweepRow]:
     """Score every link and (with ``digital``) the digital baselines on one image sample.
@@ -153,6 +158,9 @@ def measure_sweep(
             clean tokens (a stage-1 student; a CE-only link's head only knows decoded ones).
         lengths: ``L`` values for every system (default: each link's own lengths; the
             digital baselines use the reference link's).
+        pca_fit: with ``digital``, the images (a training split) whose reference-student
+            tokens fit the ``digital-pca-b{pca_bits}`` transform code (:class:`PcaCode`),
+            ``pca_images`` of them, seeded; ``None``: no transform-coded baseline.
     """
     from rkdsc_core.eval.table import DEFAULT_SNRS
 
@@ -185,6 +193,12 @@ def measure_sweep(
         return rows
     ref = next(iter(links.values()))
     toks, labs = ref_tokens
+    code = None
+    if pca_fit is not None:
+        fit_subset = pca_fit.sample(min(pca_images, len(pca_fit)), seed=seed)
+        fit_tokens = torch.cat(student_tokens(ref, fit_subset, batch_size)[0])
+        code = PcaCode.fit(fit_tokens, bits=pca_bits)
+        log.info("digital-pca: %d components from %d images", code.max_components, len(fit_tokens))
     values = int(toks[0][0].numel())
     ideal, qpsk = f"digital-ideal-b{digital_bits}", f"digital-qpsk-b{digital_bits}"
     uses_qpsk = qpsk_channel_uses(values, digital_bits, ref.num_pilots)
@@ -204,6 +218,20 @@ def measure_sweep(
                 accs.append(correct / max(1, seen))
             for k in knowledge:  # genie CSI: the same under every knowledge label
                 add(ideal, (model, k, n), accs, n)
+            if code is not None:
+                accs = []
+                for s in snrs:
+                    correct = seen = 0
+                    for t, y in zip(toks, labs, strict=True):
+                        seqs = range(seen, seen + len(y))
+                        correct += pca_ideal_correct(
+                            ref, code, t, y, model=model, snr_db=s, length=n, seqs=seqs,
+                            seed=seed,
+                        )  # fmt: skip
+                        seen += len(y)
+                    accs.append(correct / max(1, seen))
+                for k in knowledge:
+                    add(f"digital-pca-b{code.bits}", (model, k, n), accs, n)
         for k in knowledge:
             accs = []
             for s in snrs:

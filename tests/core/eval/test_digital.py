@@ -2,13 +2,17 @@
 
 import math
 
+import pytest
 import torch
 
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval import (
+    PcaCode,
     dequantize_tokens,
     ideal_code_correct,
+    outage_gain,
     payload_bits,
+    pca_ideal_correct,
     qpsk_channel_uses,
     quantize_tokens,
     uncoded_qpsk_correct,
@@ -101,3 +105,80 @@ class TestUncodedQpsk:
         a = uncoded_qpsk_correct(p, t, y, snr_db=-10.0, **kw)  # type: ignore[arg-type]
         b = uncoded_qpsk_correct(p, t, y, snr_db=-10.0, **kw)  # type: ignore[arg-type]
         assert a == b and codes.shape[0] == len(y)
+
+
+def _low_rank_tokens(n: int = 200, rank: int = 3) -> torch.Tensor:
+    """``[n, 4, 8]`` tokens on a ``rank``-dimensional affine subspace (plus a mean)."""
+    g = torch.Generator().manual_seed(0)
+    coeffs = torch.randn(n, rank, generator=g) * torch.tensor([5.0, 2.0, 1.0][:rank])
+    directions = torch.linalg.qr(torch.randn(32, rank, generator=g))[0].T
+    return (coeffs @ directions + 0.5).reshape(n, 4, 8)
+
+
+class TestPcaCode:
+    def test_finds_the_subspace_and_reconstructs_it(self) -> None:
+        tokens = _low_rank_tokens()
+        code = PcaCode.fit(tokens, bits=12)
+        assert code.max_components == 3 and code.token_shape == (4, 8)
+        assert torch.allclose(code.basis @ code.basis.T, torch.eye(3), atol=1e-5)
+        assert code.scale[0] > code.scale[1] > code.scale[2] > 0
+        back = code.decode(code.encode(tokens, 3))
+        inside = (tokens.reshape(len(tokens), -1) - code.mean) @ code.basis.T
+        kept = (inside.abs() < code.clip * code.scale).all(1)  # not clipped
+        err = (back - tokens).reshape(len(tokens), -1)[kept].abs().max()
+        assert float(err) < 1e-2 and int(kept.sum()) > 150
+
+    def test_fewer_components_lose_more(self) -> None:
+        tokens = _low_rank_tokens()
+        code = PcaCode.fit(tokens, bits=8)
+        errors = [float((code.decode(code.encode(tokens, k)) - tokens).square().mean())
+                  for k in (0, 1, 2, 3)]  # fmt: skip
+        assert errors == sorted(errors, reverse=True) and errors[3] < 0.01 * errors[0]
+
+    def test_codes_and_rate(self) -> None:
+        code = PcaCode.fit(_low_rank_tokens(), bits=4)
+        codes = code.encode(_low_rank_tokens(), 2)
+        assert codes.shape == (200, 2) and codes.dtype == torch.int64
+        assert int(codes.min()) >= 0 and int(codes.max()) <= 15
+        assert [code.components_for(c) for c in (3.9, 4.0, 11.0, 1e6)] == [0, 1, 2, 3]
+
+    def test_bad_input_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="bits"):
+            PcaCode.fit(_low_rank_tokens(), bits=0)
+        with pytest.raises(ValueError, match=r"\[N >= 2, T, D\]"):
+            PcaCode.fit(torch.zeros(1, 4, 8))
+
+
+class TestPcaIdealCode:
+    def test_rate_follows_the_snr_and_nothing_fits_below_one_coefficient(
+        self, tiny_dataset: ImageDataset
+    ) -> None:
+        p = _pipeline()
+        t, y = _tokens(p, tiny_dataset)
+        code = PcaCode.fit(t, bits=4)
+        kw = {"model": "awgn", "length": 8, "seqs": range(len(y)), "seed": 0}
+        # L * log2(1 + SNR) < 4 bits: not one coefficient fits, every image is lost.
+        assert pca_ideal_correct(p, code, t, y, snr_db=-10.0, **kw) == 0  # type: ignore[arg-type]
+        snr_db = 10.0
+        k = code.components_for(8 * math.log2(1 + 10 ** (snr_db / 10)))
+        with torch.no_grad():
+            want = int(
+                (p.student.forward_head(code.decode(code.encode(t, k))).argmax(1) == y).sum()
+            )
+        got = pca_ideal_correct(p, code, t, y, snr_db=snr_db, **kw)  # type: ignore[arg-type]
+        assert 0 < k < code.max_components and got == want
+
+    def test_rayleigh_fades_are_outages(self, tiny_dataset: ImageDataset) -> None:
+        p = _pipeline()
+        t, y = _tokens(p, tiny_dataset)
+        code = PcaCode.fit(t, bits=4)
+        kw = {"length": 16, "seqs": range(len(y)), "seed": 0, "snr_db": 6.0}
+        awgn = pca_ideal_correct(p, code, t, y, model="awgn", **kw)  # type: ignore[arg-type]
+        ray = pca_ideal_correct(p, code, t, y, model="rayleigh", **kw)  # type: ignore[arg-type]
+        assert ray < awgn
+
+    def test_the_outage_gain_is_the_fade_quantile(self) -> None:
+        assert outage_gain("awgn", 0.1) == 1.0
+        assert outage_gain("rayleigh", 0.1) == pytest.approx(-math.log(0.9), rel=0.02)
+        with pytest.raises(ValueError, match="outage"):
+            outage_gain("rayleigh", 1.0)

@@ -121,16 +121,18 @@ class TestCli:
         args = ["eval", "sweep", "--weights", f"rkd={tmp_path / 'rkd'}"]
         args += ["--weights", f"ce={tmp_path / 'ce'}", "--channel", "awgn", "--channel", "rayleigh"]
         args += ["--knowledge", "pilot", "--snr-db", "0", "--snr-db", "20", "--length", "8"]
-        args += ["--length", "64", "--limit", "10", "--digital-bits", "2"]
+        args += ["--length", "64", "--limit", "10", "--digital-bits", "2", "--pca-images", "12"]
         args += ["--out", str(tmp_path / "sweep"), "--json"]
         data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
         result = runner.invoke(app, [*args, *data])
         assert result.exit_code == 0, result.output
         doc = json.loads(result.output)
         assert {r["system"] for r in doc["rows"]} == {
-            "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2"
+            "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4"
         }  # fmt: skip
-        assert len(doc["rows"]) == 4 * 2 * 2 * 2
+        assert len(doc["rows"]) == 5 * 2 * 2 * 2
+        pca = [r for r in doc["rows"] if r["system"] == "digital-pca-b4"]
+        assert {r["channel_uses"] for r in pca} == {8, 64}
         out = tmp_path / "sweep"
         for f in ("sweep.csv", "sweep.json", "accuracy_vs_snr.png", "accuracy_vs_L.png"):
             assert (out / f).stat().st_size > 0
