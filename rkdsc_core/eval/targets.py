@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rkdsc_core.eval.sweep import SweepRow
+from rkdsc_core.nas.sweep import row_accuracy
 
 __all__ = ["TargetCheck", "check_targets", "format_targets"]
 
@@ -148,7 +149,7 @@ def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[Targe
             points,
             ">= -1",
             points >= -1.0,
-            f"{kdl['val_accuracy']:.4f} vs {plain['val_accuracy']:.4f} after the same training",
+            f"{row_accuracy(kdl)} vs {row_accuracy(plain)} after the same training",
         ),
     ]
 

@@ -32,7 +32,7 @@ from rkdsc_core.nas.supernet import (
     edge_softmax,
     num_edges,
 )
-from rkdsc_core.nas.sweep import format_table, sweep, sweep_rows, write_table
+from rkdsc_core.nas.sweep import format_table, row_accuracy, sweep, sweep_rows, write_table
 from rkdsc_core.nas.teacher import Teacher, TeacherOutputs, load_teacher_outputs
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "num_edges",
     "objective",
     "op_cost",
+    "row_accuracy",
     "search",
     "split_search_data",
     "student_complexity",

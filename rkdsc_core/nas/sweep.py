@@ -19,7 +19,7 @@ from rkdsc_core.nas.search import SearchConfig, search
 from rkdsc_core.nas.teacher import Teacher
 from rkdsc_core.train.ddp import DistInfo, barrier, current_dist
 
-__all__ = ["format_table", "sweep", "sweep_rows", "write_table"]
+__all__ = ["format_table", "row_accuracy", "sweep", "sweep_rows", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,17 @@ def sweep(
     return rows
 
 
+def row_accuracy(row: dict[str, Any]) -> str:
+    """A row's accuracy: the mean, ``± sample std (n seeds)`` when several seeds ran."""
+    n = len(row.get("val_accuracies", [row["val_accuracy"]]))
+    spread = f" ± {row['val_accuracy_std']:.4f} ({n} seeds)" if n > 1 else ""
+    return f"{row['val_accuracy']:.4f}{spread}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The lambda table as Markdown: label, lambda, KD, params, MACs, accuracy, expected cost.
 
-    The accuracy is the mean over the protocol seeds, ``± sample std (n seeds)`` when more
-    than one ran.
+    The accuracy is :func:`row_accuracy`.
     """
     lines = [
         "| row | lambda | KD | params | MACs | val accuracy | expected cost |",
@@ -169,13 +175,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for r in rows:
         cost = r.get("expected_cost")
-        n = len(r.get("val_accuracies", [r["val_accuracy"]]))
-        acc = f"{r['val_accuracy']:.4f}"
-        if n > 1:
-            acc += f" ± {r['val_accuracy_std']:.4f} ({n} seeds)"
         lines.append(
             f"| {r['label']} | {r['lambda']:g} | {'yes' if r['use_kd'] else 'no'} | "
-            f"{r['params']:,} | {r['macs']:,} | {acc} | "
+            f"{r['params']:,} | {r['macs']:,} | {row_accuracy(r)} | "
             f"{'-' if cost is None else f'{cost:.3f}'} |"
         )
     return "\n".join(lines) + "\n"

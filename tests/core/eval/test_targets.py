@@ -126,3 +126,17 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     assert size["value"] == encoder / count_parameters(teacher)
     assert [c["met"] for c in got[1:5]] == [True, True, True, True]
     assert [c["met"] for c in got[5:]] == [None, None]  # no lambda table given
+
+
+def test_kdl_accuracy_names_its_seeds() -> None:
+    seeded = {"val_accuracies": [0.79, 0.80], "val_accuracy": 0.795, "val_accuracy_std": 0.007}
+    nas = [NAS[0], {**NAS[1], **seeded}]
+    checks = check_targets(
+        _rows("rkd", GOOD),
+        teacher_accuracy=0.92,
+        teacher_params=2_800_000,
+        encoder_params=250_000,
+        nas_rows=nas,
+    )
+    detail = _by_name(checks)["KDL-DARTS accuracy vs plain DARTS [points]"].detail
+    assert detail.startswith("0.7950 ± 0.0070 (2 seeds) vs 0.8000 after")
