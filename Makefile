@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights ship-weights teacher-weights results reproduce
+.PHONY: setup demo test lint weights ship-weights ship-nas teacher-weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -53,7 +53,17 @@ ship-weights: setup
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md
 	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher rkdsc_core/weights/teacher/teacher \
-	  --link rkdsc_core/weights/default --out docs/results/sweep/targets.md
+	  --link rkdsc_core/weights/default $(if $(wildcard docs/results/nas/sweep.json),--nas docs/results/nas) \
+	  --out docs/results/sweep/targets.md
+
+# The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in SHIP_RUNS/nas) into
+# docs/results/nas: the table, the command, and each row's genotype as <row>.json (a
+# --genotype for `rkdsc train student`). ship-weights then checks its two targets too.
+ship-nas:
+	rm -rf docs/results/nas; mkdir -p docs/results/nas
+	cp $(SHIP_RUNS)/nas/sweep.json $(SHIP_RUNS)/nas/sweep.md $(SHIP_RUNS)/nas/sweep-command.txt docs/results/nas/
+	for row in $(SHIP_RUNS)/nas/*/row.json; do d=$$(dirname $$row); \
+	  cp $$d/genotype.json docs/results/nas/$$(basename $$d).json || exit 1; done
 
 # Ship the reproduction's teacher: fp16 weights, re-measured accuracy, model card.
 teacher-weights: setup

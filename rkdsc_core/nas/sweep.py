@@ -63,7 +63,7 @@ def sweep(
 
     Each row gets ``out_dir/<slug>/``: a resumable search folder, one
     ``eval-seed{seed}.json`` per protocol seed (:func:`evaluate_genotype`) and, when done,
-    ``row.json``; rows already done with the same configs are reused. A row's
+    ``genotype.json`` (as ``rkdsc nas search`` writes it) and ``row.json``; rows already done with the same configs are reused. A row's
     ``val_accuracy`` is the mean over the seeds (``val_accuracies``, ``val_accuracy_std``
     give the spread). Writes ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see
     :func:`write_table`).
@@ -149,6 +149,8 @@ def sweep(
         }
         if info.is_main:
             folder.mkdir(parents=True, exist_ok=True)
+            genotype_json = json.dumps(row["genotype"], indent=2) + "\n"
+            (folder / "genotype.json").write_text(genotype_json)
             done.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
     if info.is_main:

@@ -103,6 +103,8 @@ class TestSweep:
         assert {"params", "macs", "val_accuracy", "genotype"} <= set(doc["rows"][1])
         table = (tmp_path / "sweep.md").read_text()
         assert "| plain-darts | 0 | no |" in table and "darts+cost lambda=5" in table
+        genotype = json.loads((tmp_path / "darts+cost_lambda-5" / "genotype.json").read_text())
+        assert genotype == doc["rows"][1]["genotype"]
         again = sweep(cfg, [5.0], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
         assert [r["params"] for r in again] == [r["params"] for r in rows]
 
