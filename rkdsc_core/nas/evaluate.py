@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,10 @@ def train_student_plain(
     being the global one, and the accuracy is measured on shards and summed.
 
     Returns:
-        ``{"params", "macs", "val_accuracy", "history", "eval_images"}``.
+        ``{"params", "macs", "val_accuracy", "history", "eval_images", "wall_seconds"}``
+        (training and scoring time).
     """
+    t0 = time.time()
     info = dist if dist is not None else current_dist(device)
     model = build_student(genotype, cfg, len(train.classes))
     complexity = {
@@ -174,7 +177,13 @@ def train_student_plain(
     accuracy, count = _accuracy(model, val, cfg, info)
     if info.is_main:
         log.info("evaluation protocol: %d params, accuracy %.4f", complexity["params"], accuracy)
-    return complexity | {"val_accuracy": accuracy, "history": history, "eval_images": count}
+    wall = time.time() - t0
+    return complexity | {
+        "val_accuracy": accuracy,
+        "history": history,
+        "eval_images": count,
+        "wall_seconds": wall,
+    }
 
 
 def evaluate_genotype(

@@ -63,9 +63,11 @@ def sweep(
 
     Each row gets ``out_dir/<slug>/``: a resumable search folder, one
     ``eval-seed{seed}.json`` per protocol seed (:func:`evaluate_genotype`) and, when done,
-    ``genotype.json`` (as ``rkdsc nas search`` writes it) and ``row.json``; rows already done with the same configs are reused. A row's
-    ``val_accuracy`` is the mean over the seeds (``val_accuracies``, ``val_accuracy_std``
-    give the spread). Writes ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see
+    ``genotype.json`` (as ``rkdsc nas search`` writes it) and ``row.json``; rows already
+    done with the same configs are reused. A row's ``val_accuracy`` is the mean over the
+    seeds (``val_accuracies``, ``val_accuracy_std`` give the spread); the search's and each
+    protocol run's wall-clock seconds are kept (``search_wall_seconds``,
+    ``eval_wall_seconds``). Writes ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see
     :func:`write_table`).
 
     Args:
@@ -141,6 +143,8 @@ def sweep(
             "eval_seeds": seeds,
             "eval_images": evals[0]["eval_images"],
             "expected_cost": last.get("expected_cost"),
+            "search_wall_seconds": last.get("wall_seconds"),
+            "eval_wall_seconds": [e.get("wall_seconds") for e in evals],
             "genotype": genotype_to_dict(result.genotype),
             "search_config": row_cfg.to_dict(),
             "eval_config": ecfg.to_dict(),

@@ -50,6 +50,7 @@ class TestEvaluationProtocol:
         result = train_student_plain(DARTS_V2, search_data, search_data, EVAL, max_steps=2)
         assert result["params"] > 0 and result["macs"] > 0
         assert 0.0 <= result["val_accuracy"] <= 1.0 and result["eval_images"] == 16
+        assert result["wall_seconds"] > 0
 
 
 class _CountingProtocol:
