@@ -57,13 +57,17 @@ ship-weights: setup
 	  --out docs/results/sweep/targets.md
 
 # The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in SHIP_RUNS/nas) into
-# docs/results/nas: the table, the command, and each row's genotype as <row>.json (a
-# --genotype for `rkdsc train student`). ship-weights then checks its two targets too.
+# docs/results/nas: the table, the command, each row's genotype as <row>.json (a
+# --genotype for `rkdsc train student`) and every protocol run as <folder>.eval-seed<N>.json
+# (rows, and references such as `rkdsc nas evaluate --genotype darts_v2 --out
+# SHIP_RUNS/nas/darts_v2`). ship-weights then checks the two KDL-DARTS targets too.
 ship-nas:
 	rm -rf docs/results/nas; mkdir -p docs/results/nas
 	cp $(SHIP_RUNS)/nas/sweep.json $(SHIP_RUNS)/nas/sweep.md $(SHIP_RUNS)/nas/sweep-command.txt docs/results/nas/
 	for row in $(SHIP_RUNS)/nas/*/row.json; do d=$$(dirname $$row); \
 	  cp $$d/genotype.json docs/results/nas/$$(basename $$d).json || exit 1; done
+	for f in $(SHIP_RUNS)/nas/*/eval-seed*.json; do \
+	  cp $$f docs/results/nas/$$(basename $$(dirname $$f)).$$(basename $$f) || exit 1; done
 
 # Ship the reproduction's teacher: fp16 weights, re-measured accuracy, model card.
 teacher-weights: setup
