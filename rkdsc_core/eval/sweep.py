@@ -15,8 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,48 +203,37 @@ def measure_sweep(
     values = int(toks[0][0].numel())
     ideal, qpsk = f"digital-ideal-b{digital_bits}", f"digital-qpsk-b{digital_bits}"
     uses_qpsk = qpsk_channel_uses(values, digital_bits, ref.num_pilots)
-    accs: list[float]
+
+    def accuracy_per_snr(score: Callable[..., int]) -> list[float]:
+        """``score(tokens, labels, snr_db=, seqs=)`` summed over the batches, per SNR."""
+        accs = []
+        for s in snrs:
+            correct = seen = 0
+            for t, y in zip(toks, labs, strict=True):
+                correct += score(t, y, snr_db=s, seqs=range(seen, seen + len(y)))
+                seen += len(y)
+            accs.append(correct / max(1, seen))
+        return accs
+
+    ideal_code = partial(ideal_code_correct, ref, bits=digital_bits, seed=seed)
     for model in channels:
         for n in tuple(lengths or ref.lengths):
-            accs = []
-            for s in snrs:
-                correct = seen = 0
-                for t, y in zip(toks, labs, strict=True):
-                    seqs = range(seen, seen + len(y))
-                    correct += ideal_code_correct(
-                        ref, t, y, model=model, snr_db=s, length=n, bits=digital_bits,
-                        seqs=seqs, seed=seed,
-                    )  # fmt: skip
-                    seen += len(y)
-                accs.append(correct / max(1, seen))
+            accs = accuracy_per_snr(partial(ideal_code, model=model, length=n))
             for k in knowledge:  # genie CSI: the same under every knowledge label
                 add(ideal, (model, k, n), accs, n)
             if code is not None:
-                accs = []
-                for s in snrs:
-                    correct = seen = 0
-                    for t, y in zip(toks, labs, strict=True):
-                        seqs = range(seen, seen + len(y))
-                        correct += pca_ideal_correct(
-                            ref, code, t, y, model=model, snr_db=s, length=n, seqs=seqs,
-                            seed=seed,
-                        )  # fmt: skip
-                        seen += len(y)
-                    accs.append(correct / max(1, seen))
+                accs = accuracy_per_snr(
+                    partial(pca_ideal_correct, ref, code, model=model, length=n, seed=seed)
+                )
                 for k in knowledge:
                     add(f"digital-pca-b{code.bits}", (model, k, n), accs, n)
         for k in knowledge:
-            accs = []
-            for s in snrs:
-                correct = seen = 0
-                for t, y in zip(toks, labs, strict=True):
-                    seqs = range(seen, seen + len(y))
-                    correct += uncoded_qpsk_correct(
-                        ref, t, y, model=model, knowledge=k, snr_db=s, bits=digital_bits,
-                        seqs=seqs, seed=seed,
-                    )  # fmt: skip
-                    seen += len(y)
-                accs.append(correct / max(1, seen))
+            accs = accuracy_per_snr(
+                partial(
+                    uncoded_qpsk_correct, ref, model=model, knowledge=k, bits=digital_bits,
+                    seed=seed,
+                )
+            )  # fmt: skip
             for n in tuple(lengths or ref.lengths):  # independent of L: one line per L
                 add(qpsk, (model, k, n), accs, uses_qpsk)
     return rows
