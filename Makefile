@@ -35,8 +35,9 @@ lint: setup
 # comparison and the targets into docs/results/sweep.
 MACHINE ?= $(shell getconf _NPROCESSORS_ONLN)-core $(shell uname -m) CPU
 SHIP_RUNS ?= runs/weights
+SHIP_TEACHER ?= rkdsc_core/weights/teacher/teacher
 weights: setup
-	PATH="$(abspath $(BIN)):$$PATH" TEACHER=rkdsc_core/weights/teacher/teacher \
+	PATH="$(abspath $(BIN)):$$PATH" TEACHER=$(SHIP_TEACHER) \
 	  GENOTYPE=darts_v2 STUDENT_EPOCHS=7 CODEC_EPOCHS=3 SWEEP_LIMIT=1000 \
 	  scripts/reproduce.sh $(SHIP_RUNS)
 	$(MAKE) ship-weights
@@ -52,7 +53,7 @@ ship-weights: setup
 	for n in 8 64; do $(BIN)/rkdsc eval compare --sweep docs/results/sweep --length $$n \
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md
-	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher rkdsc_core/weights/teacher/teacher \
+	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher $(SHIP_TEACHER) \
 	  --link rkdsc_core/weights/default $(if $(wildcard docs/results/nas/sweep.json),--nas docs/results/nas) \
 	  --out docs/results/sweep/targets.md
 

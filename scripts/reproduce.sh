@@ -10,20 +10,20 @@
 # an interrupted reproduction continues where it stopped: rerun the same command. Stages
 # that finished return at once. On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
-# TEACHER_EPOCHS (20), STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (STUDENT_EPOCHS +
-# CODEC_EPOCHS: the CE-only baseline gets the RKD student's whole epoch budget), LAMBDAS
-# (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose genotype the student uses; one
-# of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in the lambda table, reported as
-# mean ± std), SWEEP_LIMIT (2000 test images). Two knobs skip a stage: TEACHER, a teacher
-# checkpoint to use instead of training one (e.g. the shipped
-# rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to use
-# instead of the one the lambda table found. TEACHER_CODEC=0 skips the teacher's own codec
-# (the sweep's upper reference; about as long as stage 2 again).
+# TEACHER_EPOCHS (the preset's: 15 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
+# CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
+# whole epoch budget), LAMBDAS (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose
+# genotype the student uses; one of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in
+# the lambda table, reported as mean ± std), SWEEP_LIMIT (2000 test images). Two knobs
+# skip a stage: TEACHER, a teacher checkpoint to use instead of training one (e.g. the
+# shipped rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to
+# use instead of the one the lambda table found. TEACHER_CODEC=0 skips the teacher's own
+# codec (the sweep's upper reference; about as long as stage 2 again).
 set -euo pipefail
 
 RUNS=${1:-runs/reproduce}
 RKDSC=${RKDSC:-rkdsc}
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-20}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
 CODEC_EPOCHS=${CODEC_EPOCHS:-12}
 LAMBDAS=${LAMBDAS:-0.1,0.5,1}
@@ -37,7 +37,7 @@ stage() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%SZ)"; }
 
 stage "1/7 teacher"
 if [[ -z "${TEACHER:-}" ]]; then
-    "$RKDSC" train teacher --out "$RUNS/teacher" --epochs "$TEACHER_EPOCHS"
+    "$RKDSC" train teacher --out "$RUNS/teacher" ${TEACHER_EPOCHS:+--epochs "$TEACHER_EPOCHS"}
     TEACHER="$RUNS/teacher/teacher"
 fi
 

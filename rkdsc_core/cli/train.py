@@ -136,12 +136,14 @@ def train_teacher_cmd(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Teacher: resnet18-cifar-w32 (default), resnet18-cifar, efficientnet-lite0, "
-            "clip-vit-b32."
+            help="Teacher: fastnet-cifar (default), resnet18-cifar-w32, resnet18-cifar, "
+            "efficientnet-lite0, clip-vit-b32."
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (preset: 30 for the ResNet).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (preset: 15 FastNet, 30 ResNet).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (preset).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
     width: Annotated[
         int | None, typer.Option(help="ResNet width (32: the CPU teacher, 64: ResNet-18).")
@@ -173,7 +175,7 @@ def train_teacher_cmd(
     from rkdsc_core.config import load_settings
     from rkdsc_core.train.teacher import teacher_config
 
-    name = model or "resnet18-cifar-w32"
+    name = model or "fastnet-cifar"
     model_overrides: dict[str, Any] = {}
     if width is not None:
         if not name.startswith("resnet"):
@@ -332,7 +334,7 @@ def train_student_cmd(
         str | None, typer.Option(help="Genotype: a name (darts_v2), a JSON object or file.")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 30).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (preset).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 3e-3).")] = None,
     c: Annotated[
         int | None, typer.Option("--c", help="Initial cell channels (default 16).")
@@ -406,7 +408,7 @@ def train_codec_cmd(
         ),
     ] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 128).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size (preset).")] = None,
     lr: Annotated[float | None, typer.Option(help="Codec peak learning rate (3e-3).")] = None,
     student_lr_scale: Annotated[
         float | None, typer.Option(help="Student lr = this x --lr (default 0.1).")

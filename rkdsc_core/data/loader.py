@@ -49,7 +49,8 @@ class BatchLoader:
         batch_size: images per batch.
         shuffle: draw a new permutation each epoch (else dataset order).
         drop_last: drop the last, short batch (and the sharding remainder).
-        augment: apply :func:`random_crop_flip` (pad 4, crop, flip).
+        augment: apply :func:`random_crop_flip` (pad, crop, flip).
+        crop_padding: zero padding of the random crop [pixels per side]; 0: flips only.
         seed: base seed, >= 0.
         rank: this process's shard, ``0 <= rank < world_size``.
         world_size: number of shards.
@@ -67,6 +68,7 @@ class BatchLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         augment: bool = False,
+        crop_padding: int = 4,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -86,6 +88,9 @@ class BatchLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.augment = augment
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
+        self.crop_padding = crop_padding
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -132,7 +137,9 @@ class BatchLoader:
             idx = shard[start : start + self.batch_size]
             images = torch.from_numpy(images_np[idx]).to(self.device, non_blocking=True)
             if gen is not None:  # crop/flip the uint8 batch: a quarter of the bytes of float
-                nchw = random_crop_flip(images.permute(0, 3, 1, 2), generator=gen)
+                nchw = random_crop_flip(
+                    images.permute(0, 3, 1, 2), generator=gen, padding=self.crop_padding
+                )
                 images = nchw.permute(0, 2, 3, 1)
             x = to_tensor(images)
             labels = torch.from_numpy(labels_np[idx]).to(self.device, non_blocking=True)

@@ -11,6 +11,7 @@ from rkdsc_core.models.clip import (
 )
 from rkdsc_core.models.complexity import count_macs, count_parameters
 from rkdsc_core.models.efficientnet import EfficientNetLite0, EfficientNetLiteConfig
+from rkdsc_core.models.fastnet import FastNetCifar, FastNetConfig
 from rkdsc_core.models.genotypes import DARTS_V2, Genotype, genotype_from_dict, genotype_to_dict
 from rkdsc_core.models.operations import OPS, PRIMITIVES
 from rkdsc_core.models.resnet import ResNet18Cifar, ResNetCifarConfig
@@ -31,6 +32,8 @@ __all__ = [
     "DartsStudent",
     "EfficientNetLite0",
     "EfficientNetLiteConfig",
+    "FastNetCifar",
+    "FastNetConfig",
     "Genotype",
     "ImageNormalize",
     "ResNet18Cifar",

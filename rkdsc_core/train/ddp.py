@@ -175,16 +175,24 @@ def shard_batch_size(batch_size: int, info: DistInfo) -> int:
 
 
 def train_loader(
-    data: ImageDataset, batch_size: int, info: DistInfo, *, seed: int, augment: bool
+    data: ImageDataset,
+    batch_size: int,
+    info: DistInfo,
+    *,
+    seed: int,
+    augment: bool,
+    crop_padding: int = 4,
 ) -> BatchLoader:
     """The shuffled training batches of this rank: ``batch_size`` is the global batch
-    (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike."""
+    (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike.
+    ``augment``/``crop_padding``: see :class:`~rkdsc_core.data.BatchLoader`."""
     return BatchLoader(
         data,
         shard_batch_size(batch_size, info),
         shuffle=True,
         drop_last=True,
         augment=augment,
+        crop_padding=crop_padding,
         seed=seed,
         rank=info.rank,
         world_size=info.world_size,

@@ -57,7 +57,9 @@ def test_default_chain(tmp_path: Path) -> None:
     assert _option(tcodec, "--student") == f"{runs}/teacher/teacher"
     # The CE-only baseline gets the whole epoch budget of stage 1 + stage 2.
     assert _option(ce, "--epochs") == str(30 + 12)
-    assert _option(teacher, "--epochs") == "20"
+    assert "--epochs" not in teacher  # the preset's
+    (tmp_path / "e").mkdir()
+    assert _option(_run(tmp_path / "e", TEACHER_EPOCHS="20")[0], "--epochs") == "20"
     named = [w.split("=")[0] for w in sweep if "=" in w]
     assert named == ["rkd", "stage1-only", "ce-only", "teacher"]
 

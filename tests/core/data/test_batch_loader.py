@@ -99,6 +99,32 @@ class TestBatchLoader:
         plain = [x for x, _ in BatchLoader(ds, 8, shuffle=True, seed=9)]
         assert not all(torch.equal(a, b) for a, b in zip(runs[0], plain, strict=True))
 
+    @pytest.mark.parametrize("padding", [0, 2])
+    def test_crop_padding_bounds_the_shift(self, padding: int) -> None:
+        rng = np.random.default_rng(1)
+        images = rng.integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
+        ds = ImageDataset(
+            "cifar10", "train", tuple("abcdefghij"), images, np.zeros(16, np.int64), "0" * 64
+        )
+        loader = BatchLoader(ds, 16, augment=True, crop_padding=padding, seed=3)
+        ((x, _),) = list(loader)
+        src = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        for out, img in zip(x, src, strict=True):
+            padded = torch.nn.functional.pad(img, (padding,) * 4)
+            views = [
+                v[:, dy : dy + 8, dx : dx + 8]
+                for v in (padded, padded.flip(2))
+                for dy in range(2 * padding + 1)
+                for dx in range(2 * padding + 1)
+            ]
+            assert any(torch.equal(out, v) for v in views)
+        if padding == 0:  # flips only: no zero border ever appears
+            assert (x > 0).all()
+
+    def test_negative_crop_padding_raises(self) -> None:
+        with pytest.raises(ValueError, match="crop_padding"):
+            BatchLoader(_dataset(), 4, augment=True, crop_padding=-1)
+
     def test_does_not_touch_the_global_rng(self) -> None:
         state = torch.get_rng_state()
         for _ in BatchLoader(_dataset(), 4, shuffle=True, augment=True):

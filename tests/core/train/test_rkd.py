@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,7 +164,17 @@ class TestCodecStage:
 
 
 class TestCli:
-    def test_student_then_codec(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    @pytest.mark.parametrize(
+        ("teacher_name", "overrides"),
+        [("resnet18-cifar", {"width": 4}), ("fastnet-cifar", {"widths": (4, 8, 8)})],
+    )
+    def test_student_then_codec(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        teacher_name: str,
+        overrides: dict[str, Any],
+    ) -> None:
         for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
             monkeypatch.delenv(var, raising=False)
         for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -171,8 +182,10 @@ class TestCli:
         runner = CliRunner()
         tree = write_tree(tmp_path / "tree").path  # 9 train, 6 test images
         data = ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
-        teacher = create_model("resnet18-cifar", width=4)
-        save_checkpoint(tmp_path / "teacher", teacher, name="resnet18-cifar", command="test")
+        teacher = create_model(teacher_name, **overrides)
+        save_checkpoint(
+            tmp_path / "teacher", teacher, name=teacher_name, config=teacher.config, command="test"
+        )
         args = ["train", "cache-teacher", "--teacher", str(tmp_path / "teacher")]
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "tc"), "--views", "2", *data])
         assert result.exit_code == 0, result.output

@@ -26,10 +26,16 @@ from rkdsc_core.train import (
     teacher_lr_at,
     train_teacher,
 )
+from rkdsc_core.train.teacher import _make_optimizer
 from tests.core.data.conftest import write_tree
 
 _TINY = teacher_config(
-    model_overrides={"width": 4}, epochs=2, batch_size=8, eval_images=8, eval_batch_size=8
+    "resnet18-cifar-w32",
+    model_overrides={"width": 4},
+    epochs=2,
+    batch_size=8,
+    eval_images=8,
+    eval_batch_size=8,
 )
 
 
@@ -68,6 +74,28 @@ class TestConfig:
         assert teacher_config("efficientnet-lite0").optimizer == "adamw"
         clip = teacher_config("clip-vit-b32", epochs=None, lr=3e-4)
         assert clip.optimizer == "adamw" and clip.lr == 3e-4 and clip.freeze_backbone_epochs == 1
+
+    def test_default_teacher_is_fastnet_with_its_recipe(self) -> None:
+        cfg = teacher_config()
+        assert (cfg.model, cfg.batch_size, cfg.crop_padding) == ("fastnet-cifar", 1024, 2)
+        assert cfg.label_smoothing == 0.2 and cfg.bias_lr_scale == 64.0
+
+    def test_bias_lr_scale_applies_to_biases_and_norms_only(self) -> None:
+        cfg = teacher_config(model_overrides={"widths": (4, 8, 8)}, bias_lr_scale=10.0)
+        model = build_teacher(cfg, 10)
+        opt = _make_optimizer(model, cfg)
+        scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        for name, p in model.named_parameters():
+            assert scale[id(p)] == (10.0 if p.ndim < 2 else 1.0), name
+            assert decay[id(p)] == (0.0 if p.ndim < 2 else cfg.weight_decay), name
+
+    @pytest.mark.parametrize(
+        "field", ["bias_lr_scale", "crop_padding", "whiten_images", "backbone_lr_scale"]
+    )
+    def test_negative_knobs_are_rejected(self, field: str) -> None:
+        with pytest.raises(ValueError, match=field):
+            teacher_config(**{field: -1})
 
     def test_unknown_optimizer_is_rejected(self) -> None:
         with pytest.raises(ValueError, match="optimizer must be"):
@@ -130,6 +158,27 @@ class TestTrainTeacher:
         model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=1)
         changed = {k for k, v in model.state_dict().items() if not torch.equal(v, initial[k])}
         assert changed == {"head.weight", "head.bias"}  # BatchNorm statistics fixed too
+
+
+class TestFastNetTeacher:
+    def test_the_stem_is_whitened_from_the_first_training_images(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = teacher_config(
+            model_overrides={"widths": (4, 8, 8)},
+            epochs=1,
+            batch_size=8,
+            eval_images=8,
+            whiten_images=12,
+            crop_padding=0,
+        )
+        model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=1)
+        fresh = build_teacher(cfg, 4)
+        fresh.init_whitening(to_tensor(colour_dataset.images[:12]))  # type: ignore[operator]
+        torch.testing.assert_close(model.whiten.weight, fresh.whiten.weight)
+        assert model.whiten.weight.abs().sum() > 0
+        loaded = load_model(tmp_path / "teacher")  # the stem is in the checkpoint
+        torch.testing.assert_close(loaded.state_dict()["whiten.weight"], model.whiten.weight)
 
 
 class TestFlipTTA:
@@ -208,7 +257,8 @@ class TestCli:
         tree = write_tree(tmp_path / "tree").path  # 9 train, 6 test images
         data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
         run = tmp_path / "run"
-        args = ["train", "teacher", "--out", str(run), "--width", "4", "--epochs", "1"]
+        args = ["train", "teacher", "--out", str(run), "--model", "resnet18-cifar-w32"]
+        args += ["--width", "4", "--epochs", "1"]
         result = runner.invoke(app, [*args, "--batch-size", "4", *data])
         assert result.exit_code == 0, result.output
         assert (run / "teacher.json").is_file() and (run / "config.json").is_file()
