@@ -10,7 +10,7 @@
 # an interrupted reproduction continues where it stopped: rerun the same command. Stages
 # that finished return at once. On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
-# TEACHER_EPOCHS (the preset's: 15 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
+# TEACHER_EPOCHS (the preset's: 20 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
 # CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
 # whole epoch budget), LAMBDAS (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose
 # genotype the student uses; one of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in

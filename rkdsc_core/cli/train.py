@@ -141,7 +141,7 @@ def train_teacher_cmd(
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (preset: 15 FastNet, 30 ResNet).")
+        int | None, typer.Option(help="Epochs (preset: 20 FastNet, 30 ResNet).")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size (preset).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,

@@ -5,8 +5,8 @@ registered model name:
 
 * ``fastnet-cifar`` (default; :mod:`rkdsc_core.models.fastnet`): the fast-training
   convnet with a whitening stem, from scratch with batch 1024, Nesterov SGD, label
-  smoothing 0.2, 2-pixel translations and a 64x learning rate on the norm shifts. This
-  is the CPU-sized teacher (target: >= 92% CIFAR-10 test accuracy in 15 epochs).
+  smoothing 0.2, pad-4 crops and a 64x learning rate on the norm shifts. This is the
+  CPU-sized teacher (target: >= 92% CIFAR-10 test accuracy in 20 epochs).
 * ``resnet18-cifar-w32`` (``resnet18-cifar`` for full width): trained from scratch with
   SGD + Nesterov, a one-cycle schedule, label smoothing and crop/flip augmentation
   (89.5% after 20 epochs on the CPU; it needs about 30 for 92%).
@@ -179,19 +179,21 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
     "clip-vit-tiny": _FINETUNE | {"epochs": 5, "freeze_backbone_epochs": 1},
     # Jordan's (2024) airbench recipe in mean-loss terms: lr 1.5 and decay 2e-3 / lr per
     # step at batch 1024, momentum 0.85, norm shifts at 64x; warm-up from 0.2 lr over 23%.
+    # Longer than airbench's 10 epochs, with pad-4 crops and a lower final rate: 15 epochs
+    # of pad-2 crops ending at lr/15 overfit here (97.9% train, 90.45% test).
     "fastnet-cifar": {
         "optimizer": "sgd",
-        "epochs": 15,
+        "epochs": 20,
         "batch_size": 1024,
         "lr": 1.5,
         "momentum": 0.85,
         "weight_decay": 2e-3 / 1.5,
         "bias_lr_scale": 64.0,
         "label_smoothing": 0.2,
-        "crop_padding": 2,
+        "crop_padding": 4,
         "warmup_fraction": 0.23,
         "div_factor": 5.0,
-        "final_div_factor": 3.0,
+        "final_div_factor": 20.0,
         "eval_batch_size": 1000,
     },
 }

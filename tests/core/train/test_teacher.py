@@ -77,7 +77,7 @@ class TestConfig:
 
     def test_default_teacher_is_fastnet_with_its_recipe(self) -> None:
         cfg = teacher_config()
-        assert (cfg.model, cfg.batch_size, cfg.crop_padding) == ("fastnet-cifar", 1024, 2)
+        assert (cfg.model, cfg.batch_size, cfg.crop_padding) == ("fastnet-cifar", 1024, 4)
         assert cfg.label_smoothing == 0.2 and cfg.bias_lr_scale == 64.0
 
     def test_bias_lr_scale_applies_to_biases_and_norms_only(self) -> None:
