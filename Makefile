@@ -70,9 +70,11 @@ ship-nas:
 	for f in $(SHIP_RUNS)/nas/*/eval-seed*.json; do \
 	  cp $$f docs/results/nas/$$(basename $$(dirname $$f)).$$(basename $$f) || exit 1; done
 
-# Ship the reproduction's teacher: fp16 weights, re-measured accuracy, model card.
+# Ship the reproduction's teacher (FastNet, the default of `rkdsc train teacher`): fp16
+# weights, re-measured accuracy, model card. rkdsc_core/weights/teacher keeps the ResNet
+# teacher that the shipped links were distilled from until they are rebuilt.
 teacher-weights: setup
-	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher --machine "$(MACHINE)"
+	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher-fastnet --machine "$(MACHINE)"
 
 # The whole training recipe and its sweep (hours on a CPU; resumable: rerun to continue).
 reproduce: setup
