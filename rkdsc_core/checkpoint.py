@@ -38,6 +38,7 @@ __all__ = [
     "resume_training",
     "save_checkpoint",
     "save_training_state",
+    "write_tensors",
 ]
 
 FORMAT_VERSION = 1
@@ -78,6 +79,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write ``tensors`` to the safetensors file ``path`` via a temporary and a rename.
+
+    safetensors creates its files readable by the owner only (mode 0600, whatever the
+    umask); the file is given the usual mode (0666 less the umask) so that weights written
+    by one user, or one container, can be served by another.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(
     path: Path | str,
     model: nn.Module,
@@ -111,9 +127,7 @@ def save_checkpoint(
         if fp16 and t.is_floating_point():
             t = t.half()
         tensors[key] = t.contiguous()
-    tmp_w = weights.with_name(weights.name + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"format": "rkdsc", "model": name})
-    os.replace(tmp_w, weights)
+    write_tensors(tensors, weights, {"format": "rkdsc", "model": name})
     doc = {
         "format_version": FORMAT_VERSION,
         "model": name,
@@ -212,9 +226,7 @@ def save_training_state(
                 tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
-    tmp_w = weights.with_name(weights.name + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"format": "rkdsc-training-state"})
-    os.replace(tmp_w, weights)
+    write_tensors(tensors, weights, {"format": "rkdsc-training-state"})
     doc = {
         "format_version": FORMAT_VERSION,
         "kind": "training-state",

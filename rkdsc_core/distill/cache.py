@@ -41,10 +41,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from rkdsc_core.checkpoint import CheckpointError, checkpoint_paths, load_model
+from rkdsc_core.checkpoint import CheckpointError, checkpoint_paths, load_model, write_tensors
 from rkdsc_core.data import ImageDataset, to_tensor
 from rkdsc_core.models import Backbone
 
@@ -398,9 +398,7 @@ def build_teacher_cache(
         "labels": torch.from_numpy(np.array(dataset.labels, dtype=np.int64)),
     }
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
-    os.replace(tmp, weights_path)
+    write_tensors(tensors, weights_path, {"format": CACHE_FORMAT})
     doc = {
         "format": CACHE_FORMAT,
         "format_version": FORMAT_VERSION,

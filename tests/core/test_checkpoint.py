@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,19 @@ class TestSaveLoad:
         save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
         state, _ = load_checkpoint(tmp_path / "c.safetensors")
         assert set(state) == set(_model().state_dict())
+
+    @pytest.mark.parametrize("umask", [0o022, 0o077])
+    def test_files_get_the_umask_mode_not_owner_only(self, tmp_path: Path, umask: int) -> None:
+        # safetensors alone creates 0600 files: a service running as another user could not
+        # read weights trained by this one.
+        old = os.umask(umask)
+        try:
+            save_checkpoint(tmp_path / "m", _model(), name="resnet18-cifar")
+        finally:
+            os.umask(old)
+        weights, manifest = checkpoint_paths(tmp_path / "m")
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o666 & ~umask
+        assert stat.S_IMODE(weights.stat().st_mode) == stat.S_IMODE(manifest.stat().st_mode)
 
 
 class TestErrors:
