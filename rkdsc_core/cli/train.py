@@ -161,6 +161,9 @@ def train_teacher_cmd(
     eval_images: Annotated[
         int | None, typer.Option(help="Test images per evaluation (default: all).")
     ] = None,
+    cutout: Annotated[
+        int | None, typer.Option(help="Cutout square side [pixels] (default 0: none).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
     data: DataOpt = None,
@@ -198,6 +201,7 @@ def train_teacher_cmd(
             lr=lr,
             freeze_backbone_epochs=freeze_backbone_epochs,
             eval_images=eval_images,
+            cutout=cutout,
             seed=seed,
         )
     except ValueError as e:

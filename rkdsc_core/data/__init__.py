@@ -1,6 +1,6 @@
 """Datasets by name, decoded once into a checksum-keyed uint8 cache."""
 
-from rkdsc_core.data.augment import random_crop_flip
+from rkdsc_core.data.augment import cutout, random_crop_flip
 from rkdsc_core.data.cache import cache_path
 from rkdsc_core.data.dataset import ImageDataset
 from rkdsc_core.data.download import download
@@ -31,6 +31,7 @@ __all__ = [
     "Source",
     "Split",
     "cache_path",
+    "cutout",
     "download",
     "epoch_generator",
     "get_spec",

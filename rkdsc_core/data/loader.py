@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from rkdsc_core.data.augment import random_crop_flip
+from rkdsc_core.data.augment import cutout, random_crop_flip
 from rkdsc_core.data.dataset import ImageDataset
 from rkdsc_core.data.tensor import to_tensor
 
@@ -49,8 +49,10 @@ class BatchLoader:
         batch_size: images per batch.
         shuffle: draw a new permutation each epoch (else dataset order).
         drop_last: drop the last, short batch (and the sharding remainder).
-        augment: apply :func:`random_crop_flip` (pad, crop, flip).
+        augment: apply :func:`random_crop_flip` (pad, crop, flip), then :func:`cutout`
+            when ``cutout_size`` > 0.
         crop_padding: zero padding of the random crop [pixels per side]; 0: flips only.
+        cutout_size: side of the cutout square [pixels]; 0: no cutout.
         seed: base seed, >= 0.
         rank: this process's shard, ``0 <= rank < world_size``.
         world_size: number of shards.
@@ -69,6 +71,7 @@ class BatchLoader:
         drop_last: bool = False,
         augment: bool = False,
         crop_padding: int = 4,
+        cutout_size: int = 0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -91,6 +94,9 @@ class BatchLoader:
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
         self.crop_padding = crop_padding
+        if cutout_size < 0:
+            raise ValueError(f"cutout_size must be >= 0 pixels, got {cutout_size}")
+        self.cutout_size = cutout_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -140,6 +146,8 @@ class BatchLoader:
                 nchw = random_crop_flip(
                     images.permute(0, 3, 1, 2), generator=gen, padding=self.crop_padding
                 )
+                if self.cutout_size:  # drawn after the crops: cutout 0 keeps older streams
+                    nchw = cutout(nchw, generator=gen, size=self.cutout_size)
                 images = nchw.permute(0, 2, 3, 1)
             x = to_tensor(images)
             labels = torch.from_numpy(labels_np[idx]).to(self.device, non_blocking=True)

@@ -182,10 +182,11 @@ def train_loader(
     seed: int,
     augment: bool,
     crop_padding: int = 4,
+    cutout_size: int = 0,
 ) -> BatchLoader:
     """The shuffled training batches of this rank: ``batch_size`` is the global batch
     (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike.
-    ``augment``/``crop_padding``: see :class:`~rkdsc_core.data.BatchLoader`."""
+    ``augment``/``crop_padding``/``cutout_size``: see :class:`~rkdsc_core.data.BatchLoader`."""
     return BatchLoader(
         data,
         shard_batch_size(batch_size, info),
@@ -193,6 +194,7 @@ def train_loader(
         drop_last=True,
         augment=augment,
         crop_padding=crop_padding,
+        cutout_size=cutout_size,
         seed=seed,
         rank=info.rank,
         world_size=info.world_size,

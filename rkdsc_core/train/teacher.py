@@ -102,6 +102,8 @@ class TeacherTrainConfig:
             parameters), relative to their group's.
         crop_padding: the training crop's zero padding [pixels per side] (random
             translations of up to this many pixels); 0: flips only.
+        cutout: side of the square cut out of each training image [pixels] (see
+            :func:`~rkdsc_core.data.cutout`); 0: none.
         whiten_images: for models with a data-initialised stem (``init_whitening``), the
             number of training images (the first ones) it is computed from.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
@@ -128,6 +130,7 @@ class TeacherTrainConfig:
     backbone_lr_scale: float = 1.0
     bias_lr_scale: float = 1.0
     crop_padding: int = 4
+    cutout: int = 0
     whiten_images: int = 5000
     grad_clip: float | None = None
     eval_batch_size: int = 256
@@ -148,7 +151,7 @@ class TeacherTrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         nonneg: tuple[str, ...] = ("seed", "freeze_backbone_epochs", "backbone_lr_scale")
-        nonneg += ("bias_lr_scale", "crop_padding")
+        nonneg += ("bias_lr_scale", "crop_padding", "cutout")
         if any(getattr(self, name) < 0 for name in nonneg):
             raise ValueError(f"{', '.join(nonneg)} must be >= 0")
         if self.whiten_images < 1:
@@ -389,7 +392,13 @@ def train_teacher(
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = _make_optimizer(model, cfg)
     loader = train_loader(
-        train, cfg.batch_size, info, seed=cfg.seed, augment=True, crop_padding=cfg.crop_padding
+        train,
+        cfg.batch_size,
+        info,
+        seed=cfg.seed,
+        augment=True,
+        crop_padding=cfg.crop_padding,
+        cutout_size=cfg.cutout,
     )
     if len(loader) == 0:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Tests of to_tensor and the batched random crop/flip augmentation."""
+"""Tests of to_tensor and the batched augmentations: random crop/flip and cutout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rkdsc_core.data import random_crop_flip, to_tensor
+from rkdsc_core.data import cutout, random_crop_flip, to_tensor
 
 
 def _images(b: int = 16, c: int = 3, h: int = 8, w: int = 8) -> torch.Tensor:
@@ -117,3 +117,34 @@ class TestRandomCropFlip:
     def test_rejects_negative_padding(self) -> None:
         with pytest.raises(ValueError, match="padding"):
             random_crop_flip(_images(), generator=torch.Generator(), padding=-1)
+
+
+class TestCutout:
+    def test_one_square_of_fill_per_image_clipped_by_the_border(self) -> None:
+        x = torch.ones(512, 3, 16, 16)
+        out = cutout(x, generator=torch.Generator().manual_seed(0), size=6, fill=0.0)
+        holes = out[:, 0] == 0  # [B, H, W]
+        assert torch.equal(holes[:, None].expand_as(out), out == 0)  # every channel alike
+        counts = holes.sum(dim=(1, 2))
+        assert counts.max() == 36 and counts.min() >= 9  # whole inside; a corner at least
+        assert (counts < 36).any()  # some squares are cut by the border
+        for hole in holes:  # the filled pixels form one axis-aligned rectangle
+            rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+            assert int(hole.sum()) == len(rows) * len(cols)
+            assert len(rows) == int(rows[-1] - rows[0]) + 1 <= 6
+        assert torch.equal(x, torch.ones_like(x))  # the input is not modified
+
+    def test_centres_cover_the_image(self) -> None:
+        out = cutout(torch.ones(2000, 1, 8, 8), generator=torch.Generator(), size=1, fill=0.0)
+        assert ((out == 0).sum(0) > 0).all()  # size 1: every pixel is hit at some point
+
+    def test_same_seed_same_output_and_uint8_fill(self) -> None:
+        x = torch.full((4, 3, 8, 8), 7, dtype=torch.uint8)
+        a, b = (cutout(x, generator=torch.Generator().manual_seed(3), size=4) for _ in range(2))
+        assert torch.equal(a, b) and a.dtype == torch.uint8
+        assert set(a.unique().tolist()) == {7, 128}
+
+    @pytest.mark.parametrize(("shape", "size"), [((3, 8, 8), 4), ((1, 3, 8, 8), 0)])
+    def test_rejects_bad_input(self, shape: tuple[int, ...], size: int) -> None:
+        with pytest.raises(ValueError, match=r"images|size"):
+            cutout(torch.ones(shape), generator=torch.Generator(), size=size)

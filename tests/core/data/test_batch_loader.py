@@ -121,6 +121,21 @@ class TestBatchLoader:
         if padding == 0:  # flips only: no zero border ever appears
             assert (x > 0).all()
 
+    def test_cutout_after_the_crops_keeps_the_crop_stream(self) -> None:
+        rng = np.random.default_rng(2)
+        images = rng.integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
+        ds = ImageDataset(
+            "cifar10", "train", tuple("abcdefghij"), images, np.zeros(16, np.int64), "0" * 64
+        )
+        ((plain, _),) = list(BatchLoader(ds, 16, augment=True, seed=3))
+        ((cut, _),) = list(BatchLoader(ds, 16, augment=True, cutout_size=4, seed=3))
+        grey = (cut == 128 / 255).all(dim=1)  # [B, H, W]: the cut-out pixels
+        assert grey.any(dim=(1, 2)).all()  # one square per image
+        keep = ~grey[:, None].expand_as(cut)
+        assert torch.equal(cut[keep], plain[keep])  # the same crops and flips elsewhere
+        with pytest.raises(ValueError, match="cutout_size"):
+            BatchLoader(ds, 4, augment=True, cutout_size=-1)
+
     def test_negative_crop_padding_raises(self) -> None:
         with pytest.raises(ValueError, match="crop_padding"):
             BatchLoader(_dataset(), 4, augment=True, crop_padding=-1)

@@ -91,7 +91,7 @@ class TestConfig:
             assert decay[id(p)] == (0.0 if p.ndim < 2 else cfg.weight_decay), name
 
     @pytest.mark.parametrize(
-        "field", ["bias_lr_scale", "crop_padding", "whiten_images", "backbone_lr_scale"]
+        "field", ["bias_lr_scale", "crop_padding", "cutout", "whiten_images", "backbone_lr_scale"]
     )
     def test_negative_knobs_are_rejected(self, field: str) -> None:
         with pytest.raises(ValueError, match=field):
@@ -258,11 +258,12 @@ class TestCli:
         data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
         run = tmp_path / "run"
         args = ["train", "teacher", "--out", str(run), "--model", "resnet18-cifar-w32"]
-        args += ["--width", "4", "--epochs", "1"]
+        args += ["--width", "4", "--epochs", "1", "--cutout", "3"]
         result = runner.invoke(app, [*args, "--batch-size", "4", *data])
         assert result.exit_code == 0, result.output
         assert (run / "teacher.json").is_file() and (run / "config.json").is_file()
-        assert json.loads((run / "config.json").read_text())["teacher"]["epochs"] == 1
+        recipe = json.loads((run / "config.json").read_text())["teacher"]
+        assert (recipe["epochs"], recipe["cutout"]) == (1, 3)
         args = ["train", "cache-teacher", "--teacher", str(run / "teacher")]
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "tc"), "--views", "2", *data])
         assert result.exit_code == 0, result.output
