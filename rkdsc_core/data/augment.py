@@ -10,6 +10,14 @@ from torch import Tensor
 __all__ = ["cutout", "random_crop_flip"]
 
 
+def _batch_shape(images: Tensor) -> tuple[int, int, int]:
+    """``(B, H, W)`` of an ``[B, C, H, W]`` batch; ValueError for any other rank."""
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape [B, C, H, W], got {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    return b, h, w
+
+
 def random_crop_flip(
     images: Tensor,
     *,
@@ -36,11 +44,9 @@ def random_crop_flip(
         >>> random_crop_flip(torch.rand(8, 3, 32, 32), generator=g).shape
         torch.Size([8, 3, 32, 32])
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, C, H, W], got {tuple(images.shape)}")
+    b, h, w = _batch_shape(images)
     if padding < 0:
         raise ValueError(f"padding must be >= 0 pixels, got {padding}")
-    b, _, h, w = images.shape
     gen_device = generator.device
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=gen_device)
     flips = (
@@ -79,11 +85,9 @@ def cutout(images: Tensor, *, generator: torch.Generator, size: int, fill: float
         >>> bool((out == 0).any(dim=1).sum(dim=(1, 2)).le(64).all())
         True
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, C, H, W], got {tuple(images.shape)}")
+    b, h, w = _batch_shape(images)
     if size < 1:
         raise ValueError(f"cutout size must be >= 1 pixel, got {size}")
-    b, _, h, w = images.shape
     gen_device = generator.device
     centres = torch.rand(b, 2, generator=generator, device=gen_device)
     centres = (centres * torch.tensor([h, w], device=gen_device)).long().to(images.device)
