@@ -18,6 +18,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -208,16 +209,21 @@ def save_training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     progress: dict[str, Any],
+    extra: Mapping[str, nn.Module] | None = None,
 ) -> Path:
     """Write a resumable training state (model + optimizer tensors, no pickle).
 
-    Tensors go to ``NAME.safetensors`` as ``model.<key>`` and ``optim.<param>.<key>``;
-    the optimizer's hyper-parameters, non-tensor state and ``progress`` (epoch, step,
+    Tensors go to ``NAME.safetensors`` as ``model.<key>``, ``optim.<param>.<key>`` and,
+    for each module of ``extra`` (e.g. a weight average), ``extra.<name>.<key>``; the
+    optimizer's hyper-parameters, non-tensor state and ``progress`` (epoch, step,
     config, ...) to ``NAME.json``, written last via a rename.
     """
     weights, manifest = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, module in (extra or {}).items():
+        for k, v in module.state_dict().items():
+            tensors[f"extra.{name}.{k}"] = v.detach().cpu().contiguous()
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in opt["state"].items():
@@ -243,14 +249,25 @@ def save_training_state(
 
 
 def load_training_state(
-    path: Path | str, *, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path | str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: Mapping[str, nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_training_state` wrote into ``model`` and ``optimizer``.
+    """Restore what :func:`save_training_state` wrote into ``model``, ``optimizer`` and
+    the modules of ``extra`` (each must have been saved under the same name).
 
     Returns the saved ``progress``.
     """
     flat, doc = load_checkpoint(path)
     model.load_state_dict({k[6:]: v for k, v in flat.items() if k.startswith("model.")})
+    for name, module in (extra or {}).items():
+        prefix = f"extra.{name}."
+        saved = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+        if not saved:
+            raise CheckpointError(f"training state {path} has no {name!r} to restore")
+        module.load_state_dict(saved)
     state: dict[int, dict[str, Any]] = {}
     for key, value in flat.items():
         if key.startswith("optim."):
@@ -279,11 +296,13 @@ def resume_training(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: dict[str, Any],
+    extra: Mapping[str, nn.Module] | None = None,
 ) -> Resumed:
     """Resume from the training state at ``state`` if there is one, else a fresh start.
 
     The saved ``progress["config"]`` must equal ``config`` (checked before anything is
-    loaded): a run folder never mixes two recipes.
+    loaded): a run folder never mixes two recipes. ``extra``: see
+    :func:`load_training_state`.
 
     Raises:
         ValueError: the state was made with another config.
@@ -294,7 +313,7 @@ def resume_training(
     saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
     if saved != config:
         raise ValueError(f"{state} was made with another config; use a new --out")
-    progress = load_training_state(state, model=model, optimizer=optimizer)
+    progress = load_training_state(state, model=model, optimizer=optimizer, extra=extra)
     return Resumed(
         progress["epoch"], progress["step"], progress["history"], progress["wall_seconds"], progress
     )

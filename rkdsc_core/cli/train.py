@@ -164,6 +164,12 @@ def train_teacher_cmd(
     cutout: Annotated[
         int | None, typer.Option(help="Cutout square side [pixels] (default 0: none).")
     ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Per-step decay of a weight average that is evaluated and saved (default 0: none)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
     data: DataOpt = None,
@@ -202,6 +208,7 @@ def train_teacher_cmd(
             freeze_backbone_epochs=freeze_backbone_epochs,
             eval_images=eval_images,
             cutout=cutout,
+            ema_decay=ema_decay,
             seed=seed,
         )
     except ValueError as e:

@@ -30,11 +30,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from rkdsc_core.checkpoint import (
@@ -107,6 +108,10 @@ class TeacherTrainConfig:
         whiten_images: for models with a data-initialised stem (``init_whitening``), the
             number of training images (the first ones) it is computed from.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
+        ema_decay: keep an exponential moving average of the weights and BatchNorm
+            statistics, updated after every step (``ema = d * ema + (1 - d) * weights``,
+            starting from the first step's weights): it is what is evaluated and saved.
+            Its horizon is about ``1 / (1 - d)`` steps; 0: off.
         eval_batch_size: images per evaluation batch.
     """
 
@@ -133,6 +138,7 @@ class TeacherTrainConfig:
     cutout: int = 0
     whiten_images: int = 5000
     grad_clip: float | None = None
+    ema_decay: float = 0.0
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -148,6 +154,8 @@ class TeacherTrainConfig:
             )
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         nonneg: tuple[str, ...] = ("seed", "freeze_backbone_epochs", "backbone_lr_scale")
@@ -391,6 +399,16 @@ def train_teacher(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = _make_optimizer(model, cfg)
+    ema = (
+        AveragedModel(
+            model,
+            multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),  # type: ignore[no-untyped-call]
+            use_buffers=True,
+        )
+        if cfg.ema_decay
+        else None
+    )
+    averages = {"ema": ema} if ema is not None else None
     loader = train_loader(
         train,
         cfg.batch_size,
@@ -408,7 +426,7 @@ def train_teacher(
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
     start_epoch, step, history, wall, progress = resume_training(
-        state, model=model, optimizer=opt, config=_jsonable(cfg)
+        state, model=model, optimizer=opt, config=_jsonable(cfg), extra=averages
     )
     if start_epoch:
         if progress.get("world_size", 1) != info.world_size and info.is_main:
@@ -457,6 +475,8 @@ def train_teacher(
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             sums += torch.tensor(
                 [loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
                 dtype=torch.float64,
@@ -466,9 +486,12 @@ def train_teacher(
             if max_steps is not None and step >= max_steps:
                 break
         broadcast_buffers(model, info)
+        if ema is not None:  # the averaged BatchNorm statistics are each rank's own
+            broadcast_buffers(ema.module, info)
         sums = all_reduce_sum(sums, info)
+        scored = ema.module if ema is not None else model
         metrics = evaluate_teacher(
-            model,
+            scored,
             test,
             limit=cfg.eval_images,
             flip_tta=cfg.flip_tta,
@@ -510,10 +533,13 @@ def train_teacher(
                     "world_size": info.world_size,
                     "config": _jsonable(cfg),
                 },
+                extra=averages,
             )
         barrier(info)
         if max_steps is not None and step >= max_steps:
             break
+    if ema is not None:
+        model = cast(Backbone, ema.module)  # the averaged copy of the Backbone
     model.eval()
     last = history[-1] if history else {}
     summary: dict[str, Any] = {

@@ -11,7 +11,9 @@ from rkdsc_core.checkpoint import (
     checkpoint_paths,
     load_checkpoint,
     load_model,
+    load_training_state,
     save_checkpoint,
+    save_training_state,
 )
 from rkdsc_core.models import create_model
 
@@ -110,3 +112,32 @@ class TestErrors:
         save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
         head = checkpoint_paths(tmp_path / "c")[0].read_bytes()[:2]
         assert head != b"\x80\x02" and head != b"PK"  # neither a pickle nor a torch zip
+
+
+class TestTrainingState:
+    def test_round_trip_with_an_extra_module(self, tmp_path: Path) -> None:
+        model, average = _model(), _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.rand(2, 3, 32, 32)).sum().backward()
+        opt.step()
+        save_training_state(
+            tmp_path / "s",
+            model=model,
+            optimizer=opt,
+            progress={"epoch": 1},
+            extra={"ema": average},
+        )
+        model2, average2 = _model(), _model()
+        opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+        progress = load_training_state(
+            tmp_path / "s", model=model2, optimizer=opt2, extra={"ema": average2}
+        )
+        assert progress == {"epoch": 1}
+        for a, b in ((model, model2), (average, average2)):
+            for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+                assert torch.equal(x, y), k
+        assert opt2.state_dict()["state"][0]["momentum_buffer"].abs().sum() > 0
+        with pytest.raises(CheckpointError, match="no 'swa'"):
+            load_training_state(
+                tmp_path / "s", model=model2, optimizer=opt2, extra={"swa": _model()}
+            )

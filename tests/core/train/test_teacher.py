@@ -91,7 +91,15 @@ class TestConfig:
             assert decay[id(p)] == (0.0 if p.ndim < 2 else cfg.weight_decay), name
 
     @pytest.mark.parametrize(
-        "field", ["bias_lr_scale", "crop_padding", "cutout", "whiten_images", "backbone_lr_scale"]
+        "field",
+        [
+            "bias_lr_scale",
+            "crop_padding",
+            "cutout",
+            "whiten_images",
+            "backbone_lr_scale",
+            "ema_decay",
+        ],
     )
     def test_negative_knobs_are_rejected(self, field: str) -> None:
         with pytest.raises(ValueError, match=field):
@@ -129,16 +137,46 @@ class TestTrainTeacher:
         losses = [h["train_loss"] for h in summary["history"]]
         assert len(losses) == 4 and losses[-1] < losses[0]
 
+    @pytest.mark.parametrize("ema_decay", [0.0, 0.5])
     def test_resume_equals_uninterrupted(
-        self, colour_dataset: ImageDataset, tmp_path: Path
+        self, colour_dataset: ImageDataset, tmp_path: Path, ema_decay: float
     ) -> None:
-        full, _ = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "a")
+        cfg = dataclasses.replace(_TINY, ema_decay=ema_decay)
+        full, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "a")
         # Interrupted after epoch 1 (2 steps of 8 images), then resumed to the end.
-        train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "b", max_steps=2)
-        resumed, summary = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "b")
+        train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b", max_steps=2)
+        resumed, summary = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b")
         assert [h["epoch"] for h in summary["history"]] == [1, 2]
         for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
             assert torch.equal(a, b), k
+
+    def test_ema_is_the_average_of_the_step_weights_and_is_saved(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        # The average does not change training: runs stopped after 1, 2 and 3 steps give
+        # the weights w1, w2, w3 it averages (2 steps per epoch, so across an epoch end).
+        w = [
+            train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / f"{n}", max_steps=n)[
+                0
+            ].state_dict()
+            for n in (1, 2, 3)
+        ]
+        d = 0.75
+        cfg = dataclasses.replace(_TINY, ema_decay=d)
+        ema, summary = train_teacher(
+            cfg, colour_dataset, colour_dataset, tmp_path / "e", max_steps=3
+        )
+        floats = [k for k, v in w[0].items() if v.is_floating_point()]
+        assert any("running_mean" in k for k in floats)  # BatchNorm statistics too
+        for k in floats:
+            want = d * d * w[0][k] + d * (1 - d) * w[1][k] + (1 - d) * w[2][k]
+            torch.testing.assert_close(ema.state_dict()[k], want, msg=k)
+        assert not torch.equal(ema.state_dict()[floats[0]], w[2][floats[0]])
+        saved = load_model(tmp_path / "e" / "teacher").state_dict()
+        for k in floats:
+            assert torch.equal(saved[k], ema.state_dict()[k]), k
+        doc = json.loads((tmp_path / "e" / "teacher.json").read_text())
+        assert doc["metrics"]["test_accuracy"] == summary["history"][-1]["test_accuracy"]
 
     def test_resume_with_another_config_is_refused(
         self, colour_dataset: ImageDataset, tmp_path: Path
@@ -258,12 +296,12 @@ class TestCli:
         data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
         run = tmp_path / "run"
         args = ["train", "teacher", "--out", str(run), "--model", "resnet18-cifar-w32"]
-        args += ["--width", "4", "--epochs", "1", "--cutout", "3"]
+        args += ["--width", "4", "--epochs", "1", "--cutout", "3", "--ema-decay", "0.9"]
         result = runner.invoke(app, [*args, "--batch-size", "4", *data])
         assert result.exit_code == 0, result.output
         assert (run / "teacher.json").is_file() and (run / "config.json").is_file()
         recipe = json.loads((run / "config.json").read_text())["teacher"]
-        assert (recipe["epochs"], recipe["cutout"]) == (1, 3)
+        assert (recipe["epochs"], recipe["cutout"], recipe["ema_decay"]) == (1, 3, 0.9)
         args = ["train", "cache-teacher", "--teacher", str(run / "teacher")]
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "tc"), "--views", "2", *data])
         assert result.exit_code == 0, result.output
