@@ -89,10 +89,21 @@ def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
     """
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(
@@ -221,6 +232,8 @@ def save_training_state(
     weights, manifest = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if any("." in name for name in extra or {}):
+        raise ValueError(f"extra module names must not contain '.', got {sorted(extra or {})}")
     for name, module in (extra or {}).items():
         for k, v in module.state_dict().items():
             tensors[f"extra.{name}.{k}"] = v.detach().cpu().contiguous()
@@ -297,12 +310,15 @@ def resume_training(
     optimizer: torch.optim.Optimizer,
     config: dict[str, Any],
     extra: Mapping[str, nn.Module] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Resumed:
     """Resume from the training state at ``state`` if there is one, else a fresh start.
 
     The saved ``progress["config"]`` must equal ``config`` (checked before anything is
-    loaded): a run folder never mixes two recipes. ``extra``: see
-    :func:`load_training_state`.
+    loaded): a run folder never mixes two recipes. A field the saved config lacks (one
+    added to the recipe since the run started) counts as its value in ``defaults``, the
+    config's defaults, so older runs resume where they used what is now the default.
+    ``extra``: see :func:`load_training_state`.
 
     Raises:
         ValueError: the state was made with another config.
@@ -311,6 +327,8 @@ def resume_training(
     if not manifest.is_file():
         return Resumed(0, 0, [], 0.0, {})
     saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
+    if isinstance(saved, dict) and defaults:
+        saved = {k: v for k, v in defaults.items() if k in config and k not in saved} | saved
     if saved != config:
         raise ValueError(f"{state} was made with another config; use a new --out")
     progress = load_training_state(state, model=model, optimizer=optimizer, extra=extra)

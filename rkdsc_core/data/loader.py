@@ -94,8 +94,13 @@ class BatchLoader:
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
         self.crop_padding = crop_padding
-        if cutout_size < 0:
-            raise ValueError(f"cutout_size must be >= 0 pixels, got {cutout_size}")
+        side = min(dataset.images.shape[1:3])  # [N, H, W, C], checked by ImageDataset
+        if not 0 <= cutout_size <= side:
+            raise ValueError(
+                f"cutout_size must be in [0, {side}] pixels (the image side), got {cutout_size}"
+            )
+        if cutout_size and not augment:
+            raise ValueError("cutout_size needs augment=True (cutout is a training augmentation)")
         self.cutout_size = cutout_size
         self.seed = seed
         self.rank = rank

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -35,7 +36,7 @@ from typing import Any, Literal, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from rkdsc_core.checkpoint import (
@@ -110,8 +111,9 @@ class TeacherTrainConfig:
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         ema_decay: keep an exponential moving average of the weights and BatchNorm
             statistics, updated after every step (``ema = d * ema + (1 - d) * weights``,
-            starting from the first step's weights): it is what is evaluated and saved.
-            Its horizon is about ``1 / (1 - d)`` steps; 0: off.
+            starting from the first step's weights, with ``d`` warmed up as
+            ``min(ema_decay, (1 + n) / (10 + n))`` after ``n`` updates): it is what is
+            evaluated and saved. Its horizon is about ``1 / (1 - ema_decay)`` steps; 0: off.
         eval_batch_size: images per evaluation batch.
     """
 
@@ -232,6 +234,29 @@ def lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:
         return start + (cfg.lr - start) * step / warm
     frac = min(1.0, (step - warm) / max(1, total - warm))
     return end + (cfg.lr - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+_Tensors = tuple[Tensor, ...] | list[Tensor]
+
+
+def _ema_update(decay: float) -> Callable[[_Tensors, _Tensors, Tensor | int], None]:
+    """The weight average's update for :class:`~torch.optim.swa_utils.AveragedModel`.
+
+    Float tensors move towards the model's by ``1 - d`` with the warmed-up decay
+    ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (early weights fade fast);
+    integer buffers (BatchNorm's batch counts) are copied, not averaged.
+    """
+
+    @torch.no_grad()
+    def update(averaged: _Tensors, current: _Tensors, n: Tensor | int) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point() or a.is_complex():
+                a.lerp_(c, 1.0 - d)
+            else:
+                a.copy_(c)
+
+    return update
 
 
 def build_teacher(cfg: TeacherTrainConfig, num_classes: int) -> Backbone:
@@ -381,7 +406,8 @@ def train_teacher(
         command: recorded in the teacher's manifest (default: this process's argv).
 
     Returns:
-        the trained model (eval mode) and a summary: ``history`` (per epoch: train loss
+        the trained model (eval mode; with ``ema_decay``, the weight average, which is also
+        what was scored each epoch and saved) and a summary: ``history`` (per epoch: train loss
         and accuracy, test accuracy with and without flip TTA, seconds), ``wall_seconds``,
         ``test_accuracy``, ``config`` and ``checkpoint`` (the manifest path).
 
@@ -400,11 +426,7 @@ def train_teacher(
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = _make_optimizer(model, cfg)
     ema = (
-        AveragedModel(
-            model,
-            multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),  # type: ignore[no-untyped-call]
-            use_buffers=True,
-        )
+        AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
         if cfg.ema_decay
         else None
     )
@@ -426,7 +448,12 @@ def train_teacher(
     total = cfg.epochs * len(loader)
     state = out_dir / "state"
     start_epoch, step, history, wall, progress = resume_training(
-        state, model=model, optimizer=opt, config=_jsonable(cfg), extra=averages
+        state,
+        model=model,
+        optimizer=opt,
+        config=_jsonable(cfg),
+        extra=averages,
+        defaults=_jsonable(TeacherTrainConfig()),
     )
     if start_epoch:
         if progress.get("world_size", 1) != info.world_size and info.is_main:

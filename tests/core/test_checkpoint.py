@@ -137,6 +137,10 @@ class TestTrainingState:
             for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
                 assert torch.equal(x, y), k
         assert opt2.state_dict()["state"][0]["momentum_buffer"].abs().sum() > 0
+        with pytest.raises(ValueError, match=r"must not contain '\.'"):
+            save_training_state(
+                tmp_path / "t", model=model, optimizer=opt, progress={}, extra={"a.b": average}
+            )
         with pytest.raises(CheckpointError, match="no 'swa'"):
             load_training_state(
                 tmp_path / "s", model=model2, optimizer=opt2, extra={"swa": _model()}

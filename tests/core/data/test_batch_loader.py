@@ -133,8 +133,11 @@ class TestBatchLoader:
         assert grey.any(dim=(1, 2)).all()  # one square per image
         keep = ~grey[:, None].expand_as(cut)
         assert torch.equal(cut[keep], plain[keep])  # the same crops and flips elsewhere
-        with pytest.raises(ValueError, match="cutout_size"):
-            BatchLoader(ds, 4, augment=True, cutout_size=-1)
+        for bad in (-1, 9):  # 8x8 images
+            with pytest.raises(ValueError, match=r"cutout_size must be in \[0, 8\]"):
+                BatchLoader(ds, 4, augment=True, cutout_size=bad)
+        with pytest.raises(ValueError, match="augment=True"):
+            BatchLoader(ds, 4, cutout_size=4)
 
     def test_negative_crop_padding_raises(self) -> None:
         with pytest.raises(ValueError, match="crop_padding"):

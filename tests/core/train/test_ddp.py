@@ -48,9 +48,16 @@ from rkdsc_core.train import (
     wrap_ddp,
 )
 
-# The default teacher (FastNet): its data-initialised stem must come out alike on both ranks.
+# The default teacher (FastNet): its data-initialised stem must come out alike on both ranks,
+# and so must the weight average, whose BatchNorm statistics each rank averages on its own.
 _TEACHER = teacher_config(
-    model_overrides={"widths": (4, 8, 8)}, epochs=1, batch_size=8, eval_images=8, eval_batch_size=8
+    model_overrides={"widths": (4, 8, 8)},
+    epochs=1,
+    batch_size=8,
+    eval_images=8,
+    eval_batch_size=8,
+    cutout=8,
+    ema_decay=0.5,
 )
 _LINK = LinkTrainConfig(
     student_overrides={"C": 4, "layers": 3, "token_dim": 16},

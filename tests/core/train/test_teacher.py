@@ -26,6 +26,7 @@ from rkdsc_core.train import (
     teacher_lr_at,
     train_teacher,
 )
+from rkdsc_core.train import teacher as teacher_module
 from rkdsc_core.train.teacher import _make_optimizer
 from tests.core.data.conftest import write_tree
 
@@ -151,7 +152,7 @@ class TestTrainTeacher:
             assert torch.equal(a, b), k
 
     def test_ema_is_the_average_of_the_step_weights_and_is_saved(
-        self, colour_dataset: ImageDataset, tmp_path: Path
+        self, colour_dataset: ImageDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # The average does not change training: runs stopped after 1, 2 and 3 steps give
         # the weights w1, w2, w3 it averages (2 steps per epoch, so across an epoch end).
@@ -161,22 +162,48 @@ class TestTrainTeacher:
             ].state_dict()
             for n in (1, 2, 3)
         ]
-        d = 0.75
-        cfg = dataclasses.replace(_TINY, ema_decay=d)
+        scored: list[torch.nn.Module] = []
+        evaluate = teacher_module.evaluate_teacher
+        monkeypatch.setattr(
+            teacher_module,
+            "evaluate_teacher",
+            lambda model, *a, **k: scored.append(model) or evaluate(model, *a, **k),
+        )
+        cfg = dataclasses.replace(_TINY, ema_decay=0.75)
         ema, summary = train_teacher(
             cfg, colour_dataset, colour_dataset, tmp_path / "e", max_steps=3
         )
+        # The decay warms up as min(0.75, (1 + n) / (10 + n)) after n updates: w1 is copied,
+        # then d2 = 2/11 and d3 = 3/12.
+        d2, d3 = 2 / 11, 3 / 12
         floats = [k for k, v in w[0].items() if v.is_floating_point()]
         assert any("running_mean" in k for k in floats)  # BatchNorm statistics too
         for k in floats:
-            want = d * d * w[0][k] + d * (1 - d) * w[1][k] + (1 - d) * w[2][k]
+            want = d3 * (d2 * w[0][k] + (1 - d2) * w[1][k]) + (1 - d3) * w[2][k]
             torch.testing.assert_close(ema.state_dict()[k], want, msg=k)
         assert not torch.equal(ema.state_dict()[floats[0]], w[2][floats[0]])
+        counts = [k for k in w[0] if k.endswith("num_batches_tracked")]
+        assert counts and all(torch.equal(ema.state_dict()[k], w[2][k]) for k in counts)
         saved = load_model(tmp_path / "e" / "teacher").state_dict()
         for k in floats:
             assert torch.equal(saved[k], ema.state_dict()[k]), k
+        assert len(scored) == 2 and all(m is ema for m in scored)  # each epoch scores the average
         doc = json.loads((tmp_path / "e" / "teacher.json").read_text())
         assert doc["metrics"]["test_accuracy"] == summary["history"][-1]["test_accuracy"]
+
+    def test_a_run_from_before_a_new_recipe_field_resumes(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path, max_steps=2)
+        state = tmp_path / "state.json"
+        doc = json.loads(state.read_text())
+        del doc["progress"]["config"]["ema_decay"]  # as written before the field existed
+        state.write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match="another config"):  # not with another value
+            ema = dataclasses.replace(_TINY, ema_decay=0.5)
+            train_teacher(ema, colour_dataset, colour_dataset, tmp_path)
+        _, summary = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path)
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
 
     def test_resume_with_another_config_is_refused(
         self, colour_dataset: ImageDataset, tmp_path: Path
