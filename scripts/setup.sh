@@ -13,7 +13,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-# torch first, pinned: any other spec may pull a multi-GB CUDA build. No torchvision.
+# torch first, pinned: any other spec may pull a multi-GB CUDA build. No torchvision. The CPU
+# build comes from PyTorch's index: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (the Dockerfile sets it; this workspace's pip configuration provides it).
 "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e "$root${extras:+[$extras]}"
 "$venv/bin/python" - <<'PY'

@@ -415,7 +415,7 @@ def train_codec_cmd(
     teacher_targets: Annotated[
         bool,
         typer.Option(
-            help="Distil the teacher's targets (--no-teacher-targets: the CE-only baseline)."
+            help="Distil the teacher's targets (--no-teacher-targets: the stage1-only baseline)."
         ),
     ] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 12).")] = None,

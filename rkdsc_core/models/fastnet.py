@@ -13,7 +13,8 @@ ResNet"; Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") make it train fast:
 The training recipe that goes with it (large batch, Nesterov SGD, label smoothing 0.2, a
 fast learning rate on the norm shifts) is the ``fastnet-cifar`` preset of
 :mod:`rkdsc_core.train.teacher`. The published recipes reach 94% on the original
-CIFAR-10 in 10 epochs with more tricks than this (weight averaging, multi-crop test-time
+CIFAR-10 in 10 epochs with more tricks than this preset (weight averaging, which the
+recipe has as ``ema_decay`` but does not use by default; multi-crop test-time
 augmentation); see the teacher's model card for what this one measures here.
 """
 

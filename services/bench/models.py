@@ -7,7 +7,7 @@ images (the link's CIFAR-10 size).
 
 **teachers**: ``create_model(name)`` for each name in ``teachers``, its full forward pass
 (features and head), randomly initialised: the weights do not change its speed. By default
-``resnet18-cifar-w32`` (the CPU-sized teacher this project's RKD recipe trains, 32x32) and
+``resnet18-cifar-w32`` (the CPU-sized teacher the shipped links were distilled from, 32x32) and
 ``clip-vit-b32`` (the paper's CLIP ViT-B/32 teacher, 224x224, speed and size only). Each
 teacher is fed images of its own input size (``Backbone.input_size``, the size its
 ``example_inputs`` uses and ``rkdsc models info`` counts at), so the timing measures the
