@@ -8,7 +8,8 @@
 #
 # Every stage checkpoints each epoch and resumes when run again with the same --out, so
 # an interrupted reproduction continues where it stopped: rerun the same command. Stages
-# that finished return at once. On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
+# that finished return at once; a finished teacher cache is kept only if it is TEACHER's
+# (another teacher's stops the script: use a new run folder). On a GPU set RKDSC_DEVICE=cuda; on a shared 2-core CPU,
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
 # TEACHER_EPOCHS (the preset's: 20 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
 # CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
@@ -44,6 +45,19 @@ fi
 stage "2/7 teacher-output cache"
 if [[ ! -f "$RUNS/teacher-cache.json" ]]; then
     "$RKDSC" train cache-teacher --teacher "$TEACHER" --out "$RUNS/teacher-cache"
+else  # a finished cache is kept, but only for the teacher it was made from
+    manifest="${TEACHER%.json}"
+    manifest="${manifest%.safetensors}.json"
+    if ! python3 - "$RUNS/teacher-cache.json" "$manifest" <<'PY'
+import json, sys
+cache, teacher = (json.load(open(path)) for path in sys.argv[1:])
+sys.exit(cache["teacher"]["weights_sha256"] != teacher["weights_sha256"])
+PY
+    then
+        echo "error: $RUNS/teacher-cache holds the outputs of another teacher than $TEACHER;" \
+            "use a new run folder" >&2
+        exit 2
+    fi
 fi
 
 stage "3/7 KDL-DARTS: plain DARTS and one search per lambda, each genotype trained alike"

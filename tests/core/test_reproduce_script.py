@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -12,8 +13,9 @@ from tests.deploy._support import ROOT
 SCRIPT = ROOT / "scripts" / "reproduce.sh"
 
 
-def _run(tmp_path: Path, **env: str) -> list[list[str]]:
-    """Run the script with a fake ``rkdsc`` that records each call; the calls' argv."""
+def _run(tmp_path: Path, *, status: int = 0, **env: str) -> list[list[str]]:
+    """Run the script with a fake ``rkdsc`` that records each call; the calls' argv
+    (``status``: the exit status the script must end with)."""
     log = tmp_path / "calls.txt"
     fake = tmp_path / "rkdsc"
     fake.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
@@ -26,8 +28,11 @@ def _run(tmp_path: Path, **env: str) -> list[list[str]]:
         timeout=30,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    return [shlex.split(line) for line in log.read_text().splitlines()]
+    assert result.returncode == status, result.stderr
+    if status:
+        assert "error:" in result.stderr
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [shlex.split(line) for line in lines]
 
 
 def _option(call: list[str], name: str) -> str:
@@ -83,3 +88,16 @@ def test_given_teacher_and_genotype_skip_their_stages(tmp_path: Path) -> None:
     # No teacher codec, and so no teacher in the sweep.
     assert "--no-teacher-targets" in stage1
     assert [w.split("=")[0] for w in sweep if "=" in w] == ["rkd", "stage1-only", "ce-only"]
+
+
+def test_a_kept_cache_must_be_the_given_teachers(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "t.json").write_text(json.dumps({"weights_sha256": "a" * 64}))
+    cache = tmp_path / "runs" / "teacher-cache.json"
+    cache.write_text(json.dumps({"teacher": {"weights_sha256": "a" * 64}}))
+    knobs = {"TEACHER": str(tmp_path / "t"), "GENOTYPE": "darts_v2", "TEACHER_CODEC": "0"}
+    calls = _run(tmp_path, **knobs)
+    assert ["train", "cache-teacher"] not in [c[:2] for c in calls]  # kept
+    cache.write_text(json.dumps({"teacher": {"weights_sha256": "b" * 64}}))
+    (tmp_path / "calls.txt").unlink()
+    assert _run(tmp_path, status=2, **knobs) == []  # another teacher's: stop before stage 1
