@@ -69,16 +69,26 @@ def check_targets(
     """Check the targets of the training issue.
 
     Args:
-        rows: ``rkdsc eval sweep`` rows; the RKD link is ``rkd``, compared at its largest L.
-        teacher_accuracy: the teacher's clean test accuracy, in [0, 1].
-        teacher_params: the teacher's parameters.
+        rows: ``rkdsc eval sweep`` rows; the RKD link is ``rkd``, read at its largest L, and
+            the baselines at the same L.
+        teacher_accuracy: the teacher's clean test accuracy, in (0, 1] (single view, as
+            the links are scored).
+        teacher_params: the teacher's parameters, > 0.
         encoder_params: the student's plus the CAT encoder's parameters (what transmits).
         baselines: the systems RKD must beat at every SNR up to 5 dB.
         knowledge: the receiver's channel knowledge the accuracy targets are read at.
         nas_rows: ``rkdsc nas sweep`` rows (``label``, ``lambda``, ``use_kd``, ``params``,
             ``val_accuracy``); the plain DARTS row has ``use_kd`` false and lambda 0.
         nas_lambda: the KDL-DARTS row compared with plain DARTS.
+
+    Raises:
+        ValueError: ``teacher_accuracy`` or ``teacher_params`` out of range.
     """
+    if not 0.0 < teacher_accuracy <= 1.0 or teacher_params < 1:
+        raise ValueError(
+            f"need a teacher accuracy in (0, 1] and > 0 parameters, got {teacher_accuracy} "
+            f"and {teacher_params}"
+        )
     checks = [
         TargetCheck(
             "student + CAT encoder size vs the teacher",
@@ -92,7 +102,7 @@ def check_targets(
     length = max((r.L for r in mine), default=0)
     at20 = _acc(mine, rkd, "awgn", knowledge, 20.0, length)
     at0 = _acc(mine, rkd, "awgn", knowledge, 0.0, length)
-    name = f"AWGN 20 dB ({knowledge} CSI, L={length}) vs the teacher's clean accuracy"
+    name = f"AWGN 20 dB ({knowledge} CSI, L={length}) vs the teacher's clean accuracy (single view)"
     if at20 is None:
         checks.append(_missing(name, ">= 0.95 (aim 0.98)", f"no {rkd} row at AWGN 20 dB"))
     else:
@@ -102,6 +112,8 @@ def check_targets(
     name = f"AWGN 0 dB vs 20 dB ({knowledge} CSI, L={length})"
     if at0 is None or at20 is None:
         checks.append(_missing(name, ">= 0.90", f"no {rkd} row at AWGN 0 or 20 dB"))
+    elif at20 == 0:
+        checks.append(TargetCheck(name, 0.0, ">= 0.90", False, "accuracy 0 at 20 dB"))
     else:
         ratio = at0 / at20
         checks.append(TargetCheck(name, ratio, ">= 0.90", ratio >= 0.90, f"{at0:.4f} / {at20:.4f}"))
@@ -112,10 +124,9 @@ def check_targets(
         for snr in snrs:
             ours = _acc(mine, rkd, channel, knowledge, snr, length)
             for base in baselines:
-                base_len = max((r.L for r in rows if r.system == base), default=0)
-                theirs = _acc(rows, base, channel, knowledge, snr, base_len)
+                theirs = _acc(rows, base, channel, knowledge, snr, length)
                 if ours is None or theirs is None:
-                    missing.append(f"{base}@{snr:g}")
+                    missing.append(f"{base}@{snr:g} dB, L={length}")
                 else:
                     margins.append((ours - theirs, base, snr))
         if not snrs or missing:
@@ -123,7 +134,7 @@ def check_targets(
             checks.append(_missing(name, "> 0 at every SNR", why))
             continue
         worst = min(margins)
-        detail = f"smallest margin {worst[0]:+.4f} (vs {worst[1]} at {worst[2]:g} dB)"
+        detail = f"smallest margin {worst[0]:+.4f} (vs {worst[1]} at {worst[2]:g} dB, L={length})"
         checks.append(TargetCheck(name, worst[0], "> 0 at every SNR", worst[0] > 0, detail))
     checks.extend(_nas_checks(nas_rows, nas_lambda))
     return checks

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rkdsc_core.checkpoint import save_checkpoint
@@ -84,7 +85,25 @@ def test_each_target_can_fail() -> None:
     met = {c.name: c.met for c in checks}
     assert list(met.values()) == [False, False, False, True, False, False, False], met
     rayleigh = next(c for c in checks if c.name.endswith("rayleigh"))
-    assert "ce-only at 4 dB" in rayleigh.detail
+    assert "ce-only at 4 dB, L=64" in rayleigh.detail
+
+
+def test_baselines_are_read_at_the_rkd_links_length() -> None:
+    # A baseline swept only at L = 32 is not compared with RKD at L = 64.
+    rows = _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE, length=32)
+    checks = check_targets(rows, teacher_accuracy=0.92, teacher_params=10**6, encoder_params=1)
+    beats = [c for c in checks if c.name.startswith("beats")]
+    assert [c.met for c in beats] == [None, None]
+    assert "ce-only@-4 dB, L=64" in beats[0].detail
+
+
+def test_bad_teacher_figures_and_a_dead_link() -> None:
+    rows = _rows("rkd", {**GOOD, 20.0: 0.0})
+    for accuracy, params in ((0.0, 10), (1.5, 10), (0.9, 0)):
+        with pytest.raises(ValueError, match="teacher accuracy"):
+            check_targets(rows, teacher_accuracy=accuracy, teacher_params=params, encoder_params=1)
+    checks = check_targets(rows, teacher_accuracy=0.9, teacher_params=10, encoder_params=1)
+    assert _by_name(checks)["AWGN 0 dB vs 20 dB"].met is False
 
 
 def test_missing_inputs_are_not_measured_never_met() -> None:
@@ -109,9 +128,9 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     doc = {"meta": {}, "rows": [dataclasses.asdict(r) for r in rows]}
     (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(doc))
     teacher = create_model("resnet18-cifar", width=8)
-    save_checkpoint(
-        tmp_path / "teacher", teacher, name="resnet18-cifar", metrics={"test_accuracy": 0.92}
-    )
+    # The links are scored on one view: the teacher's single-view accuracy is the reference.
+    metrics = {"test_accuracy": 0.95, "test_accuracy_single_view": 0.92}
+    save_checkpoint(tmp_path / "teacher", teacher, name="resnet18-cifar", metrics=metrics)
     student = create_model("darts-student", C=4, layers=3, token_dim=16)
     codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
     pipeline = SemanticPipeline(student, codec, num_pilots=4)  # type: ignore[arg-type]
@@ -124,6 +143,7 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     size = got[0]
     encoder = count_parameters(student) + count_parameters(codec.encoder)  # type: ignore[arg-type]
     assert size["value"] == encoder / count_parameters(teacher)
+    assert got[1]["detail"] == "0.9000 / 0.9200"
     assert [c["met"] for c in got[1:5]] == [True, True, True, True]
     assert [c["met"] for c in got[5:]] == [None, None]  # no lambda table given
 
