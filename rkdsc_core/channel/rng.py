@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from collections.abc import Callable, Sequence
 
@@ -50,12 +51,33 @@ def draw(
 
     With a sequence of generators, row ``i`` (``shape[0]`` rows) is drawn from
     ``generator[i]`` alone, so a frame's randomness does not depend on its batch.
+
+    A seeded draw is made on its generator's device and then moved to ``device`` (a CPU
+    generator gives the same values for a CPU or a GPU tensor). A draw of 16 values or more
+    is the start of one padded to a multiple of 16: torch's CPU ``randn`` fills blocks of 16
+    (and draws under 16 values one by one), so frames of different lengths from generators
+    seeded alike see the same noise on their common symbols, as long as both draws are
+    under 16 values or both are not.
     """
-    if generator is None or isinstance(generator, torch.Generator):
-        return sampler(shape, generator=generator, device=device, dtype=torch.float32)
+    if generator is None:
+        return sampler(shape, generator=None, device=device, dtype=torch.float32)
+    if isinstance(generator, torch.Generator):
+        return _seeded(sampler, shape, generator, device)
     if len(generator) != shape[0]:
         raise ValueError(
             f"got {len(generator)} generators for a batch of {shape[0]}; pass one per frame"
         )
-    rows = [sampler(shape[1:], generator=g, device=device, dtype=torch.float32) for g in generator]
+    rows = [_seeded(sampler, shape[1:], g, device) for g in generator]
     return torch.stack(rows) if rows else torch.empty(shape, device=device)
+
+
+def _seeded(
+    sampler: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> Tensor:
+    numel = math.prod(shape)
+    padded = numel if numel < 16 else -(-numel // 16) * 16
+    flat = sampler((padded,), generator=generator, device=generator.device, dtype=torch.float32)
+    return flat[:numel].reshape(shape).to(device)
