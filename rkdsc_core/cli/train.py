@@ -93,7 +93,6 @@ def _train_link(
 ) -> None:
     import dataclasses
 
-    from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import save_link
     from rkdsc_core.train import LinkTrainConfig, train_link
 
@@ -110,15 +109,12 @@ def _train_link(
     if not info.is_main:
         return
     pipeline.cpu()
-    table = measure_eval_table(pipeline, test, limit=eval_limit)
-    table.meta["command"] = _command()
     dest = weights_out or out / "weights"
     save_link(
         dest,
         pipeline,
         student_name=cfg.student,
         classes=train.classes,
-        eval_table=table,
         fp16=fp16,
         meta={
             "recipe": "end-to-end cross-entropy through the channel (no teacher)",
@@ -127,7 +123,19 @@ def _train_link(
         },
         metrics={"history": summary["history"]},
     )
+    _measure_saved(dest, test, eval_limit)
     typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {summary['history'][-1]['acc_awgn_20db']:.4f})")
+
+
+def _measure_saved(dest: Path, test: Any, limit: int) -> None:
+    """Write ``dest/eval_table.json``, measured on the weights as saved (float16 when
+    stored so), not on the in-memory float32 model."""
+    from rkdsc_core.eval import measure_eval_table
+    from rkdsc_core.link import load_link
+
+    table = measure_eval_table(load_link(dest).pipeline, test, limit=limit)
+    table.meta["command"] = _command()
+    table.save(dest / "eval_table.json")
 
 
 @train_app.command("teacher")
@@ -505,14 +513,13 @@ def _train_codec(
     dataset: str | None,
 ) -> None:
     from rkdsc_core.checkpoint import CheckpointError
-    from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.train.rkd import train_codec
 
     train, test, cache = _load_cache(info, s, teacher_cache, dataset)
     out.mkdir(parents=True, exist_ok=True)
     dest = weights_out or out / "weights"
     try:
-        pipeline, summary = train_codec(
+        _, summary = train_codec(
             cfg, student, cache, train, test, out, dist=info, weights_out=dest, fp16=fp16
         )
     except (ValueError, TypeError, CheckpointError) as e:
@@ -520,10 +527,7 @@ def _train_codec(
         raise
     if not info.is_main:
         return
-    pipeline.cpu()
-    table = measure_eval_table(pipeline, test, limit=eval_limit)
-    table.meta["command"] = _command()
-    table.save(dest / "eval_table.json")
+    _measure_saved(dest, test, eval_limit)
     acc = summary["history"][-1]["acc_awgn_20db"]
     typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {acc:.4f})")
 

@@ -179,6 +179,15 @@ class TestCli:
             monkeypatch.delenv(var, raising=False)
         for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             monkeypatch.delenv(var, raising=False)
+        import rkdsc_core.eval as eval_module
+
+        measured: list[Any] = []  # the pipelines the eval tables are measured on
+        real_measure = eval_module.measure_eval_table
+        monkeypatch.setattr(
+            eval_module,
+            "measure_eval_table",
+            lambda pipe, *a, **k: measured.append(pipe) or real_measure(pipe, *a, **k),
+        )
         runner = CliRunner()
         tree = write_tree(tmp_path / "tree").path  # 9 train, 6 test images
         data = ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
@@ -203,6 +212,8 @@ class TestCli:
         assert result.exit_code == 0, result.output
         bundle = load_link(tmp_path / "c" / "weights")
         assert bundle.eval_table is not None and "without teacher" in bundle.meta["recipe"]
+        # The table describes the shipped float16 weights, not the float32 model in memory.
+        assert measured and all(torch.equal(p, p.half().float()) for p in measured[-1].parameters())
         # The link remembers its stage-1 student, and the model card shows it.
         source = bundle.meta["student_source"]
         assert source["extra"]["training"]["stage"].startswith("rkd-1")
