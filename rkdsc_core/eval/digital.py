@@ -29,6 +29,12 @@ Baselines (accuracy = the student head on the dequantised tokens, where delivere
   images). ``L`` channel uses, genie CSI, no pilots. It is the bound a digital system could
   approach with ideal codes; at a few dozen channel uses real codes fall well short of
   capacity.
+* ``digital-pca-qpsk``: the same transform code sent uncoded in exactly the semantic link's
+  ``P + L`` channel uses: the first ``k = floor(2 L / b)`` coefficients (at most ``K``), ``b``
+  bits each, as Gray QPSK in ``L`` symbols after the link's pilot block, through the same
+  :class:`Channel` with the same per-image generator (so the same noise and gain as the
+  link at that ``L``), the receiver's CSI, MMSE :func:`equalize` and :func:`demodulate`; bit
+  errors land where they fall. The uncoded baseline at the semantic link's channel uses.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ __all__ = [
     "outage_gain",
     "payload_bits",
     "pca_ideal_correct",
+    "pca_qpsk_correct",
     "qpsk_channel_uses",
     "quantize_tokens",
     "uncoded_qpsk_correct",
@@ -185,17 +192,36 @@ def uncoded_qpsk_correct(
     """Images decoded correctly by the uncoded-QPSK baseline (see the module docstring)."""
     codes, lo, hi = quantize_tokens(tokens, bits)
     tx_bits = _codes_to_bits(codes, bits)
+    symbols = math.ceil(tx_bits.shape[1] / 2)
+    rx_bits = _uncoded_qpsk(pipeline, tx_bits, symbols, model, knowledge, snr_db, seqs, seed)
+    feats = dequantize_tokens(_bits_to_codes(rx_bits, bits), lo, hi, bits, tokens.shape[1:])
+    return int((pipeline.student.forward_head(feats).argmax(1) == labels).sum())
+
+
+def _uncoded_qpsk(
+    pipeline: SemanticPipeline,
+    tx_bits: Tensor,
+    symbols: int,
+    model: str,
+    knowledge: str,
+    snr_db: float,
+    seqs: Sequence[int],
+    seed: int,
+) -> Tensor:
+    """``tx_bits`` ``[B, n]`` (``n <= 2 * symbols``, zero-padded) as Gray QPSK in ``symbols``
+    symbols after the link's pilot block, through the channel with the image's generator,
+    the receiver's CSI, MMSE equalisation and demodulation: ``[B, n]`` received bits."""
     n = tx_bits.shape[1]
-    if n % 2:
-        tx_bits = torch.cat([tx_bits, torch.zeros_like(tx_bits[:, :1])], dim=1)
-    frame = insert_pilots(modulate(tx_bits, "qpsk"), pipeline.pilots)
+    if n > 2 * symbols:
+        raise ValueError(f"{n} bits do not fit in {symbols} QPSK symbols")
+    padded = torch.cat([tx_bits, tx_bits.new_zeros(tx_bits.shape[0], 2 * symbols - n)], dim=1)
+    frame = insert_pilots(modulate(padded, "qpsk"), pipeline.pilots)
     channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
     out = channel(frame, snr_db, generator=frame_generators(seed, "eval", seqs))
     csi = pipeline.estimate(knowledge, out)
     p = pipeline.num_pilots
-    rx_bits = demodulate(equalize(out.y[:, p:], csi.h, csi.n0), "qpsk")[:, :n]
-    feats = dequantize_tokens(_bits_to_codes(rx_bits, bits), lo, hi, bits, tokens.shape[1:])
-    return int((pipeline.student.forward_head(feats).argmax(1) == labels).sum())
+    rx: Tensor = demodulate(equalize(out.y[:, p:], csi.h, csi.n0), "qpsk")[:, :n]
+    return rx
 
 
 @dataclass(frozen=True)
@@ -301,3 +327,29 @@ def pca_ideal_correct(
     capacity = length * torch.log2(1.0 + _effective_snr(model, snr_db, seqs, seed))
     delivered = k * code.bits <= capacity
     return int((right & delivered).sum())
+
+
+@torch.no_grad()
+def pca_qpsk_correct(
+    pipeline: SemanticPipeline,
+    code: PcaCode,
+    tokens: Tensor,
+    labels: Tensor,
+    *,
+    model: str,
+    knowledge: str,
+    snr_db: float,
+    length: int,
+    seqs: Sequence[int],
+    seed: int,
+) -> int:
+    """Images decoded correctly by the transform code sent uncoded in ``P + length``
+    channel uses (see the module docstring); with ``2 * length < bits`` nothing fits and
+    every image is lost."""
+    k = code.components_for(2 * length)
+    if k == 0:
+        return 0
+    tx_bits = _codes_to_bits(code.encode(tokens, k), code.bits)
+    rx_bits = _uncoded_qpsk(pipeline, tx_bits, length, model, knowledge, snr_db, seqs, seed)
+    feats = code.decode(_bits_to_codes(rx_bits, code.bits))
+    return int((pipeline.student.forward_head(feats).argmax(1) == labels).sum())

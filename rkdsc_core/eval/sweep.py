@@ -5,9 +5,11 @@ impaired with ``frame_generator(seed, "eval", i)`` at every point and for every 
 the links and the baselines see the same noise (and, on Rayleigh, the same gain) per image.
 
 ``channel_uses`` counts the complex symbols each system puts on the air per image: ``P + L``
-for a semantic link (pilot block + data; the pilots are sent under either CSI), ``L`` for the
-ideal digital code and the transform-coded one (genie CSI, no pilots) and
-``P + ceil(T*D*b/2) + 32`` for uncoded QPSK (see :mod:`rkdsc_core.eval.digital`).
+for a semantic link (pilot block + data; the pilots are sent under either CSI) and for the
+transform code sent uncoded (``digital-pca-qpsk``), ``L`` for the ideal digital code and the
+ideally coded transform code (genie CSI, no pilots) and ``P + ceil(T*D*b/2) + 32`` for
+uncoded QPSK of every feature value, whose rows repeat under every ``L`` (see
+:mod:`rkdsc_core.eval.digital`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rkdsc_core.eval.digital import (
     PcaCode,
     ideal_code_correct,
     pca_ideal_correct,
+    pca_qpsk_correct,
     qpsk_channel_uses,
     uncoded_qpsk_correct,
 )
@@ -160,8 +163,9 @@ def measure_sweep(
         lengths: ``L`` values for every system (default: each link's own lengths; the
             digital baselines use the reference link's).
         pca_fit: with ``digital``, the images (a training split) whose reference-student
-            tokens fit the ``digital-pca-b{pca_bits}`` transform code (:class:`PcaCode`),
-            ``pca_images`` of them, seeded; ``None``: no transform-coded baseline.
+            tokens fit the transform code (:class:`PcaCode`) of the ``digital-pca-b{pca_bits}``
+            and ``digital-pca-qpsk-b{pca_bits}`` baselines, ``pca_images`` of them, seeded;
+            ``None``: no transform-coded baselines.
     """
     from rkdsc_core.eval.table import DEFAULT_SNRS
 
@@ -221,12 +225,21 @@ def measure_sweep(
             accs = accuracy_per_snr(partial(ideal_code, model=model, length=n))
             for k in knowledge:  # genie CSI: the same under every knowledge label
                 add(ideal, (model, k, n), accs, n)
-            if code is not None:
+            if code is None:
+                continue
+            accs = accuracy_per_snr(
+                partial(pca_ideal_correct, ref, code, model=model, length=n, seed=seed)
+            )
+            for k in knowledge:
+                add(f"digital-pca-b{code.bits}", (model, k, n), accs, n)
+            for k in knowledge:  # sent uncoded after the pilots: the receiver's own CSI
                 accs = accuracy_per_snr(
-                    partial(pca_ideal_correct, ref, code, model=model, length=n, seed=seed)
-                )
-                for k in knowledge:
-                    add(f"digital-pca-b{code.bits}", (model, k, n), accs, n)
+                    partial(
+                        pca_qpsk_correct, ref, code, model=model, knowledge=k, length=n,
+                        seed=seed,
+                    )
+                )  # fmt: skip
+                add(f"digital-pca-qpsk-b{code.bits}", (model, k, n), accs, ref.num_pilots + n)
         for k in knowledge:
             accs = accuracy_per_snr(
                 partial(

@@ -1,4 +1,4 @@
-"""Digital baselines: quantisation, the ideal-code cliff and uncoded QPSK."""
+"""Digital baselines: quantisation, the ideal-code cliff, uncoded QPSK and the transform code."""
 
 import math
 
@@ -9,10 +9,12 @@ from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval import (
     PcaCode,
     dequantize_tokens,
+    digital,
     ideal_code_correct,
     outage_gain,
     payload_bits,
     pca_ideal_correct,
+    pca_qpsk_correct,
     qpsk_channel_uses,
     quantize_tokens,
     uncoded_qpsk_correct,
@@ -39,6 +41,21 @@ def _clean_quantised(p: SemanticPipeline, t: torch.Tensor, y: torch.Tensor, bits
     feats = dequantize_tokens(codes, lo, hi, bits, t.shape[1:])
     with torch.no_grad():
         return int((p.student.forward_head(feats).argmax(1) == y).sum())
+
+
+def _pca_clean(p: SemanticPipeline, code: PcaCode, t: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    """Images right from the first ``k`` coefficients, as sent (no channel)."""
+    with torch.no_grad():
+        return int((p.student.forward_head(code.decode(code.encode(t, k))).argmax(1) == y).sum())
+
+
+def _fitted(
+    data: ImageDataset,
+) -> tuple[SemanticPipeline, torch.Tensor, torch.Tensor, PcaCode]:
+    """A pipeline, its tokens and labels of ``data``, and a 4-bit transform code fit on them."""
+    p = _pipeline()
+    t, y = _tokens(p, data)
+    return p, t, y, PcaCode.fit(t, bits=4)
 
 
 class TestQuantize:
@@ -153,25 +170,18 @@ class TestPcaIdealCode:
     def test_rate_follows_the_snr_and_nothing_fits_below_one_coefficient(
         self, tiny_dataset: ImageDataset
     ) -> None:
-        p = _pipeline()
-        t, y = _tokens(p, tiny_dataset)
-        code = PcaCode.fit(t, bits=4)
+        p, t, y, code = _fitted(tiny_dataset)
         kw = {"model": "awgn", "length": 8, "seqs": range(len(y)), "seed": 0}
         # L * log2(1 + SNR) < 4 bits: not one coefficient fits, every image is lost.
         assert pca_ideal_correct(p, code, t, y, snr_db=-10.0, **kw) == 0  # type: ignore[arg-type]
         snr_db = 10.0
         k = code.components_for(8 * math.log2(1 + 10 ** (snr_db / 10)))
-        with torch.no_grad():
-            want = int(
-                (p.student.forward_head(code.decode(code.encode(t, k))).argmax(1) == y).sum()
-            )
+        want = _pca_clean(p, code, t, y, k)
         got = pca_ideal_correct(p, code, t, y, snr_db=snr_db, **kw)  # type: ignore[arg-type]
         assert 0 < k < code.max_components and got == want
 
     def test_rayleigh_fades_are_outages(self, tiny_dataset: ImageDataset) -> None:
-        p = _pipeline()
-        t, y = _tokens(p, tiny_dataset)
-        code = PcaCode.fit(t, bits=4)
+        p, t, y, code = _fitted(tiny_dataset)
         kw = {"length": 16, "seqs": range(len(y)), "seed": 0, "snr_db": 6.0}
         awgn = pca_ideal_correct(p, code, t, y, model="awgn", **kw)  # type: ignore[arg-type]
         ray = pca_ideal_correct(p, code, t, y, model="rayleigh", **kw)  # type: ignore[arg-type]
@@ -182,3 +192,31 @@ class TestPcaIdealCode:
         assert outage_gain("rayleigh", 0.1) == pytest.approx(-math.log(0.9), rel=0.02)
         with pytest.raises(ValueError, match="outage"):
             outage_gain("rayleigh", 1.0)
+
+
+class TestPcaUncodedQpsk:
+    def test_in_the_links_channel_uses_error_free_at_high_snr(
+        self, tiny_dataset: ImageDataset
+    ) -> None:
+        p, t, y, code = _fitted(tiny_dataset)
+        kw = {"model": "awgn", "knowledge": "perfect", "seqs": range(len(y)), "seed": 0}
+        # L = 8 symbols carry 16 bits: the first 4 coefficients of 4 bits, none lost at 60 dB.
+        want = _pca_clean(p, code, t, y, 4)
+        assert pca_qpsk_correct(p, code, t, y, snr_db=60.0, length=8, **kw) == want  # type: ignore[arg-type]
+        # One symbol carries 2 bits: not one 4-bit coefficient fits, every image is lost.
+        assert pca_qpsk_correct(p, code, t, y, snr_db=60.0, length=1, **kw) == 0  # type: ignore[arg-type]
+
+    def test_bit_errors_fall_where_they_fall(self, tiny_dataset: ImageDataset) -> None:
+        p, t, y, code = _fitted(tiny_dataset)
+        kw = {"model": "rayleigh", "knowledge": "pilot", "length": 16, "seed": 0}
+        kw |= {"seqs": range(len(y))}
+        got = [pca_qpsk_correct(p, code, t, y, snr_db=s, **kw) for s in (-10.0, 60.0)]  # type: ignore[arg-type]
+        k = code.components_for(2 * 16)
+        clean = _pca_clean(p, code, t, y, k)
+        assert got[1] == clean  # pilot CSI at 60 dB: no errors
+        corrupted = []
+        for s in (-10.0, 60.0):  # the received bits themselves: many errors at -10 dB only
+            bits = digital._codes_to_bits(code.encode(t, k), 4)
+            rx = digital._uncoded_qpsk(p, bits, 16, "rayleigh", "pilot", s, range(len(y)), 0)
+            corrupted.append(float((rx != bits).float().mean()))
+        assert corrupted[0] > 0.1 and corrupted[1] == 0.0

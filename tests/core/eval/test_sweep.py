@@ -128,11 +128,15 @@ class TestCli:
         assert result.exit_code == 0, result.output
         doc = json.loads(result.output)
         assert {r["system"] for r in doc["rows"]} == {
-            "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4"
+            "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4",
+            "digital-pca-qpsk-b4",
         }  # fmt: skip
-        assert len(doc["rows"]) == 5 * 2 * 2 * 2
-        pca = [r for r in doc["rows"] if r["system"] == "digital-pca-b4"]
-        assert {r["channel_uses"] for r in pca} == {8, 64}
+        assert len(doc["rows"]) == 6 * 2 * 2 * 2
+        uses = {(r["system"], r["L"]): r["channel_uses"] for r in doc["rows"]}
+        assert (uses["digital-pca-b4", 8], uses["digital-pca-b4", 64]) == (8, 64)
+        # Sent uncoded in the link's own channel uses: pilots + L.
+        assert uses["digital-pca-qpsk-b4", 8] == uses["rkd", 8] == 8 + 4
+        assert uses["digital-pca-qpsk-b4", 64] == 64 + 4
         out = tmp_path / "sweep"
         for f in ("sweep.csv", "sweep.json", "accuracy_vs_snr.png", "accuracy_vs_L.png"):
             assert (out / f).stat().st_size > 0
