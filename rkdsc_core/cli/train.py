@@ -621,27 +621,31 @@ def eval_sweep_cmd(
             fail(f"--weights: the name {name!r} is given twice")
         try:
             links[name] = load_link(Path(folder) if folder else None).pipeline
-        except (FileNotFoundError, TypeError) as e:
+        except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
             fail(str(e))
             raise
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
-    rows = measure_sweep(
-        links,
-        test,
-        channels=channel or ("awgn", "rayleigh"),
-        knowledge=knowledge or ("perfect", "pilot"),
-        snr_db=snr_db,
-        lengths=length,
-        limit=limit,
-        seed=seed,
-        digital=not no_digital,
-        digital_bits=digital_bits,
-        pca_fit=fit[0] if fit else None,
-        pca_images=pca_images,
-        pca_bits=pca_bits,
-    )
+    try:
+        rows = measure_sweep(
+            links,
+            test,
+            channels=channel or ("awgn", "rayleigh"),
+            knowledge=knowledge or ("perfect", "pilot"),
+            snr_db=snr_db,
+            lengths=length,
+            limit=limit,
+            seed=seed,
+            digital=not no_digital,
+            digital_bits=digital_bits,
+            pca_fit=fit[0] if fit else None,
+            pca_images=pca_images,
+            pca_bits=pca_bits,
+        )
+    except ValueError as e:
+        fail(str(e))
+        raise
     meta: dict[str, Any] = {"dataset": test.name, "split": test.split}
     meta |= {"source_sha256": test.source_sha256}
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}

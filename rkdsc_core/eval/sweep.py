@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
+from rkdsc_core._validate import check_snr_db
+from rkdsc_core.channel import Channel, ChannelConfig, ChannelKnowledge, frame_generators
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval.digital import (
     PcaCode,
@@ -169,9 +170,8 @@ def measure_sweep(
     """
     from rkdsc_core.eval.table import DEFAULT_SNRS
 
-    if not links:
-        raise ValueError("measure_sweep needs at least one link")
     snrs = tuple(float(s) for s in (DEFAULT_SNRS if snr_db is None else snr_db))
+    _check_sweep(links, channels, knowledge, snrs, lengths, limit, digital, digital_bits, pca_bits)
     subset = data.sample(min(limit, len(data)), seed=seed)
     images = len(subset)
     rows: list[SweepRow] = []
@@ -250,6 +250,39 @@ def measure_sweep(
             for n in tuple(lengths or ref.lengths):  # independent of L: one line per L
                 add(qpsk, (model, k, n), accs, uses_qpsk)
     return rows
+
+
+def _check_sweep(
+    links: Mapping[str, SemanticPipeline],
+    channels: Sequence[str],
+    knowledge: Sequence[str],
+    snrs: Sequence[float],
+    lengths: Sequence[int] | None,
+    limit: int,
+    digital: bool,
+    digital_bits: int,
+    pca_bits: int,
+) -> None:
+    """Refuse a bad sweep before any of it is measured (a full sweep takes minutes)."""
+    if not links:
+        raise ValueError("measure_sweep needs at least one link")
+    if not (channels and knowledge and snrs) or (lengths is not None and not lengths):
+        raise ValueError("channels, knowledge, SNRs and lengths must not be empty")
+    for model in channels:
+        ChannelConfig(model=model)  # type: ignore[arg-type]
+    for k in knowledge:
+        ChannelKnowledge(k)
+    check_snr_db(torch.tensor(snrs))
+    for name, pipe in links.items():
+        missing = sorted(set(lengths or ()) - set(pipe.lengths))
+        if missing:
+            raise ValueError(f"link {name!r} sends L in {pipe.lengths}, not {missing}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1 image, got {limit}")
+    if digital and not (1 <= digital_bits <= 16 and 1 <= pca_bits <= 16):
+        raise ValueError(
+            f"digital_bits and pca_bits must be in [1, 16], got {digital_bits} and {pca_bits}"
+        )
 
 
 def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | None = None) -> None:

@@ -53,6 +53,34 @@ class TestMeasureSweep:
         assert (tmp_path / "out" / "accuracy_vs_snr.png").stat().st_size > 0
         assert (tmp_path / "out" / "accuracy_vs_L.png").stat().st_size > 0
 
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"channels": ("awgn", "nakagami")}, "nakagami"),
+            ({"knowledge": ("psychic",)}, "psychic"),
+            ({"snr_db": (0.0, 99.0)}, "snr_db must lie"),
+            ({"lengths": (8, 12)}, r"not \[12\]"),
+            ({"limit": 0}, "limit"),
+            ({"digital_bits": 17}, r"\[1, 16\]"),
+            ({"channels": ()}, "must not be empty"),
+        ],
+    )
+    def test_bad_input_is_refused_before_measuring(
+        self,
+        tiny_dataset: ImageDataset,
+        monkeypatch: pytest.MonkeyPatch,
+        kwargs: dict[str, Any],
+        message: str,
+    ) -> None:
+        import rkdsc_core.eval.sweep as sweep_module
+
+        def measured(*a: Any, **k: Any) -> None:
+            raise AssertionError("measured before checking")
+
+        monkeypatch.setattr(sweep_module, "student_tokens", measured)
+        with pytest.raises(ValueError, match=message):
+            measure_sweep({"rkd": _pipeline()}, tiny_dataset, **kwargs)
+
     def test_identical_links_get_identical_rows(self, tiny_dataset: ImageDataset) -> None:
         p = _pipeline()
         links = {"a": p, "b": copy.deepcopy(p)}
@@ -158,6 +186,14 @@ class TestCli:
         assert "| 0 dB | 20 dB |" in awgn and "| digital-qpsk-b2 |" in awgn
         result = runner.invoke(app, [*compare[:-1], "9"])
         assert result.exit_code != 0 and "no rows at L=9" in result.output
+
+    def test_bad_options_are_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
+        save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student",
+                  classes=CIFAR10_CLASSES)  # fmt: skip
+        args = ["eval", "sweep", "--weights", f"rkd={tmp_path / 'rkd'}", "--length", "12"]
+        data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
+        result = runner.invoke(app, [*args, "--pca-images", "0", *data])
+        assert result.exit_code == 2 and "error:" in result.output and "[12]" in result.output
 
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
