@@ -69,10 +69,10 @@ class SemanticPipeline(nn.Module):
     def __init__(self, student: Backbone, codec: CATCodec, *, num_pilots: int = 8) -> None:
         super().__init__()
         cfg = codec.config
-        if (student.num_tokens, student.feature_dim) != (cfg.num_tokens, cfg.token_dim):
+        if (student.num_tokens, student.token_dim) != (cfg.num_tokens, cfg.token_dim):
             raise ValueError(
                 f"codec expects tokens [T={cfg.num_tokens}, D={cfg.token_dim}] but the student "
-                f"makes [T={student.num_tokens}, D={student.feature_dim}]"
+                f"makes [T={student.num_tokens}, D={student.token_dim}]"
             )
         self.student = student
         self.codec = codec

@@ -65,6 +65,12 @@ class Backbone(nn.Module):
     #: Native (square) input resolution used by :meth:`example_inputs` [pixels].
     input_size: int = 32
 
+    @property
+    def token_dim(self) -> int:
+        """``D`` of :meth:`forward_tokens`: ``feature_dim``, unless :meth:`pool` projects the
+        tokens to another size (CLIP)."""
+        return self.feature_dim
+
     def forward_tokens(self, images: Tensor) -> Tensor:
         """Images ``[batch, 3, H, W]`` in [0, 1] -> feature tokens ``[batch, T, D]`` float32."""
         raise NotImplementedError

@@ -240,7 +240,6 @@ class ClipVisionBackbone(Backbone):
         self.config = cfg
         self.num_classes = cfg.num_classes
         self.feature_dim = cfg.output_dim
-        self.token_dim = cfg.width
         self.num_tokens = cfg.grid_size**2 + 1
         self.input_size = cfg.image_size
         self.normalize = ImageNormalize(CLIP_MEAN, CLIP_STD, size=cfg.image_size)
@@ -255,6 +254,11 @@ class ClipVisionBackbone(Backbone):
         _check_state_dict(self.visual, state, source=str(checkpoint))
         self.visual.load_state_dict(state, strict=True)
         logger.info("loaded CLIP image tower from %s", checkpoint)
+
+    @property
+    def token_dim(self) -> int:
+        """The transformer's width: the tokens are wider than the projected feature."""
+        return self.config.width
 
     def forward_tokens(self, images: Tensor) -> Tensor:
         """Images ``[batch, 3, H, W]`` in [0, 1] -> tokens ``[batch, T, token_dim]`` float32."""

@@ -88,8 +88,7 @@ def build_pipeline(cfg: LinkTrainConfig) -> SemanticPipeline:
         raise TypeError(f"{cfg.student} is not a Backbone")
     codec = create_model(
         "cat-codec",
-        **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
-        | cfg.codec_overrides,
+        **{"token_dim": student.token_dim, "num_tokens": student.num_tokens} | cfg.codec_overrides,
     )
     assert isinstance(codec, CATCodec)
     return SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)

@@ -432,8 +432,7 @@ def train_codec(
     student_name = str(student_doc["model"])
     codec = create_model(
         "cat-codec",
-        **{"token_dim": student.feature_dim, "num_tokens": student.num_tokens}
-        | cfg.codec_overrides,
+        **{"token_dim": student.token_dim, "num_tokens": student.num_tokens} | cfg.codec_overrides,
     )
     assert isinstance(codec, CATCodec)
     pipeline = SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)

@@ -166,7 +166,11 @@ class TestCodecStage:
 class TestCli:
     @pytest.mark.parametrize(
         ("teacher_name", "overrides"),
-        [("resnet18-cifar", {"width": 4}), ("fastnet-cifar", {"widths": (4, 8, 8)})],
+        [
+            ("resnet18-cifar", {"width": 4}),
+            ("fastnet-cifar", {"widths": (4, 8, 8)}),
+            ("clip-vit-tiny", {}),  # tokens (64) wider than the projected feature (32)
+        ],
     )
     def test_student_then_codec(
         self,
