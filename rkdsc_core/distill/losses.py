@@ -34,6 +34,7 @@ class FeatureProjector(nn.Module):
 
     def __init__(self, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
+        self.dims = {"student_dim": student_dim, "teacher_dim": teacher_dim}
         self.proj = nn.Sequential(
             nn.Linear(student_dim, teacher_dim), nn.GELU(), nn.Linear(teacher_dim, teacher_dim)
         )

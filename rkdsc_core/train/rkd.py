@@ -45,6 +45,7 @@ from tqdm import tqdm
 from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
+    load_checkpoint,
     load_model,
     resume_training,
     save_checkpoint,
@@ -81,6 +82,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _VIEW_STREAM = 7  # epoch_generator stream of the per-image view draws
+PROJECTOR = "projector"
+"""Stage 1's feature projector, written beside ``student`` in the run folder."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,8 @@ def train_student(
 
     Checkpoints every epoch to ``out_dir/state`` (student + projector + optimizer) and
     resumes from it; writes ``out_dir/student`` (:func:`save_checkpoint`, with the clean
-    test accuracy) at the end. ``max_steps`` stops early (for tests). Under DDP
+    test accuracy) and ``out_dir/projector`` (the feature projector, which stage 2 starts
+    its own from) at the end. ``max_steps`` stops early (for tests). Under DDP
     ``cfg.batch_size`` is the global batch and only rank 0 writes.
 
     Returns the student (eval mode) and a summary: history (per epoch: loss, task_loss,
@@ -391,9 +395,41 @@ def train_student(
                 "teacher": _teacher_of(cache),
             },
         )
+        save_checkpoint(
+            out_dir / PROJECTOR,
+            projector,
+            name="feature-projector",
+            config=projector.dims,
+            extra={"teacher_cache": ident["teacher_cache"]},
+        )
     barrier(info)
     summary["checkpoint"] = str(checkpoint_paths(path)[1])
     return student, summary
+
+
+def _stage1_projector(
+    student_ckpt: Path | str, projector: FeatureProjector, cache: TeacherCache
+) -> str | None:
+    """Load stage 1's projector into ``projector`` when it lies beside the student
+    checkpoint (``PROJECTOR``), has its shape and was trained on this teacher cache.
+
+    Returns the loaded weights' sha256, or ``None`` (``projector`` left fresh: a teacher
+    as the student, a student from elsewhere, or another teacher's cache).
+    """
+    path = Path(student_ckpt).with_name(PROJECTOR)
+    if not checkpoint_paths(path)[1].is_file():
+        return None
+    tensors, doc = load_checkpoint(path)
+    why = None
+    if doc.get("extra", {}).get("teacher_cache") != cache.manifest.get("weights_sha256"):
+        why = "it was trained on another teacher cache"
+    elif doc.get("config") != projector.dims:
+        why = f"its shape {doc.get('config')} is not {projector.dims}"
+    if why is not None:
+        log.warning("not starting from the stage-1 projector %s: %s", path, why)
+        return None
+    projector.load_state_dict(tensors)
+    return str(doc["weights_sha256"])
 
 
 def train_codec(
@@ -436,11 +472,10 @@ def train_codec(
     )
     assert isinstance(codec, CATCodec)
     pipeline = SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)
-    projector = (
-        FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
-        if cfg.teacher_targets
-        else None
-    )
+    projector, warm = None, None
+    if cfg.teacher_targets:
+        projector = FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
+        warm = _stage1_projector(student_ckpt, projector, cache)
     net = _CodecRKD(pipeline, projector, cfg).to(device)
     student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     rest = [p for n, p in net.named_parameters() if not n.startswith("pipeline.student.")]
@@ -456,13 +491,14 @@ def train_codec(
         "config": _jsonable(cfg),
         "teacher_cache": cache.manifest.get("weights_sha256"),
         "student": student_doc.get("weights_sha256"),
+        "projector": warm,  # stage 1's, or None: a fresh one
     }
     conditions = LinkTrainConfig(
         snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
     )
     state = out_dir / "state"
     start_epoch, step, history, wall, _ = resume_training(
-        state, model=net, optimizer=opt, config=ident
+        state, model=net, optimizer=opt, config=ident, defaults={"projector": None}
     )
     if start_epoch:
         log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)

@@ -16,10 +16,16 @@ from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rkdsc_core.cli import app
 from rkdsc_core.data import ImageDataset
-from rkdsc_core.distill import TeacherCache, build_teacher_cache, load_teacher_cache
+from rkdsc_core.distill import (
+    FeatureProjector,
+    TeacherCache,
+    build_teacher_cache,
+    load_teacher_cache,
+)
 from rkdsc_core.link import load_link
 from rkdsc_core.models import create_model
 from rkdsc_core.train import CodecRKDConfig, StudentKDConfig, train_codec, train_student
+from rkdsc_core.train.rkd import _stage1_projector
 from tests.core.conftest import CLASSES
 from tests.core.data.conftest import write_tree
 from tests.deploy._support import ROOT, import_path
@@ -124,6 +130,30 @@ class TestCodecStage:
         assert bundle.meta["recipe"].startswith("RKD stage 2")
         out = bundle.pipeline(torch.rand(2, 3, 32, 32), Channel(), 10.0)
         assert out.logits.shape == (2, 10)
+
+    def test_starts_from_the_stage1_projector(
+        self,
+        student_ckpt: Path,
+        cache: TeacherCache,
+        data: ImageDataset,
+        tmp_path: Path,
+        tmp_module: Path,
+    ) -> None:
+        saved, doc = load_checkpoint(student_ckpt.with_name("projector"))
+        state, _ = load_checkpoint(tmp_module / "stage1" / "state")
+        for k, v in saved.items():  # stage 1 wrote the projector it trained
+            assert torch.equal(v, state[f"model.projector.{k}"]), k
+        fresh = FeatureProjector(**doc["config"])
+        assert _stage1_projector(student_ckpt, fresh, cache) == doc["weights_sha256"]
+        assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in saved.items())
+        _, summary = train_codec(_CODEC, student_ckpt, cache, data, data, tmp_path, max_steps=1)
+        assert summary["projector"] == doc["weights_sha256"]  # recorded with the link
+        # Another teacher's cache, or no projector beside the "student" (the teacher as the
+        # student): a fresh projector.
+        other = dataclasses.replace(cache, manifest={**cache.manifest, "weights_sha256": "f" * 64})
+        assert _stage1_projector(student_ckpt, FeatureProjector(**doc["config"]), other) is None
+        teacher = tmp_module / "teacher"
+        assert _stage1_projector(teacher, FeatureProjector(**doc["config"]), cache) is None
 
     def test_without_teacher_targets_no_teacher_term(
         self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
