@@ -28,7 +28,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from rkdsc_core.data import BatchLoader, ImageDataset
+from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
 
 __all__ = [
     "DistInfo",
@@ -39,6 +39,7 @@ __all__ = [
     "cleanup_distributed",
     "current_dist",
     "init_distributed",
+    "seed_epoch",
     "shard_batch_size",
     "train_loader",
     "unwrap",
@@ -172,6 +173,18 @@ def shard_batch_size(batch_size: int, info: DistInfo) -> int:
             f"size {info.world_size}; pick e.g. {batch_size // info.world_size * info.world_size}"
         )
     return batch_size // info.world_size
+
+
+_GLOBAL_RNG_STREAM = 3  # epoch_generator stream of the per-epoch global-RNG reseed
+
+
+def seed_epoch(seed: int, epoch: int, info: DistInfo) -> None:
+    """Reseed torch's global RNG from ``(seed, epoch, rank)`` at the start of an epoch.
+
+    Dropout and drop-path draw from the global RNG; reseeding it per epoch and rank makes
+    a run resumed at an epoch boundary draw what the uninterrupted run drew.
+    """
+    torch.manual_seed(epoch_generator(seed, epoch, _GLOBAL_RNG_STREAM, info.rank).initial_seed())
 
 
 def train_loader(

@@ -33,6 +33,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
+    seed_epoch,
     train_loader,
     wrap_ddp,
 )
@@ -175,6 +176,7 @@ def train_link(
     lengths = pipeline.lengths
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        seed_epoch(cfg.seed, epoch, info)
         loader.set_epoch(epoch)
         g = (  # channel draws: rank 0 keeps the single-process stream, other ranks their own
             torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)

@@ -64,6 +64,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
+    seed_epoch,
     train_loader,
     wrap_ddp,
 )
@@ -327,6 +328,7 @@ def train_student(
     acc = history[-1]["test_accuracy"] if history else float("nan")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        seed_epoch(cfg.seed, epoch, info)
         loader.set_epoch(epoch)
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         sums, n = torch.zeros(4, dtype=torch.float64), 0
@@ -506,6 +508,7 @@ def train_codec(
     net.train()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        seed_epoch(cfg.seed, epoch, info)
         loader.set_epoch(epoch)
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         g = (  # channel draws, as in train_link

@@ -45,7 +45,7 @@ from rkdsc_core.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator, to_tensor
+from rkdsc_core.data import BatchLoader, ImageDataset, to_tensor
 from rkdsc_core.models import Backbone, create_model
 from rkdsc_core.train.ddp import (
     DistInfo,
@@ -53,6 +53,7 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
+    seed_epoch,
     train_loader,
     wrap_ddp,
 )
@@ -69,8 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_DROPOUT_STREAM = 3  # epoch_generator stream for the global-RNG reseed (dropout, drop-connect)
 
 
 @dataclass(frozen=True)
@@ -479,11 +478,7 @@ def train_teacher(
         assert ddp_model is not None
         _train_mode(model, frozen)
         loader.set_epoch(epoch)
-        # Dropout and drop-connect draw from the global RNG: reseed it per epoch and rank,
-        # so a resumed run draws what the uninterrupted one did.
-        torch.manual_seed(
-            epoch_generator(cfg.seed, epoch, _DROPOUT_STREAM, info.rank).initial_seed()
-        )
+        seed_epoch(cfg.seed, epoch, info)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main

@@ -172,6 +172,19 @@ class TestCodecStage:
         for (k, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(x, y), k
 
+    def test_resume_with_dropout_equals_uninterrupted(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        # Dropout draws from the global RNG, which is reseeded per epoch and rank.
+        cfg = dataclasses.replace(
+            _CODEC, epochs=2, codec_overrides={**_CODEC.codec_overrides, "dropout": 0.3}
+        )
+        full, _ = train_codec(cfg, student_ckpt, cache, data, data, tmp_path / "a")
+        train_codec(cfg, student_ckpt, cache, data, data, tmp_path / "b", max_steps=4)
+        resumed, _ = train_codec(cfg, student_ckpt, cache, data, data, tmp_path / "b")
+        for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+
     def test_student_moves_less_than_codec(
         self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
     ) -> None:
