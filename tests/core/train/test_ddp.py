@@ -1,9 +1,11 @@
 """Tests of the DDP plumbing, including a real 2-process gloo run under torchrun.
 
 Run as a script (``python test_ddp.py OUT``) this file is the torchrun worker: it trains
-a tiny teacher and a tiny link through ``train_teacher`` / ``train_link``, searches a tiny
-supernet through ``search`` and runs the lambda table's protocol -- the code the ``rkdsc
-train`` and ``rkdsc nas`` commands run -- and each rank writes its final weights to ``OUT``.
+a tiny teacher and a tiny link through ``train_teacher`` / ``train_link``, distils the
+teacher's cache into a student and a codec through ``train_student`` / ``train_codec``,
+searches a tiny supernet through ``search`` and runs the lambda table's protocol -- the code
+the ``rkdsc train`` and ``rkdsc nas`` commands run -- and each rank writes its final weights
+to ``OUT``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from rkdsc_core.checkpoint import load_model
 from rkdsc_core.data import ImageDataset
+from rkdsc_core.distill import build_teacher_cache, load_teacher_cache
+from rkdsc_core.link import SemanticPipeline
+from rkdsc_core.models import create_model
 from rkdsc_core.models.genotypes import DARTS_V2
 from rkdsc_core.nas import (
     SearchConfig,
@@ -31,18 +37,23 @@ from rkdsc_core.nas import (
 )
 from rkdsc_core.nas import train_student_plain as protocol
 from rkdsc_core.train import (
+    CodecRKDConfig,
     DistInfo,
     LinkTrainConfig,
+    StudentKDConfig,
     all_reduce_mean,
     all_reduce_sum,
     barrier,
     build_pipeline,
+    build_student,
     build_teacher,
     cleanup_distributed,
     init_distributed,
     shard_batch_size,
     teacher_config,
+    train_codec,
     train_link,
+    train_student,
     train_teacher,
     unwrap,
     wrap_ddp,
@@ -67,6 +78,13 @@ _LINK = LinkTrainConfig(
     batch_size=8,
     eval_images=8,
 )
+_STUDENT = StudentKDConfig(
+    C=4, layers=3, student_overrides={"token_dim": 16}, epochs=1, batch_size=8, eval_images=8
+)
+_CODEC = CodecRKDConfig(
+    codec_overrides={"d_model": 32, "heads": 2}, num_pilots=4, epochs=1, batch_size=8,
+    eval_images=8,
+)  # fmt: skip
 _SEARCH = SearchConfig(
     C=4, layers=2, input_size=16, epochs=1, batch_size=8, subset=32, use_kd=True, lam=1.0
 )
@@ -109,6 +127,28 @@ def _worker(out: Path) -> None:
         initial_link = build_pipeline(_LINK)
         link, _ = train_link(_LINK, data, data, out / "link-run", dist=info, max_steps=_STEPS)
         save_file(_state(link), str(out / f"link-rank{info.rank}.safetensors"))
+        # Stages 1 and 2 from the teacher's cache (computed by rank 0 only).
+        build_teacher_cache(
+            out / "teacher-run" / "teacher", data, out / "cache", views=2, is_main=info.is_main
+        )
+        barrier(info)
+        cache = load_teacher_cache(out / "cache", dataset=data)
+        torch.manual_seed(_STUDENT.seed)
+        initial_student = build_student(_STUDENT, 10)
+        student, _ = train_student(
+            _STUDENT, cache, data, data, out / "student-run", dist=info, max_steps=_STEPS
+        )
+        save_file(_state(student), str(out / f"student-rank{info.rank}.safetensors"))
+        stage1 = out / "student-run" / "student"
+        torch.manual_seed(_CODEC.seed)  # train_codec's initialisation, replayed
+        codec_args = {"token_dim": 16, "num_tokens": student.num_tokens, "d_model": 32, "heads": 2}
+        initial_codec = SemanticPipeline(
+            load_model(stage1), create_model("cat-codec", **codec_args), num_pilots=4
+        )
+        codec, _ = train_codec(
+            _CODEC, stage1, cache, data, data, out / "codec-run", dist=info, max_steps=_STEPS
+        )
+        save_file(_state(codec), str(out / f"codec-rank{info.rank}.safetensors"))
         g = torch.Generator().manual_seed(0)
         teacher_out = TeacherOutputs(
             torch.randn(32, 10, generator=g), torch.randn(32, 6, generator=g)
@@ -120,6 +160,8 @@ def _worker(out: Path) -> None:
         if info.is_main:
             save_file(_state(initial), str(out / "teacher-initial.safetensors"))
             save_file(_state(initial_link), str(out / "link-initial.safetensors"))
+            save_file(_state(initial_student), str(out / "student-initial.safetensors"))
+            save_file(_state(initial_codec), str(out / "codec-initial.safetensors"))
             net = build_search_modules(_SEARCH, 10, 6).network
             alphas = dict(zip(_ALPHAS, (a.detach() for a in net.arch_parameters()), strict=True))
             save_file(alphas, str(out / "search-initial.safetensors"))
@@ -200,7 +242,7 @@ class TestSingleProcess:
 
 @pytest.mark.slow
 class TestTorchrunTwoRanks:
-    @pytest.mark.parametrize("run", ["teacher", "link", "search"])
+    @pytest.mark.parametrize("run", ["teacher", "link", "student", "codec", "search"])
     def test_ranks_end_with_identical_trained_weights(self, torchrun_out: Path, run: str) -> None:
         rank0 = load_file(str(torchrun_out / f"{run}-rank0.safetensors"))
         rank1 = load_file(str(torchrun_out / f"{run}-rank1.safetensors"))
