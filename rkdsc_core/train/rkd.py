@@ -115,6 +115,11 @@ class StudentKDConfig:
 
     def __post_init__(self) -> None:
         _validate(self, ("w_ce", "w_kd", "w_feat"))
+        both = sorted({"genotype", "C", "layers"} & set(self.student_overrides))
+        if both:
+            raise ValueError(
+                f"set {', '.join(both)} as StudentKDConfig fields, not in student_overrides"
+            )
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ class TestStudentStage:
         state, _ = load_checkpoint(tmp_module / "stage1" / "state")
         assert any(k.startswith("model.projector.") for k in state)
 
+    def test_shape_fields_are_not_overrides(self) -> None:
+        with pytest.raises(ValueError, match="genotype as StudentKDConfig fields"):
+            StudentKDConfig(student_overrides={"genotype": "darts_v1"})
+
     def test_resume_equals_uninterrupted(
         self, cache: TeacherCache, data: ImageDataset, tmp_path: Path
     ) -> None:
