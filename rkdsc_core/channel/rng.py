@@ -53,11 +53,13 @@ def draw(
     ``generator[i]`` alone, so a frame's randomness does not depend on its batch.
 
     A seeded draw is made on its generator's device and then moved to ``device`` (a CPU
-    generator gives the same values for a CPU or a GPU tensor). A draw of 16 values or more
-    is the start of one padded to a multiple of 16: torch's CPU ``randn`` fills blocks of 16
-    (and draws under 16 values one by one), so frames of different lengths from generators
-    seeded alike see the same noise on their common symbols, as long as both draws are
-    under 16 values or both are not.
+    generator gives the same values for a CPU or a GPU tensor). A ``randn`` draw of 16
+    values or more is the start of one padded to a multiple of 16: torch's CPU ``randn``
+    fills blocks of 16 (and draws under 16 values one by one), so frames of different
+    lengths from generators seeded alike see the same AWGN noise and block-fading gain on
+    their common symbols, as long as both draws are under 16 values or both are not.
+    (``rand`` draws need no padding; draws after a padded one in the same generator, such
+    as fast fading's noise, still depend on the length.)
     """
     if generator is None:
         return sampler(shape, generator=None, device=device, dtype=torch.float32)
@@ -78,6 +80,6 @@ def _seeded(
     device: torch.device | str,
 ) -> Tensor:
     numel = math.prod(shape)
-    padded = numel if numel < 16 else -(-numel // 16) * 16
+    padded = numel if numel < 16 or sampler is not torch.randn else -(-numel // 16) * 16
     flat = sampler((padded,), generator=generator, device=generator.device, dtype=torch.float32)
     return flat[:numel].reshape(shape).to(device)

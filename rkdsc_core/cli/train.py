@@ -133,6 +133,7 @@ def _measure_saved(dest: Path, test: Any, limit: int) -> None:
     from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import load_link
 
+    (dest / "eval_table.json").unlink(missing_ok=True)  # a stale one would not load
     table = measure_eval_table(load_link(dest).pipeline, test, limit=limit)
     table.meta["command"] = _command()
     table.save(dest / "eval_table.json")
@@ -609,7 +610,7 @@ def eval_sweep_cmd(
     from dataclasses import asdict
 
     from rkdsc_core.config import load_settings
-    from rkdsc_core.eval import measure_sweep, write_sweep
+    from rkdsc_core.eval import DEFAULT_SNRS, check_sweep, measure_sweep, write_sweep
     from rkdsc_core.link import load_link
 
     links = {}
@@ -627,25 +628,24 @@ def eval_sweep_cmd(
     s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
+    points: dict[str, Any] = {
+        "channels": channel or ("awgn", "rayleigh"),
+        "knowledge": knowledge or ("perfect", "pilot"),
+        "snr_db": DEFAULT_SNRS if snr_db is None else snr_db,
+        "lengths": length,
+        "limit": limit,
+        "digital": not no_digital,
+        "digital_bits": digital_bits,
+        "pca_bits": pca_bits,
+    }
     try:
-        rows = measure_sweep(
-            links,
-            test,
-            channels=channel or ("awgn", "rayleigh"),
-            knowledge=knowledge or ("perfect", "pilot"),
-            snr_db=snr_db,
-            lengths=length,
-            limit=limit,
-            seed=seed,
-            digital=not no_digital,
-            digital_bits=digital_bits,
-            pca_fit=fit[0] if fit else None,
-            pca_images=pca_images,
-            pca_bits=pca_bits,
-        )
+        check_sweep(links, **points)
     except ValueError as e:
         fail(str(e))
         raise
+    rows = measure_sweep(
+        links, test, seed=seed, pca_fit=fit[0] if fit else None, pca_images=pca_images, **points
+    )
     meta: dict[str, Any] = {"dataset": test.name, "split": test.split}
     meta |= {"source_sha256": test.source_sha256}
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}

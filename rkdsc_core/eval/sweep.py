@@ -43,6 +43,7 @@ __all__ = [
     "SWEEP_COLUMNS",
     "SweepRow",
     "accuracy_grid",
+    "check_sweep",
     "format_sweep",
     "measure_sweep",
     "plot_sweep",
@@ -171,7 +172,10 @@ def measure_sweep(
     from rkdsc_core.eval.table import DEFAULT_SNRS
 
     snrs = tuple(float(s) for s in (DEFAULT_SNRS if snr_db is None else snr_db))
-    _check_sweep(links, channels, knowledge, snrs, lengths, limit, digital, digital_bits, pca_bits)
+    check_sweep(
+        links, channels=channels, knowledge=knowledge, snr_db=snrs, lengths=lengths, limit=limit,
+        digital=digital, digital_bits=digital_bits, pca_bits=pca_bits,
+    )  # fmt: skip
     subset = data.sample(min(limit, len(data)), seed=seed)
     images = len(subset)
     rows: list[SweepRow] = []
@@ -252,18 +256,25 @@ def measure_sweep(
     return rows
 
 
-def _check_sweep(
+def check_sweep(
     links: Mapping[str, SemanticPipeline],
+    *,
     channels: Sequence[str],
     knowledge: Sequence[str],
-    snrs: Sequence[float],
+    snr_db: Sequence[float],
     lengths: Sequence[int] | None,
     limit: int,
     digital: bool,
     digital_bits: int,
     pca_bits: int,
 ) -> None:
-    """Refuse a bad sweep before any of it is measured (a full sweep takes minutes)."""
+    """Refuse a bad :func:`measure_sweep` before any of it is measured (a full sweep takes
+    minutes); the arguments are ``measure_sweep``'s.
+
+    Raises:
+        ValueError: what is wrong.
+    """
+    snrs = tuple(snr_db)
     if not links:
         raise ValueError("measure_sweep needs at least one link")
     if not (channels and knowledge and snrs) or (lengths is not None and not lengths):

@@ -115,7 +115,7 @@ class StudentKDConfig:
 
     def __post_init__(self) -> None:
         _validate(self, ("w_ce", "w_kd", "w_feat"))
-        both = sorted({"genotype", "C", "layers"} & set(self.student_overrides))
+        both = sorted({"genotype", "C", "layers", "num_classes"} & set(self.student_overrides))
         if both:
             raise ValueError(
                 f"set {', '.join(both)} as StudentKDConfig fields, not in student_overrides"
@@ -414,6 +414,15 @@ def train_student(
     return student, summary
 
 
+def _saved_progress(state: Path) -> dict[str, Any]:
+    """The ``progress`` of the training state at ``state`` (``{}``: none yet)."""
+    manifest = checkpoint_paths(state)[1]
+    if not manifest.is_file():
+        return {}
+    progress: dict[str, Any] = json.loads(manifest.read_text()).get("progress", {})
+    return progress
+
+
 def _stage1_projector(
     student_ckpt: Path | str, projector: FeatureProjector, cache: TeacherCache
 ) -> str | None:
@@ -425,6 +434,7 @@ def _stage1_projector(
     """
     path = Path(student_ckpt).with_name(PROJECTOR)
     if not checkpoint_paths(path)[1].is_file():
+        log.info("no stage-1 projector beside %s: stage 2 starts a fresh one", student_ckpt)
         return None
     tensors, doc = load_checkpoint(path)
     why = None
@@ -480,9 +490,16 @@ def train_codec(
     assert isinstance(codec, CATCodec)
     pipeline = SemanticPipeline(student, codec, num_pilots=cfg.num_pilots)
     projector, warm = None, None
+    state = out_dir / "state"
     if cfg.teacher_targets:
         projector = FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
-        warm = _stage1_projector(student_ckpt, projector, cache)
+        # A run in progress keeps the start it had (its state holds the projector since);
+        # only a fresh one looks for stage 1's.
+        saved = _saved_progress(state).get("config")
+        if saved is not None:
+            warm = saved.get("projector")
+        else:
+            warm = _stage1_projector(student_ckpt, projector, cache)
     net = _CodecRKD(pipeline, projector, cfg).to(device)
     student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     rest = [p for n, p in net.named_parameters() if not n.startswith("pipeline.student.")]
@@ -503,7 +520,6 @@ def train_codec(
     conditions = LinkTrainConfig(
         snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
     )
-    state = out_dir / "state"
     start_epoch, step, history, wall, _ = resume_training(
         state, model=net, optimizer=opt, config=ident, defaults={"projector": None}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,24 @@ class TestCodecStage:
         assert _stage1_projector(student_ckpt, FeatureProjector(**doc["config"]), other) is None
         teacher = tmp_module / "teacher"
         assert _stage1_projector(teacher, FeatureProjector(**doc["config"]), cache) is None
+
+    def test_a_run_keeps_its_start_when_a_projector_appears(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        # A stage-1 student without its projector beside it (as written before stage 1
+        # wrote one): stage 2 starts fresh; rerunning stage 1 then writes the projector, and
+        # the interrupted stage 2 must still resume, from its own state.
+        lone = tmp_path / "s1"
+        lone.mkdir()
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(student_ckpt.with_suffix(suffix), lone / f"student{suffix}")
+        cfg = dataclasses.replace(_CODEC, epochs=2)
+        train_codec(cfg, lone / "student", cache, data, data, tmp_path / "c", max_steps=4)
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(student_ckpt.with_name(f"projector{suffix}"), lone / f"projector{suffix}")
+        _, summary = train_codec(cfg, lone / "student", cache, data, data, tmp_path / "c")
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+        assert summary["projector"] is None
 
     def test_without_teacher_targets_no_teacher_term(
         self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
