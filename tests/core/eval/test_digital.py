@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rkdsc_core.channel import Channel, ChannelConfig, ChannelOutput, frame_generators
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval import (
     PcaCode,
@@ -220,3 +221,29 @@ class TestPcaUncodedQpsk:
             rx = digital._uncoded_qpsk(p, bits, 16, "rayleigh", "pilot", s, range(len(y)), 0)
             corrupted.append(float((rx != bits).float().mean()))
         assert corrupted[0] > 0.1 and corrupted[1] == 0.0
+
+    def test_sees_the_links_own_channel_draws(
+        self, tiny_dataset: ImageDataset, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        p, t, y, code = _fitted(tiny_dataset)
+        seen: list[tuple[torch.Tensor, ChannelOutput]] = []
+        real = Channel.forward
+
+        def spy(self: Channel, x: torch.Tensor, snr_db: float, **kw: object) -> ChannelOutput:
+            out = real(self, x, snr_db, **kw)  # type: ignore[arg-type]
+            seen.append((x, out))
+            return out
+
+        monkeypatch.setattr(Channel, "forward", spy)
+        seqs = range(len(y))
+        kw = {"model": "rayleigh", "knowledge": "pilot", "length": 16, "seed": 0}
+        pca_qpsk_correct(p, code, t, y, snr_db=5.0, seqs=seqs, **kw)  # type: ignore[arg-type]
+        with torch.no_grad():
+            tx = p.transmit_tokens(t, 5.0, 16)
+        rayleigh = Channel(ChannelConfig(model="rayleigh"))
+        p.apply_channel(rayleigh, tx, 5.0, generator=frame_generators(0, "eval", seqs))
+        (x_digital, digital_out), (x_link, link_out) = seen
+        assert x_digital.shape == x_link.shape == (len(y), p.num_pilots + 16)
+        assert torch.equal(digital_out.h, link_out.h)  # the same fades
+        noise = [o.y - o.h * x for x, o in ((x_digital, digital_out), (x_link, link_out))]
+        torch.testing.assert_close(noise[0], noise[1])  # and the same noise
