@@ -39,6 +39,7 @@ __all__ = [
     "resume_training",
     "save_checkpoint",
     "save_training_state",
+    "saved_progress",
     "write_tensors",
 ]
 
@@ -303,6 +304,16 @@ class Resumed(NamedTuple):
     progress: dict[str, Any]
 
 
+def saved_progress(state: Path | str) -> dict[str, Any]:
+    """The ``progress`` a training state at ``state`` holds (``{}``: none written yet),
+    read from its manifest without loading any tensor."""
+    manifest = checkpoint_paths(state)[1]
+    if not manifest.is_file():
+        return {}
+    progress: dict[str, Any] = json.loads(manifest.read_text()).get("progress", {})
+    return progress
+
+
 def resume_training(
     state: Path | str,
     *,
@@ -323,10 +334,9 @@ def resume_training(
     Raises:
         ValueError: the state was made with another config.
     """
-    manifest = checkpoint_paths(state)[1]
-    if not manifest.is_file():
+    if not checkpoint_paths(state)[1].is_file():
         return Resumed(0, 0, [], 0.0, {})
-    saved = json.loads(manifest.read_text()).get("progress", {}).get("config")
+    saved = saved_progress(state).get("config")
     if isinstance(saved, dict) and defaults:
         saved = {k: v for k, v in defaults.items() if k in config and k not in saved} | saved
     if saved != config:

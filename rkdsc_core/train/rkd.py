@@ -50,6 +50,7 @@ from rkdsc_core.checkpoint import (
     resume_training,
     save_checkpoint,
     save_training_state,
+    saved_progress,
 )
 from rkdsc_core.data import ImageDataset, epoch_generator
 from rkdsc_core.distill import FeatureProjector, TeacherCache, TeacherCacheError
@@ -414,15 +415,6 @@ def train_student(
     return student, summary
 
 
-def _saved_progress(state: Path) -> dict[str, Any]:
-    """The ``progress`` of the training state at ``state`` (``{}``: none yet)."""
-    manifest = checkpoint_paths(state)[1]
-    if not manifest.is_file():
-        return {}
-    progress: dict[str, Any] = json.loads(manifest.read_text()).get("progress", {})
-    return progress
-
-
 def _stage1_projector(
     student_ckpt: Path | str, projector: FeatureProjector, cache: TeacherCache
 ) -> str | None:
@@ -495,7 +487,7 @@ def train_codec(
         projector = FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
         # A run in progress keeps the start it had (its state holds the projector since);
         # only a fresh one looks for stage 1's.
-        saved = _saved_progress(state).get("config")
+        saved = saved_progress(state).get("config")
         if saved is not None:
             warm = saved.get("projector")
         else:
