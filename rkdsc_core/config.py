@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         exclude=True,
     )
     device: str = Field(default="cpu", description="torch device for compute: cpu, cuda, cuda:1")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the training loops' forward (inductor; needs a C++ compiler "
+        "on CPU): faster steps after a one-off compile, not bit-identical to eager",
+    )
 
     def resolved_data(self) -> DataSettings:
         """The data section with ``RKDSC_DATA_DIR`` folded in (``data.dir`` wins if both set)."""

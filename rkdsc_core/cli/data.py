@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import echo_json, fail
+from rkdsc_core.cli._common import CacheOpt, DataOpt, echo_json, fail
 from rkdsc_core.config import load_settings
 from rkdsc_core.data import (
     DATASETS,
@@ -24,18 +24,6 @@ __all__ = ["app"]
 app = typer.Typer(help="Datasets: list, decode into the cache, download.", no_args_is_help=True)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=f"one of: {', '.join(DATASETS)}")]
-DataOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data",
-        help="dataset source (image-folder tree or .tar.gz, official CIFAR binary archive or "
-        "folder, IDX folder, or a folder holding one); default: data.dir / RKDSC_DATA_DIR",
-    ),
-]
-CacheOpt = Annotated[
-    Path | None,
-    typer.Option("--cache-dir", help="decoded-array cache; default: data.cache_dir"),
-]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="settings file (.yaml/.json), loaded first")
 ]

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import distributed, fail, genotype_arg, load_splits
+from rkdsc_core.cli._common import (
+    CacheOpt,
+    CompileOpt,
+    DataOpt,
+    DeviceOpt,
+    distributed,
+    fail,
+    genotype_arg,
+    load_splits,
+    run_settings,
+)
 
 if TYPE_CHECKING:
     from rkdsc_core.data import ImageDataset
@@ -56,9 +66,6 @@ PcOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default 0).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset source (RKDSC_DATA_DIR).")]
-CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-data cache.")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default cpu).")]
 EvalEpochsOpt = Annotated[int | None, typer.Option(help="Protocol epochs (default 5).")]
 EvalCOpt = Annotated[int | None, typer.Option("--eval-C", help="Student channels (default 16).")]
 EvalLayersOpt = Annotated[int | None, typer.Option(help="Student cells (default 5).")]
@@ -69,14 +76,6 @@ EvalSubsetOpt = Annotated[
 EvalLimitOpt = Annotated[
     int | None, typer.Option(help="Test images for the accuracy (default 2000).")
 ]
-
-
-def _settings(data: Path | None, cache_dir: Path | None, device: str | None) -> Any:
-    from rkdsc_core.config import load_settings
-
-    return load_settings(
-        overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device}
-    )
 
 
 def _search_config(config: Path | None, overrides: dict[str, Any]) -> SearchConfig:
@@ -178,7 +177,7 @@ def search_cmd(
     from rkdsc_core.models.genotypes import genotype_to_dict
     from rkdsc_core.nas import StudentEvalConfig, search, student_complexity
 
-    settings = _settings(data, cache_dir, device)
+    settings = run_settings(data, cache_dir, device)
     with distributed(settings.device) as info:
         (train,) = load_splits(settings, dataset, ("train",), info)
         teacher, note = _teacher(teacher_cache, kd, train, info)
@@ -262,6 +261,7 @@ def sweep_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """The lambda table: search per lambda (plus plain DARTS), train each genotype alike."""
     from rkdsc_core.nas import format_table, sweep
@@ -271,8 +271,8 @@ def sweep_cmd(
     except ValueError:
         fail(f"--lambdas must be comma-separated numbers, got {lambdas!r}")
         raise
-    settings = _settings(data, cache_dir, device)
-    with distributed(settings.device) as info:
+    settings = run_settings(data, cache_dir, device, compile_model)
+    with distributed(settings.device, settings.compile) as info:
         train, test = load_splits(settings, dataset, ("train", "test"), info)
         teacher, _ = _teacher(teacher_cache, kd, train, info)
         overrides = {
@@ -344,6 +344,7 @@ def evaluate_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """Train one genotype by the lambda table's evaluation protocol (one seed)."""
     from rkdsc_core.models.genotypes import genotype_from_dict, get_genotype
@@ -358,8 +359,8 @@ def evaluate_cmd(
     ecfg = _eval_config(
         seed, eval_epochs, eval_c, eval_layers, eval_batch_size, eval_train_subset, eval_limit
     )
-    settings = _settings(data, cache_dir, device)
-    with distributed(settings.device) as info:
+    settings = run_settings(data, cache_dir, device, compile_model)
+    with distributed(settings.device, settings.compile) as info:
         train, test = load_splits(settings, dataset, ("train", "test"), info)
         result = evaluate_genotype(geno, train, test, ecfg, out, dist=info)
         if not info.is_main:

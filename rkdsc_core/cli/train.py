@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import distributed, echo_json, fail, genotype_arg, load_splits
+from rkdsc_core.cli._common import (
+    CacheOpt,
+    CompileOpt,
+    DataOpt,
+    DeviceOpt,
+    distributed,
+    echo_json,
+    fail,
+    genotype_arg,
+    load_splits,
+    run_settings,
+)
 
 if TYPE_CHECKING:
     from rkdsc_core.config import Settings
@@ -23,17 +34,9 @@ train_app = typer.Typer(
 )
 eval_app = typer.Typer(help="Measure links.", no_args_is_help=True)
 
-DataOpt = Annotated[Path | None, typer.Option("--data", help="Dataset source (RKDSC_DATA_DIR).")]
-CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Decoded-data cache.")]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="torch device: cpu, cuda (RKDSC_DEVICE; default cpu).")
-]
-
 
 def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ignore[no-untyped-def]
-    from rkdsc_core.config import load_settings
-
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
+    s = run_settings(data, cache_dir)
     return load_splits(s, name, ("train", "test"))
 
 
@@ -60,6 +63,7 @@ def train_link_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """End-to-end link training through the channel, cross-entropy only (no teacher).
 
@@ -68,10 +72,8 @@ def train_link_cmd(
 
     Runs under torchrun too (DDP; --batch-size is the global batch).
     """
-    from rkdsc_core.config import load_settings
-
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    with distributed(s.device) as info:
+    s = run_settings(data, cache_dir, device, compile_model)
+    with distributed(s.device, s.compile) as info:
         geno = None if genotype is None else genotype_arg(genotype)
         _train_link(
             info, s, out, epochs, batch_size, seed, geno, weights_out, eval_limit, fp16, dataset
@@ -184,13 +186,13 @@ def train_teacher_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """Train or fine-tune the teacher; resumable (rerun the same command to resume).
 
     Writes OUT/state.* every epoch and OUT/teacher.{safetensors,json} at the end. Runs
     under torchrun too (DDP; --batch-size is the global batch).
     """
-    from rkdsc_core.config import load_settings
     from rkdsc_core.train.teacher import teacher_config
 
     name = model or "fastnet-cifar"
@@ -223,8 +225,8 @@ def train_teacher_cmd(
     except ValueError as e:
         fail(str(e))
         raise
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    with distributed(s.device) as info:
+    s = run_settings(data, cache_dir, device, compile_model)
+    with distributed(s.device, s.compile) as info:
         _train_teacher(info, s, cfg, out, dataset)
 
 
@@ -279,7 +281,6 @@ def cache_teacher_cmd(
     Under torchrun only rank 0 computes (the others wait).
     """
     from rkdsc_core.checkpoint import checkpoint_paths
-    from rkdsc_core.config import load_settings
     from rkdsc_core.distill.cache import TeacherCacheError, build_teacher_cache
     from rkdsc_core.train.ddp import barrier
 
@@ -293,7 +294,7 @@ def cache_teacher_cmd(
     name = dataset or trained_on.get("name") or "cifar10"
     if split not in ("train", "test"):
         fail(f"--split must be train or test, got {split!r}")
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
+    s = run_settings(data, cache_dir, device)
     with distributed(s.device) as info:
         (ds,) = load_splits(s, name, (split,), info)
         if trained_on.get("sha256") not in (None, ds.source_sha256) and info.is_main:
@@ -371,6 +372,7 @@ def train_student_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """RKD stage 1: distil the cached teacher into the genotype's student (no channel).
 
@@ -379,7 +381,6 @@ def train_student_cmd(
     """
     import dataclasses
 
-    from rkdsc_core.config import load_settings
     from rkdsc_core.train.rkd import StudentKDConfig, train_student
 
     overrides: dict[str, Any] = {
@@ -402,8 +403,8 @@ def train_student_cmd(
     except ValueError as e:
         fail(str(e))
         raise
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    with distributed(s.device) as info:
+    s = run_settings(data, cache_dir, device, compile_model)
+    with distributed(s.device, s.compile) as info:
         train, test, cache = _load_cache(info, s, teacher_cache, dataset)
         out.mkdir(parents=True, exist_ok=True)
         try:
@@ -458,6 +459,7 @@ def train_codec_cmd(
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
+    compile_model: CompileOpt = None,
 ) -> None:
     """RKD stage 2: train the CAT codec (student at a low lr) through the channel.
 
@@ -465,7 +467,6 @@ def train_codec_cmd(
     """
     import dataclasses
 
-    from rkdsc_core.config import load_settings
     from rkdsc_core.train.rkd import CodecRKDConfig
 
     try:
@@ -494,8 +495,8 @@ def train_codec_cmd(
     except ValueError as e:
         fail(str(e))
         raise
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir, "device": device})
-    with distributed(s.device) as info:
+    s = run_settings(data, cache_dir, device, compile_model)
+    with distributed(s.device, s.compile) as info:
         _train_codec(
             info, s, cfg, student, teacher_cache, out, weights_out, eval_limit, fp16, dataset
         )
@@ -609,7 +610,6 @@ def eval_sweep_cmd(
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
     from dataclasses import asdict
 
-    from rkdsc_core.config import load_settings
     from rkdsc_core.eval import DEFAULT_SNRS, check_sweep, measure_sweep, write_sweep
     from rkdsc_core.link import load_link
 
@@ -625,7 +625,7 @@ def eval_sweep_cmd(
         except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
             fail(str(e))
             raise
-    s = load_settings(overrides={"data.dir": data, "data.cache_dir": cache_dir})
+    s = run_settings(data, cache_dir)
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
     points: dict[str, Any] = {

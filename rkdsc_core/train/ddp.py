@@ -21,7 +21,7 @@ import datetime as _dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import overload
+from typing import cast, overload
 
 import torch
 import torch.distributed as tdist
@@ -61,6 +61,11 @@ class DistInfo:
         local_rank: rank on this machine (selects the GPU).
         device: the device this process computes on.
         is_main: ``rank == 0``: the process that writes files and logs.
+        compile: whether :func:`wrap_ddp` compiles the training forward with
+            ``torch.compile`` (inductor). An execution choice like ``device``, not part of
+            a recipe: a run may resume with it on or off. Compiled kernels round
+            differently and draw dropout masks from inductor's generator (seeded from the
+            global one), so weights are not bit-identical to an eager run's.
     """
 
     rank: int
@@ -68,6 +73,7 @@ class DistInfo:
     local_rank: int
     device: torch.device
     is_main: bool
+    compile: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -217,21 +223,27 @@ def train_loader(
 def wrap_ddp(
     model: nn.Module, info: DistInfo, *, find_unused_parameters: bool = False
 ) -> nn.Module:
-    """``DistributedDataParallel(model)`` under a process group; ``model`` itself otherwise.
+    """The module a training loop calls: ``model`` as :class:`DistInfo` says to run it.
 
-    ``model`` must already be on ``info.device``. Parameters with ``requires_grad=False``
-    at wrapping time are not synchronised: wrap again after unfreezing.
+    ``DistributedDataParallel(model)`` under a process group, ``model`` itself otherwise;
+    then ``torch.compile`` of that when ``info.compile``. The wrapper shares ``model``'s
+    parameters: save, evaluate and clip gradients on ``model``, call the wrapper in the
+    loop. ``model`` must already be on ``info.device``. Parameters with
+    ``requires_grad=False`` at wrapping time are not synchronised: wrap again after
+    unfreezing.
     """
-    if not info.distributed:
-        return model
-    ids = [info.device.index] if info.device.type == "cuda" else None
-    return DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=find_unused_parameters
-    )
+    wrapped = model
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=find_unused_parameters
+        )
+    return cast(nn.Module, torch.compile(wrapped)) if info.compile else wrapped
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
+    """The module inside :func:`wrap_ddp`'s wrappers (compiled, DDP), or ``model`` itself."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -1,9 +1,12 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from rkdsc_core.cli._common import distributed, run_settings
 from rkdsc_core.config import load_settings
+from rkdsc_core.train.ddp import DistInfo
 
 
 class TestLoadSettings:
@@ -31,6 +34,17 @@ class TestLoadSettings:
         cfg.write_text("device: cuda\ndata:\n  cache_dir: /tmp/c\n")
         s = load_settings(cfg, overrides={"device": "cpu"})
         assert s.device == "cpu" and s.data.cache_dir == Path("/tmp/c")
+
+    def test_compile_comes_from_the_environment_unless_an_option_is_given(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("RKDSC_COMPILE", raising=False)
+        assert not load_settings().compile
+        monkeypatch.setenv("RKDSC_COMPILE", "1")
+        assert run_settings(None, None).compile
+        assert not run_settings(None, None, compile_model=False).compile
+        with distributed("cpu", compile_model=True) as info:
+            assert info.compile and info == dataclasses.replace(DistInfo.single(), compile=True)
 
     def test_unknown_keys_fail_fast(self, tmp_path: Path) -> None:
         cfg = tmp_path / "c.json"

@@ -10,6 +10,7 @@ to ``OUT``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -230,6 +231,13 @@ class TestSingleProcess:
         t = torch.tensor([1.0, 2.0])
         assert torch.equal(all_reduce_sum(t, info), t)
         barrier(info)
+
+    def test_compile_wraps_the_same_parameters(self) -> None:
+        info = dataclasses.replace(DistInfo.single(), compile=True)
+        model = torch.nn.Linear(2, 2)
+        wrapped = wrap_ddp(model, info)  # torch.compile is lazy: nothing compiles here
+        assert wrapped is not model and unwrap(wrapped) is model
+        assert all(a is b for a, b in zip(wrapped.parameters(), model.parameters(), strict=True))
 
     def test_global_batch_is_split_evenly(self) -> None:
         two = DistInfo(
