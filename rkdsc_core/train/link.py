@@ -212,8 +212,17 @@ def train_link(
         broadcast_buffers(pipeline, info)
         running = all_reduce_mean(running, info)
         acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
-        wall += time.time() - t0
-        history.append({"epoch": epoch + 1, "loss": running, "acc_awgn_20db": acc})
+        seconds = time.time() - t0
+        wall += seconds
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": running,
+                "acc_awgn_20db": acc,
+                "seconds": seconds,
+                "compiled": info.compile,
+            }
+        )
         if info.is_main:
             log.info(
                 "epoch %d: loss %.3f, accuracy (AWGN 20 dB, L max) %.4f", epoch + 1, running, acc

@@ -368,8 +368,10 @@ def train_student(
                 "test_accuracy"
             ]
         net.train()
-        wall += time.time() - t0
-        row = {"epoch": epoch + 1, "steps": step, "test_accuracy": acc}
+        seconds = time.time() - t0
+        wall += seconds
+        row = {"epoch": epoch + 1, "steps": step, "test_accuracy": acc, "seconds": seconds}
+        row["compiled"] = info.compile
         row |= {k: float(v) for k, v in zip(_STUDENT_TERMS, means, strict=True)}
         history.append(row)
         if info.is_main:
@@ -565,8 +567,10 @@ def train_codec(
         means = all_reduce_mean(sums / max(1, n), info)
         acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
         net.train()
-        wall += time.time() - t0
-        row = {"epoch": epoch + 1, "steps": step, "acc_awgn_20db": acc}
+        seconds = time.time() - t0
+        wall += seconds
+        row = {"epoch": epoch + 1, "steps": step, "acc_awgn_20db": acc, "seconds": seconds}
+        row["compiled"] = info.compile
         row |= {k: float(v) for k, v in zip(_CODEC_TERMS, means, strict=True)}
         history.append(row)
         if info.is_main:

@@ -530,6 +530,7 @@ def train_teacher(
                 "train_accuracy": float(sums[1]) / seen,
                 **metrics,
                 "seconds": time.time() - t0,
+                "compiled": info.compile,
             }
         )
         if info.is_main:
