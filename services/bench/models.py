@@ -68,7 +68,7 @@ class ModelsBenchConfig:
         weights_dir: the link weights (``None``: the shipped ones).
     """
 
-    teachers: tuple[str, ...] = ("resnet18-cifar-w32", "clip-vit-b32")
+    teachers: tuple[str, ...] = ("resnet18-cifar-w32", "fastnet-cifar", "clip-vit-b32")
     batches: tuple[int, ...] = (1, 64)
     seconds: float = 3.0
     rounds: int = 2

@@ -321,8 +321,9 @@ class TestModelsBench:
         with pytest.raises(TypeError, match="'identity' does not declare its input size"):
             run_models_bench(config)
 
-    def test_default_teachers_are_the_cpu_one_and_clip(self) -> None:
-        assert ModelsBenchConfig().teachers == ("resnet18-cifar-w32", "clip-vit-b32")
+    def test_default_teachers_are_the_two_cpu_ones_and_clip(self) -> None:
+        teachers = ("resnet18-cifar-w32", "fastnet-cifar", "clip-vit-b32")
+        assert ModelsBenchConfig().teachers == teachers
 
     @pytest.mark.parametrize("teachers", [(), ("clip-vit-tiny", "clip-vit-tiny")])
     def test_no_or_repeated_teachers_are_refused(self, teachers: tuple[str, ...]) -> None:
