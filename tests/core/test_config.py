@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from rkdsc_core.cli import app
 from rkdsc_core.cli._common import distributed, run_settings
 from rkdsc_core.config import load_settings
 from rkdsc_core.train.ddp import DistInfo
@@ -51,3 +53,19 @@ class TestLoadSettings:
         cfg.write_text('{"dataa": {}}')
         with pytest.raises(ValidationError, match="dataa"):
             load_settings(cfg)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "link"],
+        ["train", "teacher"],
+        ["train", "student"],
+        ["train", "codec"],
+        ["nas", "sweep"],
+        ["nas", "evaluate"],
+    ],
+)
+def test_every_training_command_takes_compile(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--compile" in result.output
