@@ -17,12 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,11 +43,14 @@ from rkdsc_core.link.pipeline import SemanticPipeline
 
 __all__ = [
     "SWEEP_COLUMNS",
+    "PairedTest",
     "SweepRow",
     "accuracy_grid",
     "check_sweep",
     "format_sweep",
+    "hit_rates",
     "measure_sweep",
+    "paired_test",
     "plot_sweep",
     "read_sweep",
     "student_tokens",
@@ -72,7 +77,13 @@ GridKey = tuple[str, str, int]
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One point of the sweep (a CSV row)."""
+    """One point of the sweep (a CSV row).
+
+    ``correct`` (JSON only, not a CSV column): which images the system classified right,
+    in sample order, as the hex of ``numpy.packbits`` (bit ``i`` is image ``i``); empty for
+    the digital baselines. Every system sees the same images and noise, so two links'
+    ``correct`` at one point pair up image by image (:func:`paired_test`).
+    """
 
     system: str
     channel: str
@@ -83,6 +94,62 @@ class SweepRow:
     channel_uses: int
     images: int
     seed: int
+    correct: str = ""
+
+    def correct_mask(self) -> np.ndarray | None:
+        """``[images]`` bool: image ``i`` classified right; ``None`` when not recorded."""
+        if not self.correct:
+            return None
+        bits = np.unpackbits(np.frombuffer(bytes.fromhex(self.correct), dtype=np.uint8))
+        if len(bits) < self.images or bits[self.images :].any():
+            raise ValueError(f"{self.system}: 'correct' does not hold {self.images} images")
+        mask = bits[: self.images].astype(bool)
+        if not math.isclose(mask.mean() if self.images else 0.0, self.accuracy, abs_tol=1e-9):
+            raise ValueError(f"{self.system}: 'correct' disagrees with accuracy {self.accuracy}")
+        return mask
+
+
+class PairedTest(NamedTuple):
+    """Two systems at one point, image by image (McNemar's exact test).
+
+    Attributes:
+        only_a: images ``a`` got right and ``b`` wrong.
+        only_b: images ``b`` got right and ``a`` wrong.
+        p_value: two-sided exact binomial p of ``only_a`` among the ``only_a + only_b``
+            discordant images under "either is as likely" (1.0 with none).
+    """
+
+    only_a: int
+    only_b: int
+    p_value: float
+
+
+def paired_test(a: SweepRow, b: SweepRow) -> PairedTest | None:
+    """McNemar's exact test of ``a`` against ``b`` at the same point, on the same images.
+
+    ``None`` when either row has no per-image record. Raises ValueError when the rows are
+    not the same point of the same sample (channel, CSI, L, SNR, images, seed).
+    """
+    key = ("channel", "knowledge", "L", "snr_db", "images", "seed")
+    if any(getattr(a, k) != getattr(b, k) for k in key):
+        raise ValueError(f"not the same point and sample: {a} / {b}")
+    ma, mb = a.correct_mask(), b.correct_mask()
+    if ma is None or mb is None:
+        return None
+    only_a, only_b = int((ma & ~mb).sum()), int((mb & ~ma).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
+    return PairedTest(only_a, only_b, min(1.0, 2 * tail))
+
+
+def hit_rates(hits: Tensor) -> tuple[float, ...]:
+    """Accuracy per row of an :func:`accuracy_grid` value (0 for no images)."""
+    return tuple(hits.double().mean(1).tolist()) if hits.shape[1] else (0.0,) * len(hits)
+
+
+def _pack(mask: Tensor) -> str:
+    """``[images]`` bool as :attr:`SweepRow.correct`."""
+    return np.packbits(mask.cpu().numpy().astype(np.uint8)).tobytes().hex()
 
 
 @torch.no_grad()
@@ -109,19 +176,22 @@ def accuracy_grid(
     lengths: Sequence[int],
     snr_db: Sequence[float],
     seed: int,
-) -> dict[GridKey, tuple[float, ...]]:
-    """Accuracy per (channel, knowledge, L) and SNR from precomputed student tokens.
+) -> dict[GridKey, Tensor]:
+    """Which images are classified right, per (channel, knowledge, L), from student tokens.
 
     Image ``i`` (its position across the batches) uses ``frame_generator(seed, "eval", i)``.
+
+    Returns:
+        per key, a ``[len(snr_db), images]`` bool tensor (its row means are the accuracies).
     """
     pipeline.eval()
-    acc: dict[GridKey, tuple[float, ...]] = {}
+    grid: dict[GridKey, Tensor] = {}
     for model in channels:
         channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
         for n in lengths:
-            rows: dict[str, list[float]] = {k: [] for k in knowledge}
+            rows: dict[str, list[Tensor]] = {k: [] for k in knowledge}
             for snr in snr_db:
-                correct = dict.fromkeys(knowledge, 0)
+                hits: dict[str, list[Tensor]] = {k: [] for k in knowledge}
                 seen = 0
                 for t, y in zip(tokens, labels, strict=True):
                     gens = frame_generators(seed, "eval", range(seen, seen + len(y)))
@@ -129,13 +199,15 @@ def accuracy_grid(
                     out = pipeline.apply_channel(channel, tx, snr, generator=gens)
                     for k in knowledge:
                         logits, _ = pipeline.receive(out.y, out.received, pipeline.estimate(k, out))
-                        correct[k] += int((logits.argmax(1) == y).sum())
+                        hits[k].append((logits.argmax(1) == y).cpu())
                     seen += len(y)
                 for k in knowledge:
-                    rows[k].append(correct[k] / max(1, seen))
+                    rows[k].append(
+                        torch.cat(hits[k]) if hits[k] else torch.zeros(0, dtype=torch.bool)
+                    )
             for k in knowledge:
-                acc[(model, k, n)] = tuple(rows[k])
-    return acc
+                grid[(model, k, n)] = torch.stack(rows[k])
+    return grid
 
 
 @torch.no_grad()
@@ -185,6 +257,11 @@ def measure_sweep(
         for s, a in zip(snrs, values, strict=True):
             rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed))
 
+    def add_link(system: str, key: GridKey, hits: Tensor, uses: int) -> None:
+        model, k, n = key
+        for s, a, h in zip(snrs, hit_rates(hits), hits, strict=True):
+            rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed, _pack(h)))
+
     ref_tokens: tuple[list[Tensor], list[Tensor]] | None = None
     for name, pipe in links.items():
         toks, labs = student_tokens(pipe, subset, batch_size)
@@ -193,8 +270,8 @@ def measure_sweep(
             pipe, toks, labs, channels=channels, knowledge=knowledge, lengths=lens,
             snr_db=snrs, seed=seed,
         )  # fmt: skip
-        for key, link_acc in grid.items():
-            add(name, key, link_acc, pipe.num_pilots + key[2])
+        for key, hits in grid.items():
+            add_link(name, key, hits, pipe.num_pilots + key[2])
         if ref_tokens is None and digital:
             ref_tokens = (toks, labs)
             _check_digital_reference(name, pipe, toks, labs, grid)
@@ -300,7 +377,7 @@ def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | N
     """Write ``sweep.csv``, ``sweep.json`` and the plots (see :func:`plot_sweep`) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "sweep.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(SWEEP_COLUMNS))
+        w = csv.DictWriter(f, fieldnames=list(SWEEP_COLUMNS), extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(asdict(r))
@@ -315,7 +392,7 @@ def _check_digital_reference(
     pipeline: SemanticPipeline,
     tokens: Sequence[Tensor],
     labels: Sequence[Tensor],
-    grid: dict[GridKey, tuple[float, ...]],
+    grid: dict[GridKey, Tensor],
 ) -> None:
     """Log the reference head's accuracy on clean tokens; warn when far below the link's.
 
@@ -327,7 +404,7 @@ def _check_digital_reference(
         for t, y in zip(tokens, labels, strict=True)
     )
     clean = correct / max(1, sum(len(y) for y in labels))
-    best = max((max(v) for v in grid.values()), default=0.0)
+    best = max((max(hit_rates(v)) for v in grid.values()), default=0.0)
     log.info("digital reference %s: %.4f on clean tokens (its link: up to %.4f)", name, clean, best)
     if clean < 0.5 * best:
         log.warning(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from rkdsc_core.data import ImageDataset
-from rkdsc_core.eval.sweep import accuracy_grid, student_tokens
+from rkdsc_core.eval.sweep import accuracy_grid, hit_rates, student_tokens
 from rkdsc_core.link.eval_table import EvalTable
 from rkdsc_core.link.pipeline import SemanticPipeline
 
@@ -44,7 +44,7 @@ def measure_eval_table(
         snr_db=snr_db, seed=seed,
     )  # fmt: skip
     acc: dict[str, dict[int, tuple[float, ...]]] = {
-        model: {n: grid[(model, knowledge, n)] for n in lens} for model in channels
+        model: {n: hit_rates(grid[(model, knowledge, n)]) for n in lens} for model in channels
     }
     meta = {
         "dataset": data.name,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rkdsc_core.eval.sweep import SweepRow
+from rkdsc_core.eval.sweep import PairedTest, SweepRow, paired_test
 from rkdsc_core.nas.sweep import row_accuracy
 
 __all__ = ["TargetCheck", "check_targets", "format_targets"]
@@ -39,15 +39,35 @@ class TargetCheck:
     detail: str
 
 
-def _acc(
+def _row(
     rows: Iterable[SweepRow], system: str, channel: str, knowledge: str, snr_db: float, length: int
-) -> float | None:
+) -> SweepRow | None:
     for r in rows:
         if (r.system, r.channel, r.knowledge, r.L) == (system, channel, knowledge, length) and (
             math.isclose(r.snr_db, snr_db, abs_tol=1e-6)
         ):
-            return r.accuracy
+            return r
     return None
+
+
+def _acc(
+    rows: Iterable[SweepRow], system: str, channel: str, knowledge: str, snr_db: float, length: int
+) -> float | None:
+    row = _row(rows, system, channel, knowledge, snr_db, length)
+    return None if row is None else row.accuracy
+
+
+def _paired_summary(tests: Sequence[PairedTest | None], alpha: float = 0.05) -> str:
+    """``; paired: ...`` over the comparisons, or nothing when any lacks per-image records."""
+    if not tests or any(t is None for t in tests):
+        return ""
+    done = [t for t in tests if t is not None]
+    better = sum(t.p_value < alpha and t.only_a > t.only_b for t in done)
+    worse = sum(t.p_value < alpha and t.only_a < t.only_b for t in done)
+    return (
+        f"; paired on the same images (McNemar, p < {alpha:g}): significantly better at "
+        f"{better} and worse at {worse} of {len(done)} comparisons"
+    )
 
 
 def _missing(name: str, threshold: str, why: str) -> TargetCheck:
@@ -120,21 +140,23 @@ def check_targets(
     for channel in ("awgn", "rayleigh"):
         snrs = sorted({r.snr_db for r in mine if r.channel == channel and r.snr_db <= 5.0})
         name = f"beats {' and '.join(baselines)} at every SNR <= 5 dB, {channel}"
-        margins, missing = [], []
+        margins, missing, tests = [], [], []
         for snr in snrs:
-            ours = _acc(mine, rkd, channel, knowledge, snr, length)
+            ours = _row(mine, rkd, channel, knowledge, snr, length)
             for base in baselines:
-                theirs = _acc(rows, base, channel, knowledge, snr, length)
+                theirs = _row(rows, base, channel, knowledge, snr, length)
                 if ours is None or theirs is None:
                     missing.append(f"{base}@{snr:g} dB, L={length}")
-                else:
-                    margins.append((ours - theirs, base, snr))
+                    continue
+                margins.append((ours.accuracy - theirs.accuracy, base, snr))
+                tests.append(paired_test(ours, theirs))
         if not snrs or missing:
             why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
             checks.append(_missing(name, "> 0 at every SNR", why))
             continue
         worst = min(margins)
         detail = f"smallest margin {worst[0]:+.4f} (vs {worst[1]} at {worst[2]:g} dB, L={length})"
+        detail += _paired_summary(tests)
         checks.append(TargetCheck(name, worst[0], "> 0 at every SNR", worst[0] > 0, detail))
     checks.extend(_nas_checks(nas_rows, nas_lambda))
     return checks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,19 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import rkdsc_core.eval.sweep as sweep_module
 from rkdsc_core.cli import app
 from rkdsc_core.data import ImageDataset
 from rkdsc_core.data.specs import CIFAR10_CLASSES
-from rkdsc_core.eval import SWEEP_COLUMNS, measure_eval_table, measure_sweep, write_sweep
+from rkdsc_core.eval import (
+    SWEEP_COLUMNS,
+    SweepRow,
+    measure_eval_table,
+    measure_sweep,
+    paired_test,
+    read_sweep,
+    write_sweep,
+)
 from rkdsc_core.link import SemanticPipeline, save_link
 from rkdsc_core.models import create_model
 
@@ -50,6 +60,12 @@ class TestMeasureSweep:
             assert tuple(reader.fieldnames or ()) == SWEEP_COLUMNS
             assert len(list(reader)) == len(rows)
         assert len(json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]) == len(rows)
+        read, _ = read_sweep(tmp_path / "out")
+        assert read == rows  # the per-image records travel in the JSON
+        for r in rows:  # a link's record agrees with its accuracy; digital rows have none
+            mask = r.correct_mask()
+            assert (mask is None) == r.system.startswith("digital")
+            assert mask is None or (len(mask) == 12 and abs(mask.mean() - r.accuracy) < 1e-9)
         assert (tmp_path / "out" / "accuracy_vs_snr.png").stat().st_size > 0
         assert (tmp_path / "out" / "accuracy_vs_L.png").stat().st_size > 0
 
@@ -102,7 +118,8 @@ class TestMeasureSweep:
 
         kw: dict[str, Any] = {"channels": ("awgn",), "snr_db": (10.0,), "lengths": (8,)}
         # A link far better through its codec than its head on clean tokens: a CE-only link.
-        monkeypatch.setattr(sweep, "accuracy_grid", lambda *a, **k: {("awgn", "pilot", 8): (1.0,)})
+        every_image_right = {("awgn", "pilot", 8): torch.ones(1, 20, dtype=torch.bool)}
+        monkeypatch.setattr(sweep, "accuracy_grid", lambda *a, **k: every_image_right)
         with caplog.at_level("WARNING", logger="rkdsc_core.eval.sweep"):
             measure_sweep({"ce": _pipeline()}, tiny_dataset, knowledge=("pilot",), limit=20, **kw)
         assert "put a stage-1 student first" in caplog.text
@@ -198,3 +215,37 @@ class TestCli:
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
         assert result.exit_code == 2 and "NAME=DIR" in result.output
+
+
+def _record(system: str, hits: list[int], **point: object) -> SweepRow:
+    mask = torch.tensor(hits, dtype=torch.bool)
+    acc = float(mask.double().mean())
+    fields = {"channel": "awgn", "knowledge": "pilot", "L": 8, "snr_db": 0.0} | point
+    return SweepRow(system, **fields, accuracy=acc, channel_uses=12, images=len(hits), seed=0,  # type: ignore[arg-type]
+                    correct=sweep_module._pack(mask))  # fmt: skip
+
+
+class TestPairedTest:
+    def test_counts_discordant_images_and_an_exact_two_sided_p(self) -> None:
+        a = _record("a", [1, 1, 0, 0, 1])
+        b = _record("b", [1, 0, 0, 1, 0])
+        assert paired_test(a, b) == (2, 1, 1.0)  # 3 discordant, 1 vs 2: P(X <= 1) = 4/8, x2
+        ten = _record("a", [1] * 10 + [0] * 3)
+        none = _record("b", [0] * 13)
+        result = paired_test(ten, none)
+        assert result is not None and (result.only_a, result.only_b) == (10, 0)
+        assert result.p_value == pytest.approx(2 / 2**10)
+        assert paired_test(a, a) == (0, 0, 1.0)
+
+    def test_needs_the_same_point_and_a_record(self) -> None:
+        a = _record("a", [1, 0, 1])
+        with pytest.raises(ValueError, match="same point"):
+            paired_test(a, _record("b", [1, 0, 1], snr_db=2.0))
+        assert paired_test(a, dataclasses.replace(a, correct="")) is None
+
+    def test_a_record_that_disagrees_with_its_row_is_refused(self) -> None:
+        a = _record("a", [1, 0, 1])
+        with pytest.raises(ValueError, match="disagrees"):
+            dataclasses.replace(a, accuracy=0.5).correct_mask()
+        with pytest.raises(ValueError, match="does not hold"):
+            dataclasses.replace(a, images=9).correct_mask()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -86,6 +88,36 @@ def test_each_target_can_fail() -> None:
     assert list(met.values()) == [False, False, False, True, False, False, False], met
     rayleigh = next(c for c in checks if c.name.endswith("rayleigh"))
     assert "ce-only at 4 dB, L=64" in rayleigh.detail
+
+
+def _with_records(rows: list[SweepRow]) -> list[SweepRow]:
+    """Rows whose per-image record puts each system's right answers on the first images."""
+    out = []
+    for r in rows:
+        hits = round(r.accuracy * r.images)
+        mask = np.arange(r.images) < hits
+        packed = np.packbits(mask.astype(np.uint8)).tobytes().hex()
+        out.append(dataclasses.replace(r, accuracy=hits / r.images, correct=packed))
+    return out
+
+
+def test_paired_evidence_when_the_rows_carry_per_image_records() -> None:
+    rows = _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE)
+    kw: dict[str, Any] = {"teacher_accuracy": 0.92, "teacher_params": 10**6, "encoder_params": 1}
+    plain = [c for c in check_targets(rows, **kw) if c.name.startswith("beats")]
+    assert all("paired" not in c.detail for c in plain)
+    # 100 images, margins of 16 to 36 points, every discordant image RKD's: all significant.
+    paired = [c for c in check_targets(_with_records(rows), **kw) if c.name.startswith("beats")]
+    for c in paired:
+        assert "significantly better at 6 and worse at 0 of 6 comparisons" in c.detail, c.detail
+    # Stage-1-only 2 points behind at -4 dB, right on other images (RKD alone on 22, it
+    # alone on 20): not significant.
+    close = _with_records(_rows("stage1-only", {**WORSE, -4.0: 0.78}))
+    other = np.packbits((np.arange(100) >= 22).astype(np.uint8)).tobytes().hex()
+    close = [dataclasses.replace(r, correct=other) if r.snr_db == -4.0 else r for r in close]
+    rows = _with_records(_rows("rkd", GOOD) + _rows("ce-only", WORSE)) + close
+    for c in [c for c in check_targets(rows, **kw) if c.name.startswith("beats")]:
+        assert "significantly better at 5 and worse at 0 of 6 comparisons" in c.detail, c.detail
 
 
 def test_baselines_are_read_at_the_rkd_links_length() -> None:
