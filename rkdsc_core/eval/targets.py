@@ -57,17 +57,20 @@ def _acc(
     return None if row is None else row.accuracy
 
 
-def _paired_summary(tests: Sequence[PairedTest | None], alpha: float = 0.05) -> str:
-    """``; paired: ...`` over the comparisons, or nothing when any lacks per-image records."""
-    if not tests or any(t is None for t in tests):
+def _paired_summary(tests: Sequence[tuple[str, PairedTest | None]], alpha: float = 0.05) -> str:
+    """``; paired ...: vs B better at x, worse at y of n`` per baseline ``B``.
+
+    Nothing when any comparison lacks per-image records.
+    """
+    if not tests or any(t is None for _, t in tests):
         return ""
-    done = [t for t in tests if t is not None]
-    better = sum(t.p_value < alpha and t.only_a > t.only_b for t in done)
-    worse = sum(t.p_value < alpha and t.only_a < t.only_b for t in done)
-    return (
-        f"; paired on the same images (McNemar, p < {alpha:g}): significantly better at "
-        f"{better} and worse at {worse} of {len(done)} comparisons"
-    )
+    parts = []
+    for base in dict.fromkeys(b for b, _ in tests):
+        done = [t for b, t in tests if b == base and t is not None]
+        better = sum(t.p_value < alpha and t.only_a > t.only_b for t in done)
+        worse = sum(t.p_value < alpha and t.only_a < t.only_b for t in done)
+        parts.append(f"vs {base} better at {better}, worse at {worse} of {len(done)} SNRs")
+    return f"; significant on the same images (McNemar, p < {alpha:g}): {'; '.join(parts)}"
 
 
 def _missing(name: str, threshold: str, why: str) -> TargetCheck:
@@ -149,7 +152,7 @@ def check_targets(
                     missing.append(f"{base}@{snr:g} dB, L={length}")
                     continue
                 margins.append((ours.accuracy - theirs.accuracy, base, snr))
-                tests.append(paired_test(ours, theirs))
+                tests.append((base, paired_test(ours, theirs)))
         if not snrs or missing:
             why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
             checks.append(_missing(name, "> 0 at every SNR", why))
