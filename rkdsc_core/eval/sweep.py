@@ -80,8 +80,9 @@ class SweepRow:
     """One point of the sweep (a CSV row).
 
     ``correct`` (JSON only, not a CSV column): which images the system classified right,
-    in sample order, as the hex of ``numpy.packbits`` (bit ``i`` is image ``i``); empty for
-    the digital baselines. Every system sees the same images and noise, so two links'
+    in sample order, as the hex of ``numpy.packbits`` (most significant bit first: image
+    ``i`` is bit ``7 - i % 8`` of byte ``i // 8``); empty for the digital baselines (and
+    for a sample of no images). Every system sees the same images and noise, so two links'
     ``correct`` at one point pair up image by image (:func:`paired_test`).
     """
 
@@ -128,18 +129,34 @@ def paired_test(a: SweepRow, b: SweepRow) -> PairedTest | None:
     """McNemar's exact test of ``a`` against ``b`` at the same point, on the same images.
 
     ``None`` when either row has no per-image record. Raises ValueError when the rows are
-    not the same point of the same sample (channel, CSI, L, SNR, images, seed).
+    not the same point of the same sample (channel, CSI, L, SNR within 1e-6 dB, images,
+    seed) or a record is not its row's (:meth:`SweepRow.correct_mask`).
     """
-    key = ("channel", "knowledge", "L", "snr_db", "images", "seed")
-    if any(getattr(a, k) != getattr(b, k) for k in key):
-        raise ValueError(f"not the same point and sample: {a} / {b}")
+    key = ("channel", "knowledge", "L", "images", "seed")
+    if any(getattr(a, k) != getattr(b, k) for k in key) or not math.isclose(
+        a.snr_db, b.snr_db, abs_tol=1e-6
+    ):
+        raise ValueError(f"not the same point and sample: {a.system} / {b.system}")
     ma, mb = a.correct_mask(), b.correct_mask()
     if ma is None or mb is None:
         return None
     only_a, only_b = int((ma & ~mb).sum()), int((mb & ~ma).sum())
-    n, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
-    return PairedTest(only_a, only_b, min(1.0, 2 * tail))
+    return PairedTest(only_a, only_b, _two_sided_sign_p(only_a + only_b, min(only_a, only_b)))
+
+
+def _two_sided_sign_p(n: int, k: int) -> float:
+    """``2 P(X <= k)`` for ``X ~ Binomial(n, 1/2)``, ``k <= n / 2``, capped at 1.
+
+    Summed in log space term by term (``C(n, i+1) = C(n, i) (n - i) / (i + 1)``), so it
+    stays fast and finite for tens of thousands of images.
+    """
+    log_term, log_terms = -n * math.log(2.0), []
+    for i in range(k + 1):
+        log_terms.append(log_term)
+        log_term += math.log(n - i) - math.log(i + 1) if i < n else 0.0
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return min(1.0, 2.0 * tail)
 
 
 def hit_rates(hits: Tensor) -> tuple[float, ...]:
@@ -206,7 +223,9 @@ def accuracy_grid(
                         torch.cat(hits[k]) if hits[k] else torch.zeros(0, dtype=torch.bool)
                     )
             for k in knowledge:
-                grid[(model, k, n)] = torch.stack(rows[k])
+                grid[(model, k, n)] = (
+                    torch.stack(rows[k]) if rows[k] else torch.zeros(0, 0, dtype=torch.bool)
+                )
     return grid
 
 

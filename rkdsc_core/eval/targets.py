@@ -57,20 +57,32 @@ def _acc(
     return None if row is None else row.accuracy
 
 
-def _paired_summary(tests: Sequence[tuple[str, PairedTest | None]], alpha: float = 0.05) -> str:
-    """``; paired ...: vs B better at x, worse at y of n`` per baseline ``B``.
+def _paired(ours: SweepRow, theirs: SweepRow) -> PairedTest | None:
+    """:func:`paired_test`, or ``None`` (no evidence) when a record is missing or bad."""
+    try:
+        return paired_test(ours, theirs)
+    except ValueError:
+        return None
 
-    Nothing when any comparison lacks per-image records.
+
+def _paired_summary(tests: Sequence[tuple[str, PairedTest | None]], alpha: float = 0.05) -> str:
+    """``; significant ...: vs B better at x, worse at y of n SNRs`` per baseline ``B``.
+
+    A baseline is left out when any of its comparisons lacks a per-image record; nothing
+    when all are.
     """
-    if not tests or any(t is None for _, t in tests):
-        return ""
     parts = []
     for base in dict.fromkeys(b for b, _ in tests):
-        done = [t for b, t in tests if b == base and t is not None]
+        mine = [t for b, t in tests if b == base]
+        done = [t for t in mine if t is not None]
+        if not done or len(done) < len(mine):
+            continue
         better = sum(t.p_value < alpha and t.only_a > t.only_b for t in done)
         worse = sum(t.p_value < alpha and t.only_a < t.only_b for t in done)
         parts.append(f"vs {base} better at {better}, worse at {worse} of {len(done)} SNRs")
-    return f"; significant on the same images (McNemar, p < {alpha:g}): {'; '.join(parts)}"
+    if not parts:
+        return ""
+    return f"; significant on the same images (McNemar, p < {alpha:g} each): {'; '.join(parts)}"
 
 
 def _missing(name: str, threshold: str, why: str) -> TargetCheck:
@@ -152,7 +164,7 @@ def check_targets(
                     missing.append(f"{base}@{snr:g} dB, L={length}")
                     continue
                 margins.append((ours.accuracy - theirs.accuracy, base, snr))
-                tests.append((base, paired_test(ours, theirs)))
+                tests.append((base, _paired(ours, theirs)))
         if not snrs or missing:
             why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
             checks.append(_missing(name, "> 0 at every SNR", why))

@@ -150,6 +150,7 @@ def train_student_plain(
     step, history = 0, []
     model.train()
     for epoch in range(cfg.epochs):
+        t_epoch = time.time()
         loader.set_epoch(epoch)
         running, n = 0.0, 0
         bar = tqdm(
@@ -170,7 +171,14 @@ def train_student_plain(
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
-        history.append({"epoch": epoch + 1, "loss": all_reduce_mean(running / max(1, n), info)})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": all_reduce_mean(running / max(1, n), info),
+                "seconds": time.time() - t_epoch,
+                "compiled": info.compile,
+            }
+        )
         if max_steps is not None and step >= max_steps:
             break
     broadcast_buffers(model, info)

@@ -6,6 +6,7 @@ import copy
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,14 @@ class TestPairedTest:
         assert result is not None and (result.only_a, result.only_b) == (10, 0)
         assert result.p_value == pytest.approx(2 / 2**10)
         assert paired_test(a, a) == (0, 0, 1.0)
+
+    @pytest.mark.parametrize(("n", "k"), [(1, 0), (7, 3), (50, 20), (200, 90), (301, 0)])
+    def test_p_value_is_the_exact_binomial_tail(self, n: int, k: int) -> None:
+        exact = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+        a = _record("a", [1] * k + [0] * (n - k))
+        b = _record("b", [0] * k + [1] * (n - k))
+        result = paired_test(a, b)
+        assert result is not None and result.p_value == pytest.approx(exact, rel=1e-9)
 
     def test_needs_the_same_point_and_a_record(self) -> None:
         a = _record("a", [1, 0, 1])

@@ -121,6 +121,21 @@ def test_paired_evidence_when_the_rows_carry_per_image_records() -> None:
         assert "vs stage1-only better at 2, worse at 0 of 3 SNRs" in c.detail, c.detail
 
 
+def test_paired_evidence_is_per_baseline_and_never_stops_the_check() -> None:
+    kw: dict[str, Any] = {"teacher_accuracy": 0.92, "teacher_params": 10**6, "encoder_params": 1}
+    rkd = _with_records(_rows("rkd", GOOD))
+    stage1 = _with_records(_rows("stage1-only", WORSE))
+    # CE-only without records: its evidence is left out, stage-1-only's still shown.
+    checks = [c for c in check_targets(rkd + stage1 + _rows("ce-only", WORSE), **kw)]
+    beats = [c for c in checks if c.name.startswith("beats")]
+    for c in beats:
+        assert "vs stage1-only better at 3" in c.detail and "vs ce-only better" not in c.detail
+    # A record that is not its row's: no evidence for that baseline, the targets still checked.
+    bad = [dataclasses.replace(r, correct="ff") for r in _rows("ce-only", WORSE)]
+    beats = [c for c in check_targets(rkd + stage1 + bad, **kw) if c.name.startswith("beats")]
+    assert all(c.met for c in beats) and all("vs ce-only better" not in c.detail for c in beats)
+
+
 def test_baselines_are_read_at_the_rkd_links_length() -> None:
     # A baseline swept only at L = 32 is not compared with RKD at L = 64.
     rows = _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE, length=32)

@@ -133,6 +133,8 @@ class TestStudentStage:
         mixed, summary = train_student(_STUDENT, cache, data, data, tmp_path / "c")
         for a, b in zip(ref["history"], summary["history"], strict=True):
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert [h["compiled"] for h in summary["history"]] == [True, False]
+        assert all(h["seconds"] > 0 for h in summary["history"])
         for (k, a), b in zip(eager.state_dict().items(), mixed.state_dict().values(), strict=True):
             if a.is_floating_point():  # compiled kernels round differently: close, not equal
                 assert torch.allclose(a, b, atol=5e-3), k
