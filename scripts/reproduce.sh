@@ -11,8 +11,8 @@
 # that finished return at once; a finished teacher cache is kept only if it is TEACHER's
 # (another teacher's stops the script: use a new run folder). On a GPU set RKDSC_DEVICE=cuda;
 # RKDSC_COMPILE=1 runs the training loops through torch.compile (on this 2-core CPU about
-# 40% less time per stage-1 epoch; see docs/training.md); on a shared 2-core CPU, OMP_NUM_THREADS=1 keeps OpenMP
-# from spinning against other work. Knobs (environment):
+# 40% less time per stage-1 epoch; see docs/training.md); on a shared 2-core CPU,
+# OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
 # TEACHER_EPOCHS (the preset's: 20 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
 # CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
 # whole epoch budget), LAMBDAS (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose

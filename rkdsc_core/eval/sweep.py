@@ -271,15 +271,14 @@ def measure_sweep(
     images = len(subset)
     rows: list[SweepRow] = []
 
-    def add(system: str, key: GridKey, values: Sequence[float], uses: int) -> None:
+    def add(
+        system: str, key: GridKey, values: Sequence[float], uses: int, hits: Tensor | None = None
+    ) -> None:
+        """Rows per SNR; ``hits`` (an :func:`accuracy_grid` value) also records the images."""
         model, k, n = key
-        for s, a in zip(snrs, values, strict=True):
-            rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed))
-
-    def add_link(system: str, key: GridKey, hits: Tensor, uses: int) -> None:
-        model, k, n = key
-        for s, a, h in zip(snrs, hit_rates(hits), hits, strict=True):
-            rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed, _pack(h)))
+        records = [""] * len(snrs) if hits is None else [_pack(h) for h in hits]
+        for s, a, c in zip(snrs, values, records, strict=True):
+            rows.append(SweepRow(system, model, k, n, s, a, uses, images, seed, c))
 
     ref_tokens: tuple[list[Tensor], list[Tensor]] | None = None
     for name, pipe in links.items():
@@ -290,7 +289,7 @@ def measure_sweep(
             snr_db=snrs, seed=seed,
         )  # fmt: skip
         for key, hits in grid.items():
-            add_link(name, key, hits, pipe.num_pilots + key[2])
+            add(name, key, hit_rates(hits), pipe.num_pilots + key[2], hits)
         if ref_tokens is None and digital:
             ref_tokens = (toks, labs)
             _check_digital_reference(name, pipe, toks, labs, grid)
