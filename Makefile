@@ -27,18 +27,18 @@ lint: setup
 	$(BIN)/mypy rkdsc_core services
 	$(BIN)/python scripts/gen_proto.py --check
 
-# The shipped links, from the shipped teacher (resumable: rerun after an interruption):
-# make reproduce's stages at a short budget, with the published DARTS_V2 genotype instead of
-# a search. Then ship-weights copies the RKD link (the default) and its two baselines into
-# rkdsc_core/weights with their model cards (the teacher's own codec, the sweep's upper
-# reference, stays in SHIP_RUNS: it would add the teacher's 5 MB again), and the sweep, the
-# comparison and the targets into docs/results/sweep.
+# The shipped links, from the shipped teacher (FastNet; resumable: rerun after an
+# interruption): make reproduce's stages with a 3-epoch stage 2 and the published DARTS_V2
+# genotype instead of a search. Then ship-weights copies the RKD link (the default) and its
+# two baselines into rkdsc_core/weights with their model cards (the teacher's own codec, the
+# sweep's upper reference, stays in SHIP_RUNS: it would add the teacher's 6 MB again), and
+# the sweep, the comparison and the targets into docs/results/sweep.
 MACHINE ?= $(shell getconf _NPROCESSORS_ONLN)-core $(shell uname -m) CPU
 SHIP_RUNS ?= runs/weights
 SHIP_TEACHER ?= rkdsc_core/weights/teacher/teacher
 weights: setup
 	PATH="$(abspath $(BIN)):$$PATH" TEACHER=$(SHIP_TEACHER) \
-	  GENOTYPE=darts_v2 STUDENT_EPOCHS=7 CODEC_EPOCHS=3 SWEEP_LIMIT=1000 \
+	  GENOTYPE=darts_v2 STUDENT_EPOCHS=30 CODEC_EPOCHS=3 SWEEP_LIMIT=1000 \
 	  scripts/reproduce.sh $(SHIP_RUNS)
 	$(MAKE) ship-weights
 
@@ -71,10 +71,9 @@ ship-nas:
 	  cp $$f docs/results/nas/$$(basename $$(dirname $$f)).$$(basename $$f) || exit 1; done
 
 # Ship the reproduction's teacher (FastNet, the default of `rkdsc train teacher`): fp16
-# weights, re-measured accuracy, model card. rkdsc_core/weights/teacher keeps the ResNet
-# teacher that the shipped links were distilled from until they are rebuilt.
+# weights, re-measured accuracy, model card.
 teacher-weights: setup
-	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher-fastnet --machine "$(MACHINE)"
+	$(BIN)/python scripts/ship_teacher.py runs/reproduce/teacher/teacher rkdsc_core/weights/teacher --machine "$(MACHINE)"
 
 # The whole training recipe and its sweep (hours on a CPU; resumable: rerun to continue).
 reproduce: setup

@@ -9,9 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rkdsc_core.link import load_link
 from rkdsc_core.models import count_macs, count_parameters
+
+SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "rkdsc_core" / "weights" / "teacher"
+
+
+def _shipped_teacher_note(teacher: dict[str, Any]) -> str:
+    """``"; the shipped teacher ..."`` when the recorded weights are the shipped teacher's.
+
+    The recorded path is where the teacher was at training time; the sha256 says whether
+    those are the weights in ``rkdsc_core/weights/teacher`` now.
+    """
+    manifest = SHIPPED_TEACHER / "teacher.json"
+    if not manifest.is_file():
+        return ""
+    if json.loads(manifest.read_text()).get("weights_sha256") != teacher.get("weights_sha256"):
+        return ""
+    return "; the same weights as the shipped teacher, `rkdsc_core/weights/teacher`"
 
 
 def render(folder: Path, machine: str) -> str:
@@ -103,7 +120,7 @@ def _student_source(source: dict | None) -> list[str]:
             [
                 f"- Teacher: `{teacher.get('model')}` from `{teacher.get('path')}` (weights sha256 "
                 f"`{teacher.get('weights_sha256')}`, clean test accuracy "
-                f"{teacher.get('test_accuracy')})."
+                f"{teacher.get('test_accuracy')}){_shipped_teacher_note(teacher)}."
             ]
             if (teacher := extra.get("teacher"))
             else []

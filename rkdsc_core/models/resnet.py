@@ -141,5 +141,5 @@ def resnet18_cifar(**overrides: Any) -> ResNet18Cifar:
 
 @register_model("resnet18-cifar-w32")
 def resnet18_cifar_w32(**overrides: Any) -> ResNet18Cifar:
-    """CIFAR ResNet-18 at half width (2.8M parameters): the default CPU teacher."""
+    """CIFAR ResNet-18 at half width (2.8M parameters): the former default CPU teacher."""
     return ResNet18Cifar(dataclasses.replace(ResNetCifarConfig(width=32), **overrides))

@@ -7,8 +7,9 @@ images (the link's CIFAR-10 size).
 
 **teachers**: ``create_model(name)`` for each name in ``teachers``, its full forward pass
 (features and head), randomly initialised: the weights do not change its speed. By default
-``resnet18-cifar-w32`` (the CPU-sized teacher the shipped links were distilled from, 32x32) and
-``clip-vit-b32`` (the paper's CLIP ViT-B/32 teacher, 224x224, speed and size only). Each
+``resnet18-cifar-w32`` (the former default teacher, 32x32), ``fastnet-cifar`` (the shipped
+teacher the shipped links are distilled from, 32x32) and ``clip-vit-b32`` (the paper's CLIP
+ViT-B/32 teacher, 224x224, speed and size only). Each
 teacher is fed images of its own input size (``Backbone.input_size``, the size its
 ``example_inputs`` uses and ``rkdsc models info`` counts at), so the timing measures the
 network, not the resize every teacher would otherwise do first.

@@ -48,3 +48,10 @@ def test_shipped_link_reproduces_its_recorded_accuracy(name: str, tmp_path: Path
     assert test.source_sha256 == meta["dataset"]["sha256"]
     measured = evaluate_clean_channel(load_link(_folder(name)).pipeline, test, limit=2000)
     assert abs(measured - recorded) <= 0.005, (measured, recorded)
+
+
+@pytest.mark.parametrize("name", ("default", "stage1-only"))
+def test_distilled_links_name_the_shipped_teacher(name: str) -> None:
+    """Their cards tie the recorded teacher to ``weights/teacher`` by its sha256."""
+    card = (_folder(name) / "MODEL_CARD.md").read_text()
+    assert "the same weights as the shipped teacher, `rkdsc_core/weights/teacher`" in card

@@ -313,6 +313,7 @@ class TestCli:
         )
         assert "### The student before this stage" in card
         assert "| 1 |" in card.split("### The student before this stage")[1]
+        assert "the same weights as the shipped teacher" not in card  # a test teacher
         config = bundle.meta["training"]["config"]
         assert (config["w_ce"], config["w_kd"], config["w_mse"]) == (2.0, 0.5, 3.0)
         assert config["temperature"] == 2.0
