@@ -132,7 +132,7 @@ class CodecRKDConfig:
     epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
-    student_lr_scale: float = 0.1
+    student_lr_scale: float = 0.01
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.1
     label_smoothing: float = 0.0
