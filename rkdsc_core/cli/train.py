@@ -566,6 +566,59 @@ def eval_table_cmd(
             typer.echo(f"{n:4d} " + " ".join(f"{a:5.3f}" for a in row))
 
 
+@eval_app.command("clean")
+def eval_clean_cmd(
+    models: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model checkpoints (e.g. RUN/student, rkdsc_core/weights/teacher/teacher) or "
+            "link weights folders (their student is scored)."
+        ),
+    ],
+    limit: Annotated[
+        int | None, typer.Option(help="A fixed sample of this many test images (default all).")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Clean test accuracy of classifiers, no channel: single view and with flip TTA."""
+    from rkdsc_core.checkpoint import load_model
+    from rkdsc_core.link import load_link
+    from rkdsc_core.train.teacher import evaluate_teacher
+
+    _, test = _datasets(data, cache_dir, dataset)
+    images = len(test) if limit is None else min(limit, len(test))
+    rows = []
+    for path in models:
+        is_link = (path / "link.json").is_file()
+        try:
+            model = load_link(path).pipeline.student if is_link else load_model(path)
+        except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
+            fail(f"cannot load {path}: {e}")
+        acc = evaluate_teacher(model, test, limit=limit)
+        rows.append(
+            {
+                "path": str(path),
+                "kind": "link student" if is_link else "checkpoint",
+                "images": images,
+                "accuracy_single_view": acc["test_accuracy_single_view"],
+                "accuracy_flip_tta": acc["test_accuracy"],
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    typer.echo(f"clean {dataset} test accuracy, {images} images")
+    typer.echo(f"{'single view':>11} {'flip TTA':>9}  model")
+    for r in rows:
+        typer.echo(
+            f"{r['accuracy_single_view']:11.4f} {r['accuracy_flip_tta']:9.4f}  "
+            f"{r['path']} ({r['kind']})"
+        )
+
+
 @eval_app.command("sweep")
 def eval_sweep_cmd(
     weights: Annotated[
