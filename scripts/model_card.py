@@ -18,7 +18,7 @@ SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "rkdsc_core" / "weights"
 
 
 def _shipped_teacher_note(teacher: dict[str, Any]) -> str:
-    """``"; the shipped teacher ..."`` when the recorded weights are the shipped teacher's.
+    """``"; the same weights as the shipped teacher, ..."``, or ``""`` when they are not.
 
     The recorded path is where the teacher was at training time; the sha256 says whether
     those are the weights in ``rkdsc_core/weights/teacher`` now.
