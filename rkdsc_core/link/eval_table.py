@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ class EvalTable:
     Attributes:
         snr_db: the measured SNRs, Es/N0 [dB], increasing.
         accuracy: ``{channel_model: {L: [accuracy per snr_db]}}`` in [0, 1].
-        meta: how it was measured (dataset, images, seed, command).
+        meta: how it was measured (dataset, ``images`` per point, seed, command).
     """
 
     snr_db: tuple[float, ...]
@@ -55,16 +57,55 @@ class EvalTable:
             raise ValueError(f"L={length} not measured for {model!r}; have {sorted(rows)}")
         return float(np.interp(snr_db, self.snr_db, rows[length]))
 
-    def smallest_length(self, model: str, snr_db: float, target: float) -> int:
+    @property
+    def images(self) -> int | None:
+        """Test images behind each accuracy (``meta["images"]``); ``None`` if not recorded."""
+        n = self.meta.get("images")
+        return int(n) if n else None
+
+    def lower_bound(self, model: str, length: int, snr_db: float, confidence: float) -> float:
+        """One-sided Wilson lower confidence bound of the accuracy at ``snr_db``.
+
+        The true accuracy of the link on the split lies above the bound with probability
+        ``confidence`` (for one point of the table; interpolated like :meth:`lookup`), given
+        that it was measured on :attr:`images` images. ``confidence=0.5`` is the estimate itself.
+
+        Raises:
+            ValueError: ``confidence`` outside [0.5, 1), or a margin asked of a table that does
+                not record its image count.
+        """
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError(f"confidence must lie in [0.5, 1); got {confidence}")
+        p = self.lookup(model, length, snr_db)
+        z = NormalDist().inv_cdf(confidence)
+        if z == 0.0:
+            return p
+        n = self.images
+        if n is None:
+            raise ValueError(
+                "the eval table does not record how many images it was measured on "
+                "(meta.images), so it has no confidence bound; use confidence 0.5"
+            )
+        z2n = z * z / n
+        centre = p + z2n / 2
+        spread = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+        return max(0.0, (centre - spread) / (1 + z2n))
+
+    def smallest_length(
+        self, model: str, snr_db: float, target: float, *, confidence: float = 0.5
+    ) -> int:
         """The smallest measured L whose accuracy at ``snr_db`` reaches ``target``.
 
-        If none does, the L with the highest accuracy there (the best the link can do).
+        With ``confidence`` above 0.5 an L qualifies only when its :meth:`lower_bound` at that
+        confidence reaches ``target``: a margin for the sampling noise of the table's images.
+        If no L qualifies, the L with the highest measured accuracy there (the best the link
+        can do).
         """
         lengths = self.lengths(model)
-        accs = [self.lookup(model, n, snr_db) for n in lengths]
-        for n, acc in zip(lengths, accs, strict=True):
-            if acc >= target:
+        for n in lengths:
+            if self.lower_bound(model, n, snr_db, confidence) >= target:
                 return n
+        accs = [self.lookup(model, n, snr_db) for n in lengths]
         return lengths[int(np.argmax(accs))]
 
     def to_json(self) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class LengthPolicy:
 
     Attributes:
         mode: ``fixed`` (always ``fixed_length``) or ``adaptive`` (smallest ``L`` whose measured
-            accuracy at the link's SNR reaches ``target_accuracy``).
+            accuracy at the link's SNR reaches ``target_accuracy`` with the store's
+            confidence).
         fixed_length: ``L`` for fixed mode, one of the codec's lengths.
         target_accuracy: in [0, 1], for adaptive mode.
         version: the transmitter config version, from 1, bumped by each accepted change.
@@ -55,6 +56,9 @@ class PolicyStore:
         channel_model: the eval-table row the adaptive mode reads (``awgn``, ...).
         mode, fixed_length, target_accuracy: the initial policy (``fixed_length=None``:
             ``l_max``); validated like :meth:`set`.
+        confidence: adaptive mode sends the smallest ``L`` whose accuracy reaches the target
+            with this one-sided confidence, given the table's images
+            (:meth:`EvalTable.lower_bound`); 0.5 reads the measured accuracy, no margin.
 
     Raises:
         PolicyError: the initial policy is invalid.
@@ -69,9 +73,13 @@ class PolicyStore:
         mode: Mode = "fixed",
         fixed_length: int | None = None,
         target_accuracy: float = 0.9,
+        confidence: float = 0.95,
     ) -> None:
         if not lengths:
             raise ValueError("lengths must not be empty")
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError(f"confidence must lie in [0.5, 1); got {confidence}")
+        self.confidence = confidence
         self.lengths = tuple(sorted(lengths))
         self.eval_table = eval_table
         self.channel_model = channel_model
@@ -103,7 +111,9 @@ class PolicyStore:
         if p.mode == "fixed":
             return p.fixed_length
         assert self.eval_table is not None  # checked by _validated
-        measured = self.eval_table.smallest_length(self.channel_model, snr_db, p.target_accuracy)
+        measured = self.eval_table.smallest_length(
+            self.channel_model, snr_db, p.target_accuracy, confidence=self.confidence
+        )
         # A table measured at lengths the codec does not allow: round up to an allowed one.
         return next((n for n in self.lengths if n >= measured), self.l_max)
 
@@ -137,6 +147,14 @@ class PolicyStore:
                     f"the eval table has no measurements for channel model "
                     f"{self.channel_model!r} (has {sorted(self.eval_table.accuracy)}); set "
                     "RKDSC_TRANSMITTER_CHANNEL_MODEL_HINT or use MODE_FIXED",
+                    code="FAILED_PRECONDITION",
+                )
+            if self.confidence > 0.5 and self.eval_table.images is None:
+                raise PolicyError(
+                    "mode",
+                    "the eval table does not record how many images it was measured on "
+                    "(meta.images), so adaptive mode cannot keep its confidence margin; set "
+                    "RKDSC_TRANSMITTER_POLICY__CONFIDENCE=0.5 or use MODE_FIXED",
                     code="FAILED_PRECONDITION",
                 )
         return LengthPolicy(mode, length, float(target_accuracy), version)

@@ -232,6 +232,7 @@ def build_server(
         mode=p.mode,
         fixed_length=p.fixed_length,
         target_accuracy=p.target_accuracy,
+        confidence=p.confidence,
     )
     metrics = TransmitterMetrics(registry, lengths)
     cur = policy.current

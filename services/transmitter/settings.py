@@ -34,6 +34,13 @@ class PolicySettings(BaseModel):
     target_accuracy: float = Field(
         default=0.9, ge=0.0, le=1.0, description="accuracy the adaptive mode aims for"
     )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        lt=1.0,
+        description="adaptive mode: one-sided confidence that the chosen L reaches the target, "
+        "from the eval table's image count (Wilson bound); 0.5 = the measured accuracy, no margin",
+    )
 
 
 class Settings(BaseSettings):

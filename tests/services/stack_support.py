@@ -47,7 +47,7 @@ def with_eval_table(tiny_weights: Path, dest: Path) -> Path:
                 64: (0.5, 0.75, 0.85),
             }
         },
-        meta={"note": "made up for the stack test"},
+        meta={"note": "made up for the stack test", "images": 1000},
     )
     table.save(dest / "eval_table.json")
     return dest

@@ -48,6 +48,30 @@ class TestEvalTable:
         assert t.smallest_length("awgn", 10.0, 0.8) == 64
         assert t.smallest_length("awgn", 0.0, 0.99) == 64  # unreachable: best available
 
+    def test_lower_bound_is_wilson(self) -> None:
+        # 90 of 100 correct: the textbook 95% Wilson interval is [0.8256, 0.9448], so its lower
+        # end is the one-sided bound at 97.5%.
+        t = EvalTable((0.0,), {"awgn": {8: (0.9,)}}, meta={"images": 100})
+        assert t.lower_bound("awgn", 8, 0.0, 0.975) == pytest.approx(0.8256, abs=1e-4)
+        assert t.lower_bound("awgn", 8, 0.0, 0.5) == pytest.approx(0.9)
+        assert t.images == 100
+
+    def test_smallest_length_with_a_margin(self) -> None:
+        # The demo's -4 dB case: L=32 measured 0.811 on 1,000 images, over a 0.8 target, but
+        # its 95% lower bound is 0.790; L=64 (0.83) qualifies.
+        t = EvalTable((0.0,), {"awgn": {32: (0.811,), 64: (0.83,)}}, meta={"images": 1000})
+        assert t.smallest_length("awgn", 0.0, 0.8) == 32
+        assert t.smallest_length("awgn", 0.0, 0.8, confidence=0.95) == 64
+        assert t.smallest_length("awgn", 0.0, 0.9, confidence=0.95) == 64  # none: the best
+
+    def test_margin_needs_the_image_count_and_a_valid_confidence(self) -> None:
+        with pytest.raises(ValueError, match=r"meta\.images"):
+            _table().lower_bound("awgn", 8, 0.0, 0.95)
+        assert _table().lower_bound("awgn", 8, 0.0, 0.5) == pytest.approx(0.2)
+        for bad in (0.4, 1.0):
+            with pytest.raises(ValueError, match="confidence"):
+                _table().lower_bound("awgn", 8, 0.0, bad)
+
     def test_json_round_trip(self, tmp_path: Path) -> None:
         _table().save(tmp_path / "t.json")
         assert EvalTable.load(tmp_path / "t.json") == _table()

@@ -7,6 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from rkdsc_core.link import EvalTable
 from services.pb import frame_pb2, services_pb2
 from services.transmitter.policy import PolicyError, PolicyStore
 
@@ -33,6 +34,25 @@ class TestPolicyStore:
         assert store.choose(20.0) == 16
         assert store.choose(10.0) == 64
         assert store.choose(-10.0) == 64  # none reaches 0.9: the best there
+
+    def test_adaptive_keeps_a_confidence_margin(self) -> None:
+        # At 0 dB L=32 measures 0.50 on 1,000 images: over a target of 0.49 as measured, but
+        # its 95% lower bound is 0.474, so the margin sends L=64 (0.60, bound 0.574).
+        margin = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", mode="adaptive")
+        point = PolicyStore(
+            LENGTHS, EVAL_TABLE, channel_model="awgn", mode="adaptive", confidence=0.5
+        )
+        for store in (margin, point):
+            store.set("adaptive", None, 0.49)
+        assert (margin.choose(0.0), point.choose(0.0)) == (64, 32)
+
+    def test_margin_needs_the_table_image_count(self) -> None:
+        bare = EvalTable(EVAL_TABLE.snr_db, EVAL_TABLE.accuracy)
+        with pytest.raises(PolicyError, match=r"CONFIDENCE=0\.5") as err:
+            PolicyStore(LENGTHS, bare, channel_model="awgn", mode="adaptive")
+        assert err.value.code == "FAILED_PRECONDITION"
+        store = PolicyStore(LENGTHS, bare, channel_model="awgn", mode="adaptive", confidence=0.5)
+        assert store.choose(30.0) == 8
 
     def test_set_bumps_the_version(self) -> None:
         store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn")

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.pb import frame_pb2
 from services.transmitter.server import SERVICE_NAME
-from services.transmitter.settings import Settings
+from services.transmitter.settings import PolicySettings, Settings
 
 from ._support import FakeChannel, raw_request, run, running_stack
 
@@ -181,8 +181,10 @@ class TestSettings:
         monkeypatch.setenv("RKDSC_TRANSMITTER_PORT", "6000")
         monkeypatch.setenv("RKDSC_TRANSMITTER_POLICY__MODE", "adaptive")
         monkeypatch.setenv("RKDSC_TRANSMITTER_POLICY__TARGET_ACCURACY", "0.8")
+        monkeypatch.setenv("RKDSC_TRANSMITTER_POLICY__CONFIDENCE", "0.99")
         s = Settings()
         assert (s.port, s.policy.mode, s.policy.target_accuracy) == (6000, "adaptive", 0.8)
+        assert (s.policy.confidence, PolicySettings().confidence) == (0.99, 0.95)
         assert (s.host, s.metrics_port, s.channel_target) == ("127.0.0.1", 9101, "127.0.0.1:50052")
 
     @pytest.mark.parametrize(
@@ -193,6 +195,8 @@ class TestSettings:
             ("snr_smoothing", 0.0),
             ("max_in_flight", 0),
             ("assumed_snr_db", 99.0),
+            ("policy", {"confidence": 1.0}),
+            ("policy", {"confidence": 0.4}),
         ],
     )
     def test_invalid_values_fail_fast(self, field: str, value: object) -> None:
