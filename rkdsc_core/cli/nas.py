@@ -218,6 +218,7 @@ def search_cmd(
             "history": result.history,
             "dataset": {"name": train.name, "split": train.split, "sha256": train.source_sha256},
             "teacher_cache": None if teacher is None else str(teacher_cache),
+            "teacher": None if teacher is None else teacher.source,
             "device": str(info.device),
             "world_size": info.world_size,
             "command": _command(),
@@ -307,6 +308,7 @@ def sweep_cmd(
                 eval_cfg=ecfg,
                 eval_seeds=eval_seeds,
                 dist=info,
+                teacher_source=None if teacher is None else teacher.source,
             )
         except ValueError as e:
             fail(str(e))

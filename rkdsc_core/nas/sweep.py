@@ -58,6 +58,7 @@ def sweep(
     device: torch.device | str = "cpu",
     max_steps: int | None = None,
     dist: DistInfo | None = None,
+    teacher_source: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Search once per row of :func:`sweep_rows`, then run the evaluation protocol on each.
 
@@ -82,6 +83,8 @@ def sweep(
         max_steps: per search and per evaluation training (tests).
         dist: the data-parallel job (default :func:`current_dist`): the searches and the
             protocol run on every rank; rank 0 writes.
+        teacher_source: which teacher the KD rows distil from (``TeacherOutputs.source``),
+            written into the table.
 
     Returns:
         the rows, as also written to ``sweep.json``.
@@ -158,7 +161,13 @@ def sweep(
             done.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
     if info.is_main:
-        write_table(rows, out, eval_cfg=ecfg, eval_split=f"{eval_data.name}/{eval_data.split}")
+        write_table(
+            rows,
+            out,
+            eval_cfg=ecfg,
+            eval_split=f"{eval_data.name}/{eval_data.split}",
+            teacher=teacher_source if teacher is not None else None,
+        )
     barrier(info)
     return rows
 
@@ -189,18 +198,37 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _teacher_line(teacher: dict[str, Any] | None) -> str:
+    """One Markdown line naming the KD rows' teacher (empty without one)."""
+    if not teacher:
+        return ""
+    acc = (teacher.get("metrics") or {}).get("test_accuracy")
+    acc_text = "" if acc is None else f", clean test accuracy {acc:.4f}"
+    sha = str(teacher.get("weights_sha256", ""))[:12]
+    return (
+        f"KD rows distil from `{teacher.get('model')}` (`{teacher.get('path')}`, weights "
+        f"sha256 {sha}…{acc_text}), through the cache `{teacher.get('cache')}`.\n\n"
+    )
+
+
 def write_table(
     rows: Sequence[dict[str, Any]],
     out_dir: Path | str,
     *,
     eval_cfg: StudentEvalConfig,
     eval_split: str,
+    teacher: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``sweep.json`` (rows without per-epoch histories) and ``sweep.md``."""
+    """Write ``sweep.json`` (rows without per-epoch histories) and ``sweep.md``.
+
+    ``teacher`` (``TeacherOutputs.source``: the KD rows' teacher) goes into both.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if not k.endswith("_history")} for r in rows]
     doc = {"kind": "kdl-darts-sweep", "eval_split": eval_split, "eval_config": eval_cfg.to_dict()}
+    if teacher is not None:
+        doc["teacher"] = teacher
     json_path = out / "sweep.json"
     json_path.write_text(json.dumps(doc | {"rows": slim}, indent=2) + "\n")
     md = (
@@ -208,7 +236,9 @@ def write_table(
         f"(C={eval_cfg.C}, layers={eval_cfg.layers}) and trained with the same protocol "
         f"(cross-entropy, {eval_cfg.epochs} epochs); accuracy on {eval_split}"
         f" ({slim[0]['eval_images'] if slim else 0} images). Expected cost: the supernet's "
-        f"normalised expected complexity at the end of the search.\n\n" + format_table(rows)
+        f"normalised expected complexity at the end of the search.\n\n"
+        + _teacher_line(teacher)
+        + format_table(rows)
     )
     md_path = out / "sweep.md"
     md_path.write_text(md)

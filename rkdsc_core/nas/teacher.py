@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -39,10 +39,13 @@ class TeacherOutputs:
     Attributes:
         logits: ``[N, classes]`` float (the teacher's class logits).
         features: ``[N, D]`` float (its pooled feature, the distillation target) or ``None``.
+        source: where the outputs come from, for manifests (for a cache: ``cache`` path and
+            the teacher's ``model``, ``path``, ``weights_sha256``, ``metrics``) or ``None``.
     """
 
     logits: Tensor
     features: Tensor | None = None
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.logits.ndim != 2:
@@ -84,4 +87,5 @@ def load_teacher_outputs(path: Path | str, dataset: ImageDataset | None = None) 
         ValueError: (``TeacherCacheError``) missing, corrupt, or built on another dataset.
     """
     cache = load_teacher_cache(path, dataset=dataset)
-    return TeacherOutputs(cache.logits[0], cache.features[0])
+    source = {"cache": str(path)} | dict(cache.manifest["teacher"])
+    return TeacherOutputs(cache.logits[0], cache.features[0], source)

@@ -76,6 +76,8 @@ class TestNasCli:
         assert "distilling from" in result.output
         manifest = json.loads((out / "search.json").read_text())
         assert manifest["config"]["use_kd"] is True
+        cache = json.loads((tmp_path / "tcache.json").read_text())
+        assert manifest["teacher"] == {"cache": str(tmp_path / "tcache")} | cache["teacher"]
         assert manifest["history"][0]["train_kd"] > 0
         assert "train_feature" in manifest["history"][0]
 

@@ -17,6 +17,7 @@ from rkdsc_core.nas import (
     sweep,
     sweep_rows,
     train_student_plain,
+    write_table,
 )
 from rkdsc_core.nas import evaluate as evaluate_module
 from tests.core.nas.conftest import TINY
@@ -104,6 +105,7 @@ class TestSweep:
         assert {"params", "macs", "val_accuracy", "genotype"} <= set(doc["rows"][1])
         table = (tmp_path / "sweep.md").read_text()
         assert "| plain-darts | 0 | no |" in table and "darts+cost lambda=5" in table
+        assert "teacher" not in doc and "distil from" not in table  # no KD rows
         genotype = json.loads((tmp_path / "darts+cost_lambda-5" / "genotype.json").read_text())
         assert genotype == doc["rows"][1]["genotype"]
         again = sweep(cfg, [5.0], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
@@ -122,6 +124,17 @@ class TestSweep:
         assert row["val_accuracy"] == pytest.approx(statistics.fmean(row["val_accuracies"]))
         assert row["val_accuracy_std"] == pytest.approx(statistics.stdev(row["val_accuracies"]))
         assert "(3 seeds)" in (tmp_path / "sweep.md").read_text()
+
+    def test_the_table_names_the_kd_rows_teacher(self, tmp_path: Path) -> None:
+        row = {"label": "kdl-darts lambda=0.1", "lambda": 0.1, "use_kd": True, "params": 1}
+        row |= {"macs": 1, "val_accuracy": 0.5, "eval_images": 16, "expected_cost": 0.3}
+        teacher = {"cache": "runs/tc", "model": "fastnet-cifar", "path": "weights/teacher"}
+        teacher |= {"weights_sha256": "ab" * 32, "metrics": {"test_accuracy": 0.9095}}
+        write_table([row], tmp_path, eval_cfg=EVAL, eval_split="cifar10/test", teacher=teacher)
+        assert json.loads((tmp_path / "sweep.json").read_text())["teacher"] == teacher
+        table = (tmp_path / "sweep.md").read_text()
+        assert "`fastnet-cifar` (`weights/teacher`, weights sha256 abababababab" in table
+        assert "accuracy 0.9095), through the cache `runs/tc`" in table
 
     def test_no_protocol_seed_is_refused(self, search_data: ImageDataset, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="eval_seeds"):
