@@ -15,7 +15,7 @@
 # OMP_NUM_THREADS=1 keeps OpenMP from spinning against other work. Knobs (environment):
 # TEACHER_EPOCHS (the preset's: 20 for FastNet), STUDENT_EPOCHS (30), CODEC_EPOCHS (12),
 # CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
-# whole epoch budget), LAMBDAS (0.1,0.5,1: the lambda table), LAMBDA (0.1: the row whose
+# whole epoch budget), LAMBDAS (0,0.1,0.25: the lambda table; 0 is the KD-only row), LAMBDA (0.1: the row whose
 # genotype the student uses; one of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in
 # the lambda table, reported as mean ± std), SWEEP_LIMIT (2000 test images). Two knobs
 # skip a stage: TEACHER, a teacher checkpoint to use instead of training one (e.g. the
@@ -29,7 +29,7 @@ RKDSC=${RKDSC:-rkdsc}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
 CODEC_EPOCHS=${CODEC_EPOCHS:-12}
-LAMBDAS=${LAMBDAS:-0.1,0.5,1}
+LAMBDAS=${LAMBDAS:-0,0.1,0.25}
 LAMBDA=${LAMBDA:-0.1}
 EVAL_SEEDS=${EVAL_SEEDS:-2}
 CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}

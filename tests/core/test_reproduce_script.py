@@ -55,7 +55,7 @@ def test_default_chain(tmp_path: Path) -> None:
     ]
     teacher, cache, nas, student, rkd, stage1, tcodec, ce, sweep = calls
     assert _option(cache, "--teacher") == f"{runs}/teacher/teacher"
-    assert _option(nas, "--lambdas") == "0.1,0.5,1" and _option(nas, "--eval-seeds") == "2"
+    assert _option(nas, "--lambdas") == "0,0.1,0.25" and _option(nas, "--eval-seeds") == "2"
     genotype = f"{runs}/nas/kdl-darts_lambda-0.1/row.json"
     assert _option(student, "--genotype") == _option(ce, "--genotype") == genotype
     assert "--no-teacher-targets" in stage1 and "--no-teacher-targets" not in rkd
