@@ -32,7 +32,14 @@ from rkdsc_core.nas.supernet import (
     edge_softmax,
     num_edges,
 )
-from rkdsc_core.nas.sweep import format_table, row_accuracy, sweep, sweep_rows, write_table
+from rkdsc_core.nas.sweep import (
+    format_table,
+    row_accuracy,
+    row_slug,
+    sweep,
+    sweep_rows,
+    write_table,
+)
 from rkdsc_core.nas.teacher import Teacher, TeacherOutputs, load_teacher_outputs
 
 __all__ = [
@@ -66,6 +73,7 @@ __all__ = [
     "objective",
     "op_cost",
     "row_accuracy",
+    "row_slug",
     "search",
     "split_search_data",
     "student_complexity",

@@ -19,7 +19,7 @@ from rkdsc_core.nas.search import SearchConfig, search
 from rkdsc_core.nas.teacher import Teacher
 from rkdsc_core.train.ddp import DistInfo, barrier, current_dist
 
-__all__ = ["format_table", "row_accuracy", "sweep", "sweep_rows", "write_table"]
+__all__ = ["format_table", "row_accuracy", "row_slug", "sweep", "sweep_rows", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def sweep_rows(
         label = f"{'kdl-darts' if with_teacher else 'darts+cost'} lambda={lam:g}"
         rows.append((label, dataclasses.replace(cfg, use_kd=with_teacher, lam=lam)))
     return rows
+
+
+def row_slug(label: str) -> str:
+    """A row's folder name under the sweep's ``out_dir`` (``kdl-darts lambda=0.1`` ->
+    ``kdl-darts_lambda-0.1``); ``make ship-nas`` names the committed files after it."""
+    return label.replace(" ", "_").replace("=", "-")
 
 
 def sweep(
@@ -97,7 +103,7 @@ def sweep(
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for label, row_cfg in sweep_rows(cfg, lambdas, with_teacher=teacher is not None):
-        folder = out / label.replace(" ", "_").replace("=", "-")
+        folder = out / row_slug(label)
         done = folder / "row.json"
         if done.is_file():
             row = json.loads(done.read_text())

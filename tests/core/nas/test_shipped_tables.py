@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 
 from rkdsc_core.models.genotypes import genotype_from_dict
-from rkdsc_core.nas import StudentEvalConfig, student_complexity
+from rkdsc_core.nas import StudentEvalConfig, row_slug, student_complexity
 
 RESULTS = Path(__file__).resolve().parents[3] / "docs" / "results"
 TABLES = sorted(p.parent for p in RESULTS.glob("nas*/sweep.json"))
-
-
-def _slug(label: str) -> str:
-    return label.replace(" ", "_").replace("=", "-")
 
 
 @pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
@@ -25,7 +21,7 @@ def test_rows_match_their_genotypes_and_protocol_runs(table: Path) -> None:
     shape = StudentEvalConfig(**doc["eval_config"])
     assert doc["rows"][0]["label"] == "plain-darts"
     for row in doc["rows"]:
-        slug = _slug(row["label"])
+        slug = row_slug(row["label"])
         genotype = json.loads((table / f"{slug}.json").read_text())
         assert genotype == row["genotype"], slug
         # The student the genotype builds has the parameters and MACs the table reports.
