@@ -54,21 +54,26 @@ ship-weights: setup
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md
 	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher $(SHIP_TEACHER) \
-	  --link rkdsc_core/weights/default $(if $(wildcard docs/results/nas/sweep.json),--nas docs/results/nas) \
+	  --link rkdsc_core/weights/default \
+	  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d))) \
 	  --out docs/results/sweep/targets.md
 
-# The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in SHIP_RUNS/nas) into
-# docs/results/nas: the table, the command, each row's genotype as <row>.json (a
-# --genotype for `rkdsc train student`) and every protocol run as <folder>.eval-seed<N>.json
-# (rows, and references such as `rkdsc nas evaluate --genotype darts_v2 --out
-# SHIP_RUNS/nas/darts_v2`). ship-weights then checks the two KDL-DARTS targets too.
+# The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in NAS_RUN) into NAS_DOCS: the
+# table, the command, each row's genotype as <row>.json (a --genotype for `rkdsc train
+# student`) and every protocol run as <folder>.eval-seed<N>.json (rows, and references such
+# as `rkdsc nas evaluate --genotype darts_v2 --out SHIP_RUNS/nas/darts_v2`). The sweep at
+# search seed N (`nas sweep --seed N`) goes to docs/results/nas-search-seedN:
+#   make ship-nas NAS_RUN=runs/nas-seed1 NAS_DOCS=docs/results/nas-search-seed1
+# ship-weights then checks the two KDL-DARTS targets on all of them, pooled.
+NAS_RUN ?= $(SHIP_RUNS)/nas
+NAS_DOCS ?= docs/results/nas
 ship-nas:
-	rm -rf docs/results/nas; mkdir -p docs/results/nas
-	cp $(SHIP_RUNS)/nas/sweep.json $(SHIP_RUNS)/nas/sweep.md $(SHIP_RUNS)/nas/sweep-command.txt docs/results/nas/
-	for row in $(SHIP_RUNS)/nas/*/row.json; do d=$$(dirname $$row); \
-	  cp $$d/genotype.json docs/results/nas/$$(basename $$d).json || exit 1; done
-	for f in $(SHIP_RUNS)/nas/*/eval-seed*.json; do \
-	  cp $$f docs/results/nas/$$(basename $$(dirname $$f)).$$(basename $$f) || exit 1; done
+	rm -rf $(NAS_DOCS); mkdir -p $(NAS_DOCS)
+	cp $(NAS_RUN)/sweep.json $(NAS_RUN)/sweep.md $(NAS_RUN)/sweep-command.txt $(NAS_DOCS)/
+	for row in $(NAS_RUN)/*/row.json; do d=$$(dirname $$row); \
+	  cp $$d/genotype.json $(NAS_DOCS)/$$(basename $$d).json || exit 1; done
+	for f in $(NAS_RUN)/*/eval-seed*.json; do \
+	  cp $$f $(NAS_DOCS)/$$(basename $$(dirname $$f)).$$(basename $$f) || exit 1; done
 
 # Ship the reproduction's teacher (FastNet, the default of `rkdsc train teacher`): fp16
 # weights, re-measured accuracy, model card.

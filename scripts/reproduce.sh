@@ -17,7 +17,9 @@
 # CE_EPOCHS (STUDENT_EPOCHS + CODEC_EPOCHS: the CE-only baseline gets the RKD student's
 # whole epoch budget), LAMBDAS (0,0.1,0.25: the lambda table; 0 is the KD-only row), LAMBDA (0.1: the row whose
 # genotype the student uses; one of LAMBDAS), EVAL_SEEDS (2: protocol runs per genotype in
-# the lambda table, reported as mean ± std), SWEEP_LIMIT (2000 test images). Two knobs
+# the lambda table, reported as mean ± std), SEARCH_SEEDS (0 1: one lambda table per search
+# seed, RUNS/nas for seed 0 and RUNS/nas-seedN for the others; the KDL-DARTS targets pool
+# them, because one search's derived cell is noisy), SWEEP_LIMIT (2000 test images). Two knobs
 # skip a stage: TEACHER, a teacher checkpoint to use instead of training one (e.g. the
 # shipped rkdsc_core/weights/teacher/teacher), and GENOTYPE, a genotype (name or JSON) to
 # use instead of the one the lambda table found. TEACHER_CODEC=0 skips the teacher's own
@@ -32,6 +34,7 @@ CODEC_EPOCHS=${CODEC_EPOCHS:-12}
 LAMBDAS=${LAMBDAS:-0,0.1,0.25}
 LAMBDA=${LAMBDA:-0.1}
 EVAL_SEEDS=${EVAL_SEEDS:-2}
+SEARCH_SEEDS=${SEARCH_SEEDS:-0 1}
 CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}
 SWEEP_LIMIT=${SWEEP_LIMIT:-2000}
 TEACHER_CODEC=${TEACHER_CODEC:-1}
@@ -64,8 +67,11 @@ fi
 
 stage "3/7 KDL-DARTS: plain DARTS and one search per lambda, each genotype trained alike"
 if [[ -z "${GENOTYPE:-}" ]]; then
-    "$RKDSC" nas sweep --out "$RUNS/nas" --teacher-cache "$RUNS/teacher-cache" \
-        --lambdas "$LAMBDAS" --eval-seeds "$EVAL_SEEDS"
+    for seed in $SEARCH_SEEDS; do  # protocol seeds run from the search seed upwards
+        "$RKDSC" nas sweep --out "$RUNS/nas$([[ $seed == 0 ]] || echo "-seed$seed")" \
+            --teacher-cache "$RUNS/teacher-cache" --lambdas "$LAMBDAS" --eval-seeds "$EVAL_SEEDS" \
+            --seed "$seed"
+    done
     GENOTYPE="$RUNS/nas/kdl-darts_lambda-$LAMBDA/row.json"
 fi
 

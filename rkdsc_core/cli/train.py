@@ -747,7 +747,11 @@ def eval_targets_cmd(
     teacher: Annotated[Path, typer.Option(help="The teacher checkpoint (its clean accuracy).")],
     link: Annotated[Path, typer.Option(help="The RKD link weights (student + CAT encoder).")],
     nas: Annotated[
-        Path | None, typer.Option(help="An `rkdsc nas sweep --out` folder (the lambda table).")
+        list[Path] | None,
+        typer.Option(
+            help="An `rkdsc nas sweep --out` folder (the lambda table); repeat it for sweeps "
+            "at other search seeds, which are pooled."
+        ),
     ] = None,
     rkd: Annotated[str, typer.Option(help="The RKD link's name in the sweep.")] = "rkd",
     baseline: Annotated[
@@ -771,7 +775,9 @@ def eval_targets_cmd(
         rows, _ = read_sweep(sweep)
         _, manifest = load_checkpoint(teacher)
         pipeline = load_link(link).pipeline
-        nas_rows = None if nas is None else json.loads((nas / "sweep.json").read_text())["rows"]
+        nas_rows = [
+            r for d in nas or () for r in json.loads((d / "sweep.json").read_text())["rows"]
+        ]
     except (OSError, KeyError, TypeError, ValueError, CheckpointError) as e:
         fail(f"cannot read the results: {e}")
         raise
@@ -794,7 +800,7 @@ def eval_targets_cmd(
             nas_lambda=nas_lambda,
         )
     except ValueError as e:
-        fail(f"{teacher}: {e}")
+        fail(f"cannot check the targets: {e}")
         raise
     table = format_targets(checks)
     if out is not None:

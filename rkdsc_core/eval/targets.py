@@ -10,6 +10,7 @@ a target whose inputs are missing is reported as not measured, never as met.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,11 +114,16 @@ def check_targets(
         baselines: the systems RKD must beat at every SNR up to 5 dB.
         knowledge: the receiver's channel knowledge the accuracy targets are read at.
         nas_rows: ``rkdsc nas sweep`` rows (``label``, ``lambda``, ``use_kd``, ``params``,
-            ``val_accuracy``); the plain DARTS row has ``use_kd`` false and lambda 0.
+            ``val_accuracy``); the plain DARTS row has ``use_kd`` false and lambda 0. The
+            rows of several tables (sweeps at different search seeds, the same budget
+            otherwise) are pooled: the size is the ratio of the cells' mean parameters and
+            the accuracy the mean over every protocol run of every search.
         nas_lambda: the KDL-DARTS row compared with plain DARTS.
 
     Raises:
-        ValueError: ``teacher_accuracy`` or ``teacher_params`` out of range.
+        ValueError: ``teacher_accuracy`` or ``teacher_params`` out of range, or lambda
+            tables that cannot be pooled (a search seed twice, different budgets, or plain
+            DARTS and the KDL-DARTS row from different searches).
     """
     if not 0.0 < teacher_accuracy <= 1.0 or teacher_params < 1:
         raise ValueError(
@@ -177,28 +183,76 @@ def check_targets(
     return checks
 
 
+def _search_seed(row: dict[str, Any]) -> Any:
+    return (row.get("search_config") or {}).get("seed")
+
+
+def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
+    """One lambda-table row from the same row of several searches (search seeds).
+
+    ``params`` is the mean over the searches' cells and every protocol run is pooled:
+    ``val_accuracy`` is their mean, ``val_accuracy_std`` their sample std. One row is
+    returned as it is.
+
+    Raises:
+        ValueError: two rows of the same search seed, or rows whose search or protocol
+            settings differ other than in the seed (not the same budget).
+    """
+    if len(rows) == 1:
+        return dict(rows[0])
+    seeds = [_search_seed(r) for r in rows]
+    if None in seeds or len(set(seeds)) < len(seeds):
+        raise ValueError(f"{what}: pooling needs one row per search seed, got seeds {seeds}")
+
+    def budget(r: dict[str, Any]) -> tuple[Any, Any]:
+        settings = [
+            {k: v for k, v in (r.get(key) or {}).items() if k != "seed"}
+            for key in ("search_config", "eval_config")
+        ]
+        return tuple(sorted(settings[0].items())), tuple(sorted(settings[1].items()))
+
+    if len({repr(budget(r)) for r in rows}) > 1:
+        raise ValueError(f"{what}: the tables differ in more than the seed; not the same budget")
+    runs = [a for r in rows for a in r.get("val_accuracies", [r["val_accuracy"]])]
+    return {
+        "params": statistics.fmean(r["params"] for r in rows),
+        "cells": [r["params"] for r in rows],
+        "search_seeds": seeds,
+        "val_accuracy": statistics.fmean(runs),
+        "val_accuracy_std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
+        "val_accuracies": runs,
+    }
+
+
 def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[TargetCheck]:
     size, acc = "KDL-DARTS size vs plain DARTS", "KDL-DARTS accuracy vs plain DARTS [points]"
     if not rows:
         return [_missing(size, "<= 0.70", "no lambda table"), _missing(acc, ">= -1", "idem")]
-    plain = next((r for r in rows if not r["use_kd"] and r["lambda"] == 0), None)
-    kdl = next((r for r in rows if r["use_kd"] and math.isclose(r["lambda"], lam)), None)
-    if plain is None or kdl is None:
+    plains = [r for r in rows if not r["use_kd"] and r["lambda"] == 0]
+    kdls = [r for r in rows if r["use_kd"] and math.isclose(r["lambda"], lam)]
+    if not plains or not kdls:
         why = f"the table lacks the plain DARTS row or the KDL-DARTS lambda={lam:g} row"
         return [_missing(size, "<= 0.70", why), _missing(acc, ">= -1", why)]
+    plain, kdl = _pool(plains, "plain DARTS"), _pool(kdls, f"KDL-DARTS lambda={lam:g}")
+    if len(plains) != len(kdls) or plain.get("search_seeds") != kdl.get("search_seeds"):
+        raise ValueError(
+            f"plain DARTS and KDL-DARTS lambda={lam:g} come from different searches: "
+            f"seeds {[_search_seed(r) for r in plains]} vs {[_search_seed(r) for r in kdls]}"
+        )
     ratio = kdl["params"] / plain["params"]
     points = 100.0 * (kdl["val_accuracy"] - plain["val_accuracy"])
+    sizes = f"{kdl['params']:,.0f} / {plain['params']:,.0f}"
+    runs = f"{row_accuracy(kdl)} vs {row_accuracy(plain)} after the same training"
+    if "search_seeds" in kdl:
+        seeds = ", ".join(str(s) for s in kdl["search_seeds"])
+        cells = " and ".join(
+            f"{k:,} / {p:,}" for k, p in zip(kdl["cells"], plain["cells"], strict=True)
+        )
+        sizes = f"mean over search seeds {seeds}: {sizes} ({cells})"
+        runs = f"every protocol run of search seeds {seeds}: {runs}"
     return [
-        TargetCheck(
-            size, ratio, "<= 0.70", ratio <= 0.70, f"{kdl['params']:,} / {plain['params']:,}"
-        ),
-        TargetCheck(
-            acc,
-            points,
-            ">= -1",
-            points >= -1.0,
-            f"{row_accuracy(kdl)} vs {row_accuracy(plain)} after the same training",
-        ),
+        TargetCheck(size, ratio, "<= 0.70", ratio <= 0.70, sizes),
+        TargetCheck(acc, points, ">= -1", points >= -1.0, runs),
     ]
 
 

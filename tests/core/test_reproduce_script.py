@@ -46,6 +46,7 @@ def test_default_chain(tmp_path: Path) -> None:
         ["train", "teacher"],
         ["train", "cache-teacher"],
         ["nas", "sweep"],
+        ["nas", "sweep"],
         ["train", "student"],
         ["train", "codec"],
         ["train", "codec"],
@@ -53,9 +54,18 @@ def test_default_chain(tmp_path: Path) -> None:
         ["train", "link"],
         ["eval", "sweep"],
     ]
-    teacher, cache, nas, student, rkd, stage1, tcodec, ce, sweep = calls
+    teacher, cache, nas, nas1, student, rkd, stage1, tcodec, ce, sweep = calls
     assert _option(cache, "--teacher") == f"{runs}/teacher/teacher"
     assert _option(nas, "--lambdas") == "0,0.1,0.25" and _option(nas, "--eval-seeds") == "2"
+    # One lambda table per search seed; the student's genotype comes from seed 0's.
+    assert [(_option(n, "--out"), _option(n, "--seed")) for n in (nas, nas1)] == [
+        (f"{runs}/nas", "0"),
+        (f"{runs}/nas-seed1", "1"),
+    ]
+    assert _option(nas1, "--lambdas") == "0,0.1,0.25"
+    (tmp_path / "one").mkdir()
+    only = [c for c in _run(tmp_path / "one", SEARCH_SEEDS="0") if c[:2] == ["nas", "sweep"]]
+    assert [_option(n, "--seed") for n in only] == ["0"]
     genotype = f"{runs}/nas/kdl-darts_lambda-0.1/row.json"
     assert _option(student, "--genotype") == _option(ce, "--genotype") == genotype
     assert "--no-teacher-targets" in stage1 and "--no-teacher-targets" not in rkd

@@ -194,6 +194,21 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     assert got[1]["detail"] == "0.9000 / 0.9200"
     assert [c["met"] for c in got[1:5]] == [True, True, True, True]
     assert [c["met"] for c in got[5:]] == [None, None]  # no lambda table given
+    # Two lambda tables (search seeds 0 and 1) are pooled; a table twice is refused.
+    searched = _two_searches()
+    for seed in (0, 1):
+        (tmp_path / f"nas{seed}").mkdir()
+        table = {"rows": searched[2 * seed : 2 * seed + 2]}
+        (tmp_path / f"nas{seed}" / "sweep.json").write_text(json.dumps(table))
+    pooled = CliRunner().invoke(
+        app, [*args, "--nas", str(tmp_path / "nas0"), "--nas", str(tmp_path / "nas1")]
+    )
+    assert pooled.exit_code == 0, pooled.output
+    assert json.loads(pooled.output)[5]["value"] == pytest.approx(140_000 / 210_000)
+    twice = CliRunner().invoke(
+        app, [*args, "--nas", str(tmp_path / "nas1"), "--nas", str(tmp_path / "nas1")]
+    )
+    assert twice.exit_code != 0 and "one row per search seed" in twice.output
 
 
 def test_kdl_accuracy_names_its_seeds() -> None:
@@ -208,3 +223,72 @@ def test_kdl_accuracy_names_its_seeds() -> None:
     )
     detail = _by_name(checks)["KDL-DARTS accuracy vs plain DARTS [points]"].detail
     assert detail.startswith("0.7950 ± 0.0070 (2 seeds) vs 0.8000 after")
+
+
+def _searched(row: dict[str, Any], seed: int, params: int, runs: list[float]) -> dict[str, Any]:
+    """``row`` as the sweep at search seed ``seed`` writes it."""
+    search = {"lam": row["lambda"], "use_kd": row["use_kd"], "epochs": 10, "seed": seed}
+    return {
+        **row,
+        "params": params,
+        "val_accuracies": runs,
+        "val_accuracy": sum(runs) / len(runs),
+        "search_config": search,
+        "eval_config": {"epochs": 5, "seed": seed},
+    }
+
+
+def _two_searches() -> list[dict[str, Any]]:
+    return [
+        _searched(NAS[0], 0, 200_000, [0.80, 0.81]),
+        _searched(NAS[1], 0, 150_000, [0.79, 0.78]),
+        _searched(NAS[0], 1, 220_000, [0.78, 0.79]),
+        _searched(NAS[1], 1, 130_000, [0.795, 0.80]),
+    ]
+
+
+def test_several_search_seeds_are_pooled() -> None:
+    checks = _by_name(
+        check_targets(
+            _rows("rkd", GOOD),
+            teacher_accuracy=0.92,
+            teacher_params=2_800_000,
+            encoder_params=250_000,
+            nas_rows=_two_searches(),
+        )
+    )
+    size, acc = (
+        checks["KDL-DARTS size vs plain DARTS"],
+        checks["KDL-DARTS accuracy vs plain DARTS [points]"],
+    )
+    # Seed 0 alone misses the size (0.75), seed 1 alone meets it (0.59): the pool is judged.
+    assert size.value == pytest.approx(140_000 / 210_000) and size.met is True
+    assert (
+        "search seeds 0, 1" in size.detail
+        and "150,000 / 200,000 and 130,000 / 220,000" in size.detail
+    )
+    # Every protocol run of both searches: 0.79125 vs 0.795.
+    assert acc.value == pytest.approx(100 * (0.79125 - 0.795)) and acc.met is True
+    assert "(4 seeds)" in acc.detail
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda rows: rows[:3], "different searches"),
+        (lambda rows: [rows[0], rows[1], rows[0], rows[1]], "one row per search seed"),
+        (
+            lambda rows: [*rows[:3], {**rows[3], "eval_config": {"epochs": 9, "seed": 1}}],
+            "not the same budget",
+        ),
+    ],
+)
+def test_tables_that_cannot_be_pooled_are_refused(edit: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_targets(
+            _rows("rkd", GOOD),
+            teacher_accuracy=0.92,
+            teacher_params=2_800_000,
+            encoder_params=250_000,
+            nas_rows=edit(_two_searches()),
+        )
