@@ -261,6 +261,14 @@ def demo_cmd(
         float | None,
         typer.Option("--target-accuracy", min=0.0, max=1.0, help="for the adaptive policy"),
     ] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--confidence",
+            help="the adaptive policy's one-sided confidence that L reaches the target, in "
+            "[0.5, 1); 0.5 = no margin (default: keep the transmitter's)",
+        ),
+    ] = None,
     rate: Annotated[
         float, typer.Option("--rate", min=0.0, help="images per second (0 = max)")
     ] = 0.0,
@@ -313,6 +321,7 @@ def demo_cmd(
             policy=policy,
             length=length,
             target_accuracy=target_accuracy,
+            confidence=confidence,
             rate=rate,
             run_timeout=run_timeout,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from services.control.schemas import (
@@ -74,16 +75,19 @@ def transmitter_public(msg: Any) -> TransmitterPublic:
         length_policy=_NAMES.get(mode, "unspecified"),
         fixed_length=int(msg.fixed_length),
         target_accuracy=f32(msg.target_accuracy),
+        confidence=f32(msg.confidence),
         version=int(msg.version),
     )
 
 
-def policy_message(length_policy: str, fixed_length: int, target_accuracy: float) -> Any:
-    """The fields of a policy -> LengthPolicy."""
+def policy_message(body: Mapping[str, Any]) -> Any:
+    """A policy as the REST API spells it -> LengthPolicy (no ``confidence``: keep the
+    transmitter's)."""
     return services_pb2.LengthPolicy(
-        mode=services_pb2.LengthPolicy.Mode.Value(_MODES[length_policy]),
-        fixed_length=fixed_length,
-        target_accuracy=target_accuracy,
+        mode=services_pb2.LengthPolicy.Mode.Value(_MODES[body["length_policy"]]),
+        fixed_length=body["fixed_length"],
+        target_accuracy=body["target_accuracy"],
+        confidence=body.get("confidence"),
     )
 
 

@@ -29,6 +29,7 @@ class DemoConfig:
         policy: ``fixed``/``adaptive`` (``None`` = keep the transmitter's).
         length: L for the fixed policy (``None`` = keep).
         target_accuracy: for the adaptive policy (``None`` = keep).
+        confidence: the adaptive policy's margin, in [0.5, 1), 0.5 = none (``None`` = keep).
         rate: images per second (0 = as fast as possible).
         run_timeout: longest wait for one run [s].
     """
@@ -39,6 +40,7 @@ class DemoConfig:
     policy: str | None = None
     length: int | None = None
     target_accuracy: float | None = None
+    confidence: float | None = None
     rate: float = 0.0
     run_timeout: float = 600.0
 
@@ -51,6 +53,10 @@ class DemoConfig:
             raise ValueError(f"channel must be awgn, rayleigh or rician; got {self.channel!r}")
         if self.policy not in (None, "fixed", "adaptive"):
             raise ValueError(f"policy must be fixed or adaptive; got {self.policy!r}")
+        if self.confidence is not None and not 0.5 <= self.confidence < 1.0:
+            raise ValueError(
+                f"confidence must lie in [0.5, 1) (0.5 = no margin); got {self.confidence}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ def run_demo(
             "length_policy": config.policy,
             "fixed_length": config.length,
             "target_accuracy": config.target_accuracy,
+            "confidence": config.confidence,
         }.items()
         if v is not None
     }
@@ -144,7 +151,10 @@ def run_demo(
 
 def _policy_text(policy: dict[str, Any]) -> str:
     if policy.get("length_policy") == "adaptive":
-        return f"adaptive, target accuracy {policy.get('target_accuracy')}"
+        return (
+            f"adaptive, target accuracy {policy.get('target_accuracy')} "
+            f"(confidence {policy.get('confidence')})"
+        )
     return f"{policy.get('length_policy')}, L = {policy.get('fixed_length')}"
 
 

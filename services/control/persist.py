@@ -163,9 +163,8 @@ async def _restore(state: ControlState, stored: StoredConfig) -> int | None:
         current = transmitter_public(await clients.transmitter.get_policy()).version
         if current >= stored.version:
             return None
-        message = policy_message(
-            body["length_policy"], body["fixed_length"], body["target_accuracy"]
-        )
+        # A body stored before the policy had a confidence keeps the transmitter's.
+        message = policy_message(body)
         version = transmitter_public(await clients.transmitter.set_policy(message)).version
     log.warning(
         "%s restarted (config v%d < stored v%d): restored %s as v%d",

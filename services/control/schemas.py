@@ -42,6 +42,16 @@ Length = Annotated[
 Accuracy = Annotated[
     float, Field(ge=0, le=1, allow_inf_nan=False, description="target accuracy in [0, 1]")
 ]
+Confidence = Annotated[
+    float,
+    Field(
+        ge=0.5,
+        lt=1,
+        allow_inf_nan=False,
+        description="one-sided confidence in [0.5, 1) that the adaptive policy's L reaches "
+        "target_accuracy (0.5 = no margin)",
+    ),
+]
 
 
 class _NoNulls(BaseModel):
@@ -112,6 +122,10 @@ class TransmitterPublic(BaseModel):
     )
     fixed_length: int = Field(description="L for the fixed policy")
     target_accuracy: float = Field(description="target accuracy for the adaptive policy")
+    confidence: float = Field(
+        description="one-sided confidence that the adaptive policy's L reaches target_accuracy, "
+        "given the eval table's images (0.5 = no margin)"
+    )
     version: int = Field(description="transmitter config version")
 
 
@@ -121,6 +135,7 @@ class TransmitterUpdate(_NoNulls):
     length_policy: LengthPolicyName | None = None
     fixed_length: Length | None = None
     target_accuracy: Accuracy | None = None
+    confidence: Confidence | None = None
 
 
 class RunCreate(BaseModel):

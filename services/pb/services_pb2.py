@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.pb import frame_pb2 as rkdsc_dot_v1_dot_frame__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rkdsc/v1/services.proto\x12\x08rkdsc.v1\x1a\x14rkdsc/v1/frame.proto\"E\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03raw\x18\x02 \x01(\x0b\x32\x12.rkdsc.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x0f\x43lassifyRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x1e\n\x05image\x18\x02 \x01(\x0b\x32\x0f.rkdsc.v1.Image\x12\x12\n\x05label\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_label\"\xba\x01\n\x0cLengthPolicy\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.rkdsc.v1.LengthPolicy.Mode\x12\x14\n\x0c\x66ixed_length\x18\x02 \x01(\r\x12\x17\n\x0ftarget_accuracy\x18\x03 \x01(\x02\x12\x0f\n\x07version\x18\x04 \x01(\x04\"?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_FIXED\x10\x01\x12\x11\n\rMODE_ADAPTIVE\x10\x02\"\x12\n\x10GetPolicyRequest\"N\n\nRunRequest\x12\r\n\x05split\x18\x01 \x01(\t\x12\x12\n\nnum_images\x18\x02 \x01(\r\x12\x0c\n\x04rate\x18\x03 \x01(\x02\x12\x0f\n\x07link_id\x18\x04 \x01(\t\"\x82\x03\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\r\x12\x0c\n\x04sent\x18\x04 \x01(\r\x12\x11\n\tpredicted\x18\x05 \x01(\r\x12\x0c\n\x04lost\x18\x06 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x08 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\t \x01(\x01\x12\x19\n\x11symbols_per_image\x18\n \x01(\x01\x12&\n\x07per_snr\x18\x0b \x03(\x0b\x32\x15.rkdsc.v1.SnrBinStats\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x1f\n\x17mean_end_to_end_seconds\x18\r \x01(\x01\x12=\n\x0e\x65rrors_by_code\x18\x0e \x03(\x0b\x32%.rkdsc.v1.RunStatus.ErrorsByCodeEntry\x1a\x33\n\x11\x45rrorsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"S\n\x0bSnrBinStats\x12\x0e\n\x06snr_db\x18\x01 \x01(\x02\x12\x11\n\tpredicted\x18\x02 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xb7\x01\n\x0f\x43hannelSettings\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06snr_db\x18\x02 \x01(\x02\x12\x0e\n\x06\x66\x61\x64ing\x18\x03 \x01(\t\x12\x10\n\x08k_factor\x18\x04 \x01(\x02\x12\x14\n\x0c\x65rasure_prob\x18\x05 \x01(\x02\x12\x17\n\x0f\x66rame_loss_prob\x18\x06 \x01(\x02\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x15\n\rdelay_seconds\x18\x08 \x01(\x02\x12\x0f\n\x07version\x18\t \x01(\x04\"\x13\n\x11GetChannelRequest2\xbc\x02\n\x0bTransmitter\x12@\n\x08\x43lassify\x12\x19.rkdsc.v1.ClassifyRequest\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x12?\n\tGetPolicy\x12\x1a.rkdsc.v1.GetPolicyRequest\x1a\x16.rkdsc.v1.LengthPolicy\x12;\n\tSetPolicy\x12\x16.rkdsc.v1.LengthPolicy\x1a\x16.rkdsc.v1.LengthPolicy\x12\x35\n\x08StartRun\x12\x14.rkdsc.v1.RunRequest\x1a\x13.rkdsc.v1.RunStatus\x12\x36\n\x06GetRun\x12\x17.rkdsc.v1.GetRunRequest\x1a\x13.rkdsc.v1.RunStatus2\xdb\x01\n\x0f\x43hannelEmulator\x12<\n\x08Transmit\x12\x15.rkdsc.v1.SymbolFrame\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x12\x45\n\x0bGetSettings\x12\x1b.rkdsc.v1.GetChannelRequest\x1a\x19.rkdsc.v1.ChannelSettings\x12\x43\n\x0bSetSettings\x12\x19.rkdsc.v1.ChannelSettings\x1a\x19.rkdsc.v1.ChannelSettings2G\n\x08Receiver\x12;\n\x06\x44\x65\x63ode\x12\x16.rkdsc.v1.ChannelFrame\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rkdsc/v1/services.proto\x12\x08rkdsc.v1\x1a\x14rkdsc/v1/frame.proto\"E\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12!\n\x03raw\x18\x02 \x01(\x0b\x32\x12.rkdsc.v1.RawImageH\x00\x42\x06\n\x04\x64\x61ta\"I\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x0f\x43lassifyRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x1e\n\x05image\x18\x02 \x01(\x0b\x32\x0f.rkdsc.v1.Image\x12\x12\n\x05label\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x08\n\x06_label\"\xe2\x01\n\x0cLengthPolicy\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.rkdsc.v1.LengthPolicy.Mode\x12\x14\n\x0c\x66ixed_length\x18\x02 \x01(\r\x12\x17\n\x0ftarget_accuracy\x18\x03 \x01(\x02\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x17\n\nconfidence\x18\x05 \x01(\x02H\x00\x88\x01\x01\"?\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_FIXED\x10\x01\x12\x11\n\rMODE_ADAPTIVE\x10\x02\x42\r\n\x0b_confidence\"\x12\n\x10GetPolicyRequest\"N\n\nRunRequest\x12\r\n\x05split\x18\x01 \x01(\t\x12\x12\n\nnum_images\x18\x02 \x01(\r\x12\x0c\n\x04rate\x18\x03 \x01(\x02\x12\x0f\n\x07link_id\x18\x04 \x01(\t\"\x82\x03\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\r\x12\x0c\n\x04sent\x18\x04 \x01(\r\x12\x11\n\tpredicted\x18\x05 \x01(\r\x12\x0c\n\x04lost\x18\x06 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x07 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x08 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\t \x01(\x01\x12\x19\n\x11symbols_per_image\x18\n \x01(\x01\x12&\n\x07per_snr\x18\x0b \x03(\x0b\x32\x15.rkdsc.v1.SnrBinStats\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x1f\n\x17mean_end_to_end_seconds\x18\r \x01(\x01\x12=\n\x0e\x65rrors_by_code\x18\x0e \x03(\x0b\x32%.rkdsc.v1.RunStatus.ErrorsByCodeEntry\x1a\x33\n\x11\x45rrorsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"S\n\x0bSnrBinStats\x12\x0e\n\x06snr_db\x18\x01 \x01(\x02\x12\x11\n\tpredicted\x18\x02 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xb7\x01\n\x0f\x43hannelSettings\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06snr_db\x18\x02 \x01(\x02\x12\x0e\n\x06\x66\x61\x64ing\x18\x03 \x01(\t\x12\x10\n\x08k_factor\x18\x04 \x01(\x02\x12\x14\n\x0c\x65rasure_prob\x18\x05 \x01(\x02\x12\x17\n\x0f\x66rame_loss_prob\x18\x06 \x01(\x02\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x15\n\rdelay_seconds\x18\x08 \x01(\x02\x12\x0f\n\x07version\x18\t \x01(\x04\"\x13\n\x11GetChannelRequest2\xbc\x02\n\x0bTransmitter\x12@\n\x08\x43lassify\x12\x19.rkdsc.v1.ClassifyRequest\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x12?\n\tGetPolicy\x12\x1a.rkdsc.v1.GetPolicyRequest\x1a\x16.rkdsc.v1.LengthPolicy\x12;\n\tSetPolicy\x12\x16.rkdsc.v1.LengthPolicy\x1a\x16.rkdsc.v1.LengthPolicy\x12\x35\n\x08StartRun\x12\x14.rkdsc.v1.RunRequest\x1a\x13.rkdsc.v1.RunStatus\x12\x36\n\x06GetRun\x12\x17.rkdsc.v1.GetRunRequest\x1a\x13.rkdsc.v1.RunStatus2\xdb\x01\n\x0f\x43hannelEmulator\x12<\n\x08Transmit\x12\x15.rkdsc.v1.SymbolFrame\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x12\x45\n\x0bGetSettings\x12\x1b.rkdsc.v1.GetChannelRequest\x1a\x19.rkdsc.v1.ChannelSettings\x12\x43\n\x0bSetSettings\x12\x19.rkdsc.v1.ChannelSettings\x1a\x19.rkdsc.v1.ChannelSettings2G\n\x08Receiver\x12;\n\x06\x44\x65\x63ode\x12\x16.rkdsc.v1.ChannelFrame\x1a\x15.rkdsc.v1.FrameResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,29 +41,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYREQUEST']._serialized_start=205
   _globals['_CLASSIFYREQUEST']._serialized_end=302
   _globals['_LENGTHPOLICY']._serialized_start=305
-  _globals['_LENGTHPOLICY']._serialized_end=491
-  _globals['_LENGTHPOLICY_MODE']._serialized_start=428
-  _globals['_LENGTHPOLICY_MODE']._serialized_end=491
-  _globals['_GETPOLICYREQUEST']._serialized_start=493
-  _globals['_GETPOLICYREQUEST']._serialized_end=511
-  _globals['_RUNREQUEST']._serialized_start=513
-  _globals['_RUNREQUEST']._serialized_end=591
-  _globals['_RUNSTATUS']._serialized_start=594
-  _globals['_RUNSTATUS']._serialized_end=980
-  _globals['_RUNSTATUS_ERRORSBYCODEENTRY']._serialized_start=929
-  _globals['_RUNSTATUS_ERRORSBYCODEENTRY']._serialized_end=980
-  _globals['_SNRBINSTATS']._serialized_start=982
-  _globals['_SNRBINSTATS']._serialized_end=1065
-  _globals['_GETRUNREQUEST']._serialized_start=1067
-  _globals['_GETRUNREQUEST']._serialized_end=1098
-  _globals['_CHANNELSETTINGS']._serialized_start=1101
-  _globals['_CHANNELSETTINGS']._serialized_end=1284
-  _globals['_GETCHANNELREQUEST']._serialized_start=1286
-  _globals['_GETCHANNELREQUEST']._serialized_end=1305
-  _globals['_TRANSMITTER']._serialized_start=1308
-  _globals['_TRANSMITTER']._serialized_end=1624
-  _globals['_CHANNELEMULATOR']._serialized_start=1627
-  _globals['_CHANNELEMULATOR']._serialized_end=1846
-  _globals['_RECEIVER']._serialized_start=1848
-  _globals['_RECEIVER']._serialized_end=1919
+  _globals['_LENGTHPOLICY']._serialized_end=531
+  _globals['_LENGTHPOLICY_MODE']._serialized_start=453
+  _globals['_LENGTHPOLICY_MODE']._serialized_end=516
+  _globals['_GETPOLICYREQUEST']._serialized_start=533
+  _globals['_GETPOLICYREQUEST']._serialized_end=551
+  _globals['_RUNREQUEST']._serialized_start=553
+  _globals['_RUNREQUEST']._serialized_end=631
+  _globals['_RUNSTATUS']._serialized_start=634
+  _globals['_RUNSTATUS']._serialized_end=1020
+  _globals['_RUNSTATUS_ERRORSBYCODEENTRY']._serialized_start=969
+  _globals['_RUNSTATUS_ERRORSBYCODEENTRY']._serialized_end=1020
+  _globals['_SNRBINSTATS']._serialized_start=1022
+  _globals['_SNRBINSTATS']._serialized_end=1105
+  _globals['_GETRUNREQUEST']._serialized_start=1107
+  _globals['_GETRUNREQUEST']._serialized_end=1138
+  _globals['_CHANNELSETTINGS']._serialized_start=1141
+  _globals['_CHANNELSETTINGS']._serialized_end=1324
+  _globals['_GETCHANNELREQUEST']._serialized_start=1326
+  _globals['_GETCHANNELREQUEST']._serialized_end=1345
+  _globals['_TRANSMITTER']._serialized_start=1348
+  _globals['_TRANSMITTER']._serialized_end=1664
+  _globals['_CHANNELEMULATOR']._serialized_start=1667
+  _globals['_CHANNELEMULATOR']._serialized_end=1886
+  _globals['_RECEIVER']._serialized_start=1888
+  _globals['_RECEIVER']._serialized_end=1959
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class ClassifyRequest(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., label: _Optional[int] = ...) -> None: ...
 
 class LengthPolicy(_message.Message):
-    __slots__ = ("mode", "fixed_length", "target_accuracy", "version")
+    __slots__ = ("mode", "fixed_length", "target_accuracy", "version", "confidence")
     class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         MODE_UNSPECIFIED: _ClassVar[LengthPolicy.Mode]
@@ -52,11 +52,13 @@ class LengthPolicy(_message.Message):
     FIXED_LENGTH_FIELD_NUMBER: _ClassVar[int]
     TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     mode: LengthPolicy.Mode
     fixed_length: int
     target_accuracy: float
     version: int
-    def __init__(self, mode: _Optional[_Union[LengthPolicy.Mode, str]] = ..., fixed_length: _Optional[int] = ..., target_accuracy: _Optional[float] = ..., version: _Optional[int] = ...) -> None: ...
+    confidence: float
+    def __init__(self, mode: _Optional[_Union[LengthPolicy.Mode, str]] = ..., fixed_length: _Optional[int] = ..., target_accuracy: _Optional[float] = ..., version: _Optional[int] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class GetPolicyRequest(_message.Message):
     __slots__ = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services._metrics import LATENCY_BUCKETS
+from services.transmitter.policy import LengthPolicy
 
 __all__ = ["FATES", "TransmitterMetrics"]
 
@@ -89,13 +90,18 @@ class TransmitterMetrics:
             "Accuracy target of the adaptive-mode policy, in [0, 1].",
             registry=registry,
         )
+        self.policy_confidence = Gauge(
+            "rkdsc_transmitter_policy_confidence",
+            "One-sided confidence the adaptive-mode policy keeps that L reaches the target, "
+            "in [0.5, 1) (0.5 = no margin).",
+            registry=registry,
+        )
 
-    def set_policy(
-        self, mode: str, fixed_length: int, target_accuracy: float, version: int
-    ) -> None:
+    def set_policy(self, policy: LengthPolicy) -> None:
         """Publish the current policy."""
         for m in ("fixed", "adaptive"):
-            self.policy_mode.labels(m).set(1.0 if m == mode else 0.0)
-        self.fixed_length.set(fixed_length)
-        self.target_accuracy.set(target_accuracy)
-        self.config_version.set(version)
+            self.policy_mode.labels(m).set(1.0 if m == policy.mode else 0.0)
+        self.fixed_length.set(policy.fixed_length)
+        self.target_accuracy.set(policy.target_accuracy)
+        self.policy_confidence.set(policy.confidence)
+        self.config_version.set(policy.version)

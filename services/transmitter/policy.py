@@ -17,7 +17,8 @@ class PolicyError(ValueError):
     """A policy that cannot be applied; ``code`` is the gRPC status name it maps to.
 
     Attributes:
-        field: the offending field (``mode``, ``fixed_length``, ``target_accuracy``).
+        field: the offending field (``mode``, ``fixed_length``, ``target_accuracy``,
+            ``confidence``).
         code: ``INVALID_ARGUMENT`` (bad value) or ``FAILED_PRECONDITION`` (the loaded link
             cannot support it, e.g. adaptive mode without an eval table).
     """
@@ -34,17 +35,20 @@ class LengthPolicy:
 
     Attributes:
         mode: ``fixed`` (always ``fixed_length``) or ``adaptive`` (smallest ``L`` whose measured
-            accuracy at the link's SNR reaches ``target_accuracy`` with the store's
-            confidence).
+            accuracy at the link's SNR reaches ``target_accuracy`` with ``confidence``).
         fixed_length: ``L`` for fixed mode, one of the codec's lengths.
         target_accuracy: in [0, 1], for adaptive mode.
         version: the transmitter config version, from 1, bumped by each accepted change.
+        confidence: in [0.5, 1), for adaptive mode: an ``L`` qualifies only when its accuracy
+            reaches the target with this one-sided confidence, given the eval table's images
+            (:meth:`EvalTable.lower_bound`); 0.5 reads the measured accuracy, no margin.
     """
 
     mode: Mode
     fixed_length: int
     target_accuracy: float
     version: int
+    confidence: float
 
 
 class PolicyStore:
@@ -54,11 +58,8 @@ class PolicyStore:
         lengths: the codec's allowed ``L``, increasing.
         eval_table: the link's measured accuracy table (``None``: adaptive mode unavailable).
         channel_model: the eval-table row the adaptive mode reads (``awgn``, ...).
-        mode, fixed_length, target_accuracy: the initial policy (``fixed_length=None``:
-            ``l_max``); validated like :meth:`set`.
-        confidence: adaptive mode sends the smallest ``L`` whose accuracy reaches the target
-            with this one-sided confidence, given the table's images
-            (:meth:`EvalTable.lower_bound`); 0.5 reads the measured accuracy, no margin.
+        mode, fixed_length, target_accuracy, confidence: the initial policy
+            (``fixed_length=None``: ``l_max``); validated like :meth:`set`.
 
     Raises:
         PolicyError: the initial policy is invalid.
@@ -77,13 +78,10 @@ class PolicyStore:
     ) -> None:
         if not lengths:
             raise ValueError("lengths must not be empty")
-        if not 0.5 <= confidence < 1.0:
-            raise ValueError(f"confidence must lie in [0.5, 1); got {confidence}")
-        self.confidence = confidence
         self.lengths = tuple(sorted(lengths))
         self.eval_table = eval_table
         self.channel_model = channel_model
-        self._current = self._validated(mode, fixed_length, target_accuracy, version=1)
+        self._current = self._validated(mode, fixed_length, target_accuracy, confidence, version=1)
 
     @property
     def current(self) -> LengthPolicy:
@@ -94,14 +92,26 @@ class PolicyStore:
         return self.lengths[-1]
 
     def set(
-        self, mode: Mode | None, fixed_length: int | None, target_accuracy: float
+        self,
+        mode: Mode | None,
+        fixed_length: int | None,
+        target_accuracy: float,
+        confidence: float | None = None,
     ) -> LengthPolicy:
-        """Replace the policy (``fixed_length=None``: ``l_max``) and bump the version.
+        """Replace the policy (``fixed_length=None``: ``l_max``; ``confidence=None``: keep the
+        current one) and bump the version.
 
         Raises:
             PolicyError: nothing is changed.
         """
-        policy = self._validated(mode, fixed_length, target_accuracy, self._current.version + 1)
+        cur = self._current
+        policy = self._validated(
+            mode,
+            fixed_length,
+            target_accuracy,
+            cur.confidence if confidence is None else confidence,
+            cur.version + 1,
+        )
         self._current = policy
         return policy
 
@@ -112,13 +122,18 @@ class PolicyStore:
             return p.fixed_length
         assert self.eval_table is not None  # checked by _validated
         measured = self.eval_table.smallest_length(
-            self.channel_model, snr_db, p.target_accuracy, confidence=self.confidence
+            self.channel_model, snr_db, p.target_accuracy, confidence=p.confidence
         )
         # A table measured at lengths the codec does not allow: round up to an allowed one.
         return next((n for n in self.lengths if n >= measured), self.l_max)
 
     def _validated(
-        self, mode: Mode | None, fixed_length: int | None, target_accuracy: float, version: int
+        self,
+        mode: Mode | None,
+        fixed_length: int | None,
+        target_accuracy: float,
+        confidence: float,
+        version: int,
     ) -> LengthPolicy:
         if mode not in ("fixed", "adaptive"):
             raise PolicyError(
@@ -133,6 +148,10 @@ class PolicyStore:
             )
         if not (math.isfinite(target_accuracy) and 0.0 <= target_accuracy <= 1.0):
             raise PolicyError("target_accuracy", f"must lie in [0, 1]; got {target_accuracy}")
+        if not (math.isfinite(confidence) and 0.5 <= confidence < 1.0):
+            raise PolicyError(
+                "confidence", f"must lie in [0.5, 1) (0.5 = no margin); got {confidence}"
+            )
         if mode == "adaptive":
             if self.eval_table is None:
                 raise PolicyError(
@@ -149,12 +168,13 @@ class PolicyStore:
                     "RKDSC_TRANSMITTER_CHANNEL_MODEL_HINT or use MODE_FIXED",
                     code="FAILED_PRECONDITION",
                 )
-            if self.confidence > 0.5 and self.eval_table.images is None:
+            if confidence > 0.5 and self.eval_table.images is None:
                 raise PolicyError(
                     "mode",
                     "the eval table does not record how many images it was measured on "
-                    "(meta.images), so adaptive mode cannot keep its confidence margin; set "
-                    "RKDSC_TRANSMITTER_POLICY__CONFIDENCE=0.5 or use MODE_FIXED",
+                    f"(meta.images), so adaptive mode cannot keep a confidence of {confidence:g}; "
+                    "set confidence 0.5 (no margin) in the policy or with "
+                    "RKDSC_TRANSMITTER_POLICY__CONFIDENCE=0.5, or use MODE_FIXED",
                     code="FAILED_PRECONDITION",
                 )
-        return LengthPolicy(mode, length, float(target_accuracy), version)
+        return LengthPolicy(mode, length, float(target_accuracy), version, float(confidence))

@@ -56,6 +56,7 @@ def policy_to_proto(policy: LengthPolicy) -> services_pb2.LengthPolicy:
         fixed_length=policy.fixed_length,
         target_accuracy=policy.target_accuracy,
         version=policy.version,
+        confidence=policy.confidence,
     )
 
 
@@ -140,18 +141,18 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
     async def SetPolicy(
         self, request: services_pb2.LengthPolicy, context: grpc.aio.ServicerContext
     ) -> services_pb2.LengthPolicy:
-        """Replace the policy as a whole (``fixed_length`` 0 = ``l_max``); bumps the version."""
+        """Replace the policy as a whole (``fixed_length`` 0 = ``l_max``, ``confidence`` unset =
+        keep the current one); bumps the version."""
         mode = _MODES.get(request.mode)
+        confidence = float(request.confidence) if request.HasField("confidence") else None
         try:
             policy = self.engine.policy.set(
-                mode, request.fixed_length or None, float(request.target_accuracy)
+                mode, request.fixed_length or None, float(request.target_accuracy), confidence
             )
         except PolicyError as err:
             await context.abort(_code(err.code), str(err))
         log.info("policy v%d: %s", policy.version, policy)
-        self.engine.metrics.set_policy(
-            policy.mode, policy.fixed_length, policy.target_accuracy, policy.version
-        )
+        self.engine.metrics.set_policy(policy)
         return policy_to_proto(policy)
 
     async def StartRun(
@@ -236,7 +237,7 @@ def build_server(
     )
     metrics = TransmitterMetrics(registry, lengths)
     cur = policy.current
-    metrics.set_policy(cur.mode, cur.fixed_length, cur.target_accuracy, cur.version)
+    metrics.set_policy(cur)
     engine = TransmitterEngine(settings, bundle, policy, metrics)
     runs = RunManager(engine, settings)
     servicer = TransmitterServicer(engine, runs)

@@ -519,13 +519,17 @@ class TestTransmitterFuzz:
             mode=st.integers(-3, 5),
             fixed_length=st.one_of(st.sampled_from((0, *LENGTHS)), st.integers(0, 2**32 - 1)),
             target_accuracy=st.one_of(st.floats(-0.5, 1.5, width=32), floats32),
+            confidence=st.one_of(st.none(), st.floats(0.0, 1.5, width=32), floats32),
         )
-        def prop(mode: int, fixed_length: int, target_accuracy: float) -> None:
+        def prop(
+            mode: int, fixed_length: int, target_accuracy: float, confidence: float | None
+        ) -> None:
             request = services_pb2.LengthPolicy(
                 mode=mode,  # type: ignore[arg-type]  # unknown enum values on purpose
                 fixed_length=fixed_length,
                 target_accuracy=target_accuracy,
                 version=12345,
+                confidence=confidence,
             )
             got = call_unary(stack.transmitter.SetPolicy, request)
             if isinstance(got, grpc.RpcError):
@@ -534,13 +538,14 @@ class TestTransmitterFuzz:
             assert got.mode == services_pb2.LengthPolicy.MODE_FIXED  # no eval table
             assert got.fixed_length in LENGTHS
             assert 0.0 <= got.target_accuracy <= 1.0
+            assert 0.5 <= got.confidence < 1.0
 
         try:
             prop()
         finally:
             stack.transmitter.SetPolicy(
                 services_pb2.LengthPolicy(
-                    mode=services_pb2.LengthPolicy.MODE_FIXED, target_accuracy=0.9
+                    mode=services_pb2.LengthPolicy.MODE_FIXED, target_accuracy=0.9, confidence=0.95
                 ),
                 timeout=RPC_TIMEOUT,
             )

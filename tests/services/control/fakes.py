@@ -55,6 +55,7 @@ class FakeTransmitter:
             fixed_length=64,
             target_accuracy=0.8,
             version=3,
+            confidence=0.95,
         )
         self.allowed_lengths = {16, 32, 64, 128}
         self.set_calls: list[Any] = []
@@ -83,6 +84,8 @@ class FakeTransmitter:
             )
         applied = _copy(policy)
         applied.version = self.policy.version + 1
+        if not policy.HasField("confidence"):  # unset keeps the current one
+            applied.confidence = self.policy.confidence
         self.policy = applied
         return _copy(applied)
 

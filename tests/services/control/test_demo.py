@@ -36,6 +36,19 @@ class TestDemo:
         assert (row.accuracy, row.symbols_per_image, row.predicted, row.lost) == (0.9, 64.0, 10, 1)
         assert row.latency_ms == pytest.approx(12.0)
 
+    def test_demo_sets_the_adaptive_policy_confidence(
+        self, control: ControlClient, transmitter: FakeTransmitter
+    ) -> None:
+        config = DemoConfig(snr_db=(0.0,), images=2, policy="adaptive", confidence=0.5)
+        result = run_demo(control, config)
+        assert transmitter.policy.confidence == 0.5
+        assert result.transmitter["confidence"] == 0.5
+
+    @pytest.mark.parametrize("confidence", [0.3, 1.0])
+    def test_demo_config_refuses_a_confidence_outside_its_range(self, confidence: float) -> None:
+        with pytest.raises(ValueError, match="confidence"):
+            DemoConfig(confidence=confidence)
+
     def test_demo_writes_csv_json_and_plot(self, control: ControlClient, tmp_path: Path) -> None:
         result = run_demo(control, DemoConfig(snr_db=(0.0, 10.0), images=5))
         paths = write_outputs(result, tmp_path / "out")

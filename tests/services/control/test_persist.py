@@ -101,6 +101,42 @@ class TestRestore:
         )
         assert value == 1.0
 
+    def test_the_policy_confidence_is_stored_and_restored(self, tmp_path: Path) -> None:
+        state_file = tmp_path / "control.sqlite"
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, state_file), clients=clients)
+        with TestClient(app) as client:
+            resp = client.put("/v1/transmitter", json={"confidence": 0.75}, headers=AUTH)
+            assert resp.status_code == 200, resp.text
+            stored = ConfigStore(state_file).get("transmitter")
+            assert stored is not None and stored.body["confidence"] == 0.75
+            transmitter = clients.transmitter
+            assert isinstance(transmitter, FakeTransmitter)
+            transmitter.policy.confidence, transmitter.policy.version = 0.95, 1  # restarted
+            assert asyncio.run(restore_once(app.state.control)) == ["transmitter"]
+            assert transmitter.set_calls[-1].HasField("confidence")
+            assert client.get("/v1/transmitter").json()["confidence"] == 0.75
+
+    def test_a_policy_stored_without_confidence_keeps_the_transmitters(
+        self, tmp_path: Path
+    ) -> None:
+        state_file = tmp_path / "control.sqlite"
+        old = {"length_policy": "fixed", "fixed_length": 32, "target_accuracy": 0.8}
+        ConfigStore(state_file).put("transmitter", old, 5)  # stored before confidence existed
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, state_file), clients=clients)
+        with TestClient(app) as client:
+            transmitter = clients.transmitter
+            assert isinstance(transmitter, FakeTransmitter)
+            for _ in range(100):  # restores once at startup
+                if transmitter.set_calls:
+                    break
+                time.sleep(0.02)
+            (sent,) = transmitter.set_calls
+            assert sent.fixed_length == 32 and not sent.HasField("confidence")
+            body = client.get("/v1/transmitter").json()
+        assert (body["fixed_length"], body["confidence"]) == (32, 0.95)
+
     def test_a_newer_config_set_elsewhere_is_left_alone(self, tmp_path: Path) -> None:
         clients = fake_clients()
         app = create_app(_settings(tmp_path, tmp_path / "c.sqlite"), clients=clients)

@@ -18,6 +18,7 @@ class TestTransmitterPolicy:
             "length_policy": "fixed",
             "fixed_length": 64,
             "target_accuracy": 0.8,
+            "confidence": 0.95,
             "version": 3,
         }
 
@@ -34,11 +35,23 @@ class TestTransmitterPolicy:
             "length_policy": "adaptive",
             "fixed_length": 64,
             "target_accuracy": 0.9,
+            "confidence": 0.95,
             "version": 4,
         }
         (sent,) = transmitter.set_calls
         assert sent.mode == services_pb2.LengthPolicy.MODE_ADAPTIVE
         assert sent.fixed_length == 64
+
+    def test_update_transmitter_confidence(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        resp = client.put("/v1/transmitter", json={"confidence": 0.5}, headers=auth)
+        assert resp.status_code == 200
+        assert (resp.json()["confidence"], resp.json()["version"]) == (0.5, 4)
+        (sent,) = transmitter.set_calls
+        assert sent.HasField("confidence") and sent.confidence == 0.5
+        assert sent.target_accuracy == pytest.approx(0.8)
+        assert client.get("/v1/transmitter").json()["confidence"] == 0.5
 
     def test_update_transmitter_length_not_allowed_is_422_naming_fixed_length(
         self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
@@ -56,6 +69,8 @@ class TestTransmitterPolicy:
             ("fixed_length", 0),
             ("fixed_length", 2.5),
             ("target_accuracy", 1.5),
+            ("confidence", 0.3),
+            ("confidence", 1.0),
             ("length_policy", "greedy"),
         ],
     )

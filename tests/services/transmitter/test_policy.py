@@ -46,6 +46,32 @@ class TestPolicyStore:
             store.set("adaptive", None, 0.49)
         assert (margin.choose(0.0), point.choose(0.0)) == (64, 32)
 
+    def test_confidence_is_part_of_the_policy(self) -> None:
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", confidence=0.99)
+        assert store.current.confidence == 0.99
+        assert PolicyStore(LENGTHS, None, channel_model="awgn").current.confidence == 0.95
+
+    def test_set_confidence_changes_the_chosen_length(self) -> None:
+        # test_adaptive_keeps_a_confidence_margin's case, switched live: 0.95 sends L=64 at
+        # 0 dB, 0.5 sends L=32.
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", mode="adaptive")
+        store.set("adaptive", None, 0.49)
+        assert store.choose(0.0) == 64
+        policy = store.set("adaptive", None, 0.49, 0.5)
+        assert (policy.confidence, policy.version, store.choose(0.0)) == (0.5, 3, 32)
+
+    def test_set_without_confidence_keeps_the_current_one(self) -> None:
+        store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", confidence=0.8)
+        assert store.set("adaptive", None, 0.7).confidence == 0.8
+        assert store.set("fixed", 16, 0.7, 0.6).confidence == 0.6
+        assert store.set("fixed", 16, 0.7).confidence == 0.6
+
+    @pytest.mark.parametrize("confidence", [0.4, 1.0, float("nan"), float("inf")])
+    def test_invalid_initial_confidence_is_refused(self, confidence: float) -> None:
+        with pytest.raises(PolicyError) as err:
+            PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", confidence=confidence)
+        assert err.value.field == "confidence" and err.value.code == "INVALID_ARGUMENT"
+
     def test_margin_needs_the_table_image_count(self) -> None:
         bare = EvalTable(EVAL_TABLE.snr_db, EVAL_TABLE.accuracy)
         with pytest.raises(PolicyError, match=r"CONFIDENCE=0\.5") as err:
@@ -54,6 +80,14 @@ class TestPolicyStore:
         store = PolicyStore(LENGTHS, bare, channel_model="awgn", mode="adaptive", confidence=0.5)
         assert store.choose(30.0) == 8
 
+    def test_margin_set_live_needs_the_table_image_count(self) -> None:
+        bare = EvalTable(EVAL_TABLE.snr_db, EVAL_TABLE.accuracy)
+        store = PolicyStore(LENGTHS, bare, channel_model="awgn", confidence=0.5)
+        with pytest.raises(PolicyError, match=r"set confidence 0\.5") as err:
+            store.set("adaptive", None, 0.9, 0.9)
+        assert err.value.code == "FAILED_PRECONDITION"
+        assert store.set("adaptive", None, 0.9).mode == "adaptive"  # keeps 0.5: no margin
+
     def test_set_bumps_the_version(self) -> None:
         store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn")
         assert store.set("fixed", 16, 0.5).version == 2
@@ -61,21 +95,29 @@ class TestPolicyStore:
         assert store.current.fixed_length == 64
 
     @pytest.mark.parametrize(
-        ("mode", "length", "target", "field"),
+        ("mode", "length", "target", "confidence", "field"),
         [
-            (None, None, 0.9, "mode"),
-            ("fixed", 12, 0.9, "fixed_length"),
-            ("fixed", None, 1.5, "target_accuracy"),
-            ("adaptive", None, float("nan"), "target_accuracy"),
+            (None, None, 0.9, None, "mode"),
+            ("fixed", 12, 0.9, None, "fixed_length"),
+            ("fixed", None, 1.5, None, "target_accuracy"),
+            ("adaptive", None, float("nan"), None, "target_accuracy"),
+            ("fixed", None, 0.9, 0.3, "confidence"),
+            ("adaptive", None, 0.9, 1.0, "confidence"),
+            ("adaptive", None, 0.9, float("nan"), "confidence"),
         ],
     )
     def test_invalid_policy_changes_nothing(
-        self, mode: str | None, length: int | None, target: float, field: str
+        self,
+        mode: str | None,
+        length: int | None,
+        target: float,
+        confidence: float | None,
+        field: str,
     ) -> None:
         store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn")
         before = store.current
         with pytest.raises(PolicyError) as err:
-            store.set(mode, length, target)  # type: ignore[arg-type]
+            store.set(mode, length, target, confidence)  # type: ignore[arg-type]
         assert err.value.field == field and err.value.code == "INVALID_ARGUMENT"
         assert store.current is before
 
@@ -98,6 +140,33 @@ class TestPolicyRPCs:
         policy = run(scenario())
         assert (policy.mode, policy.fixed_length, policy.version) == (FIXED, 64, 1)
         assert policy.target_accuracy == pytest.approx(0.9)
+        assert policy.confidence == pytest.approx(0.95)
+
+    def test_set_confidence_is_used_and_unset_keeps_it(self, tx_weights: Path) -> None:
+        """At 0 dB a target of 0.49 needs L=64 with the 0.95 margin, L=32 with none."""
+
+        async def scenario() -> tuple[list[services_pb2.LengthPolicy], list[int]]:
+            fake = FakeChannel(estimated_snr_db=0.0)
+            async with running_stack(tx_weights, fake, assumed_snr_db=0.0) as stack:
+                set_, get = stack.stub.SetPolicy, stack.stub.GetPolicy
+                policies, lengths = [], []
+                for request in (
+                    services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.49),
+                    services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.49, confidence=0.5),
+                ):
+                    policies.append(await set_(request, timeout=5))
+                    (result,) = await stack.classify([raw_request(f"v{len(policies)}")])
+                    lengths.append(result.num_symbols)
+                assert stack.sample("rkdsc_transmitter_policy_confidence") == 0.5
+                kept = services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.6)
+                policies.append(await set_(kept, timeout=5))
+                policies.append(await get(services_pb2.GetPolicyRequest(), timeout=5))
+                return policies, lengths
+
+        policies, lengths = run(scenario())
+        assert [p.confidence for p in policies] == pytest.approx([0.95, 0.5, 0.5, 0.5])
+        assert [p.version for p in policies] == [2, 3, 4, 4]
+        assert lengths == [64, 32]
 
     def test_set_fixed_length_is_used_and_bumps_the_version(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[services_pb2.LengthPolicy, list[frame_pb2.FrameResult]]:
@@ -124,6 +193,14 @@ class TestPolicyRPCs:
             ),
             (services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=1.2), "target_accuracy"),
             (services_pb2.LengthPolicy(fixed_length=8, target_accuracy=0.9), "mode"),
+            (
+                services_pb2.LengthPolicy(mode=FIXED, target_accuracy=0.9, confidence=0.3),
+                "confidence",
+            ),
+            (
+                services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.9, confidence=1.0),
+                "confidence",
+            ),
         ],
     )
     def test_invalid_policy_is_rejected_and_unchanged(
@@ -140,6 +217,7 @@ class TestPolicyRPCs:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.details().startswith(f"{field}:")
         assert (after.mode, after.fixed_length, after.version) == (FIXED, 64, 1)
+        assert after.confidence == pytest.approx(0.95)
 
     def test_adaptive_without_eval_table_is_failed_precondition(
         self, tx_weights_no_table: Path

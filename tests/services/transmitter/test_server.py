@@ -84,6 +84,7 @@ class TestServer:
                     "in_flight": stack.sample("rkdsc_transmitter_in_flight"),
                     "version": stack.sample("rkdsc_transmitter_config_version"),
                     "target": stack.sample("rkdsc_transmitter_target_accuracy"),
+                    "confidence": stack.sample("rkdsc_transmitter_policy_confidence"),
                     "fixed": stack.sample("rkdsc_transmitter_policy_mode", {"mode": "fixed"}),
                     "snr": stack.sample("rkdsc_transmitter_snr_estimate_db", {"link": "default"}),
                     "calls": stack.sample(
@@ -96,7 +97,7 @@ class TestServer:
         assert (m["symbols"], m["per_frame_le_64"], m["per_frame_le_32"]) == (128, 2, 0)
         assert (m["encode"], m["e2e"], m["in_flight"]) == (2, 2, 0)
         assert (m["version"], m["fixed"], m["calls"]) == (1, 1, 1)
-        assert m["target"] == pytest.approx(0.9)
+        assert (m["target"], m["confidence"]) == pytest.approx((0.9, 0.95))
         assert m["snr"] is not None and 10.0 < m["snr"] <= 20.0
 
     def test_shutdown_reports_not_serving_and_drains_in_flight_frames(

@@ -26,6 +26,7 @@ _FIELDS = {
     "fixed_length": ("fixed_length", "L", "length"),
     "target_accuracy": ("target_accuracy", "accuracy"),
     "length_policy": ("length_policy", "mode", "policy"),
+    "confidence": ("confidence",),
 }
 _ERRORS: dict[int | str, dict[str, str]] = {
     400: {"description": "a body that cannot be read as JSON text"},
@@ -64,11 +65,8 @@ async def update_transmitter(
             )
         if merged == current.model_dump(exclude={"version"}):
             return current
-        message = policy_message(
-            merged["length_policy"], merged["fixed_length"], merged["target_accuracy"]
-        )
         try:
-            applied = transmitter_public(await transmitter.set_policy(message))
+            applied = transmitter_public(await transmitter.set_policy(policy_message(merged)))
         except ServiceError as err:
             if err.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise rejected(err, _FIELDS, changes) from err
