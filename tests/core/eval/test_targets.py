@@ -269,7 +269,7 @@ def test_several_search_seeds_are_pooled() -> None:
     )
     # Every protocol run of both searches: 0.79125 vs 0.795.
     assert acc.value == pytest.approx(100 * (0.79125 - 0.795)) and acc.met is True
-    assert "(4 seeds)" in acc.detail
+    assert "0.7913 ± 0.0085 (4 runs) vs 0.7950 ± 0.0129 (4 runs)" in acc.detail
 
 
 @pytest.mark.parametrize(
