@@ -204,14 +204,13 @@ def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
     if None in seeds or len(set(seeds)) < len(seeds):
         raise ValueError(f"{what}: pooling needs one row per search seed, got seeds {seeds}")
 
-    def budget(r: dict[str, Any]) -> tuple[Any, Any]:
-        settings = [
+    def budget(r: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
             {k: v for k, v in (r.get(key) or {}).items() if k != "seed"}
             for key in ("search_config", "eval_config")
         ]
-        return tuple(sorted(settings[0].items())), tuple(sorted(settings[1].items()))
 
-    if len({repr(budget(r)) for r in rows}) > 1:
+    if any(budget(r) != budget(rows[0]) for r in rows[1:]):
         raise ValueError(f"{what}: the tables differ in more than the seed; not the same budget")
     runs = [a for r in rows for a in r.get("val_accuracies", [r["val_accuracy"]])]
     return {
@@ -222,11 +221,6 @@ def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
         "val_accuracy_std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
         "val_accuracies": runs,
     }
-
-
-def _runs(pooled: dict[str, Any]) -> str:
-    n = len(pooled["val_accuracies"])
-    return f"{pooled['val_accuracy']:.4f} ± {pooled['val_accuracy_std']:.4f} ({n} runs)"
 
 
 def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[TargetCheck]:
@@ -255,7 +249,8 @@ def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[Targe
         )
         sizes = f"mean over search seeds {seeds}: {sizes} ({cells})"
         runs = (
-            f"every protocol run of search seeds {seeds}: {_runs(kdl)} vs {_runs(plain)} "
+            f"every protocol run of search seeds {seeds}: {row_accuracy(kdl, 'runs')} vs "
+            f"{row_accuracy(plain, 'runs')} "
             "after the same training"
         )
     return [

@@ -178,10 +178,10 @@ def sweep(
     return rows
 
 
-def row_accuracy(row: dict[str, Any]) -> str:
-    """A row's accuracy: the mean, ``± sample std (n seeds)`` when several seeds ran."""
+def row_accuracy(row: dict[str, Any], unit: str = "seeds") -> str:
+    """A row's accuracy: the mean, ``± sample std (n <unit>)`` when several runs count."""
     n = len(row.get("val_accuracies", [row["val_accuracy"]]))
-    spread = f" ± {row['val_accuracy_std']:.4f} ({n} seeds)" if n > 1 else ""
+    spread = f" ± {row['val_accuracy_std']:.4f} ({n} {unit})" if n > 1 else ""
     return f"{row['val_accuracy']:.4f}{spread}"
 
 
