@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights ship-weights ship-nas teacher-weights results reproduce
+.PHONY: setup demo test lint weights ship-weights ship-link sweep-docs ship-nas teacher-weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -50,6 +50,21 @@ ship-weights: setup
 	done
 	rm -rf docs/results/sweep; mkdir -p docs/results/sweep
 	cp $(SHIP_RUNS)/sweep/sweep.csv $(SHIP_RUNS)/sweep/sweep.json $(SHIP_RUNS)/sweep/*.png docs/results/sweep/
+	$(MAKE) sweep-docs
+
+# One baseline link retrained on its own (the CE-only one at the RKD link's budget, say):
+# ship its weights with their model card and swap its rows into the shipped sweep (`eval
+# sweep --update`: the same images and noise, the other systems kept), then the docs:
+#   make ship-link LINK=ce-only LINK_RUN=runs/ce33
+ship-link: setup
+	rm -rf rkdsc_core/weights/$(LINK); cp -r $(LINK_RUN)/weights rkdsc_core/weights/$(LINK)
+	$(BIN)/python scripts/model_card.py rkdsc_core/weights/$(LINK) --machine "$(MACHINE)"
+	$(BIN)/rkdsc eval sweep --update --out docs/results/sweep \
+	  --weights $(LINK)=rkdsc_core/weights/$(LINK) > /dev/null
+	$(MAKE) sweep-docs
+
+# docs/results/sweep's comparison tables and targets, read off its sweep.json.
+sweep-docs: setup
 	for n in 8 64; do $(BIN)/rkdsc eval compare --sweep docs/results/sweep --length $$n \
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md

@@ -646,6 +646,15 @@ def eval_sweep_cmd(
     no_digital: Annotated[
         bool, typer.Option("--no-digital", help="Skip the digital baselines.")
     ] = False,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Measure only the links given and swap their rows into the sweep already in "
+            "--out, keeping every other system's (same images, noise and points; the "
+            "digital baselines are not remeasured).",
+        ),
+    ] = False,
     digital_bits: Annotated[int, typer.Option(help="Bits per feature value (digital).")] = 8,
     pca_images: Annotated[
         int,
@@ -663,9 +672,27 @@ def eval_sweep_cmd(
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
     from dataclasses import asdict
 
-    from rkdsc_core.eval import DEFAULT_SNRS, check_sweep, measure_sweep, write_sweep
+    from rkdsc_core.eval import (
+        DEFAULT_SNRS,
+        SweepRow,
+        check_sweep,
+        measure_sweep,
+        read_sweep,
+        replace_systems,
+        write_sweep,
+    )
     from rkdsc_core.link import load_link
 
+    if update and (out is None or not weights):
+        fail("--update needs --out (the sweep to update) and --weights (the links to remeasure)")
+    previous = None
+    if update:
+        try:
+            previous = read_sweep(out)  # type: ignore[arg-type]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            fail(f"--update: {out}: {e}")
+            raise
+        no_digital = True
     links = {}
     for spec in weights or ["default="]:
         name, sep, folder = spec.partition("=")
@@ -693,8 +720,20 @@ def eval_sweep_cmd(
     }
     try:
         check_sweep(links, **points)
+        if previous is not None:  # refuse a mismatch before minutes of measuring
+            if previous[1].get("source_sha256") not in (None, test.source_sha256):
+                raise ValueError(f"{out} was measured on other data than {test.source_sha256}")
+            planned = [
+                SweepRow(name, c, k, n, float(db), 0.0, 0, min(limit, len(test)), seed)
+                for name, pipe in links.items()
+                for c in points["channels"]
+                for k in points["knowledge"]
+                for n in length or pipe.lengths
+                for db in points["snr_db"]
+            ]
+            replace_systems(previous[0], planned)
     except ValueError as e:
-        fail(str(e))
+        fail(f"--update: {e}" if previous is not None else str(e))
         raise
     rows = measure_sweep(
         links, test, seed=seed, pca_fit=fit[0] if fit else None, pca_images=pca_images, **points
@@ -703,6 +742,11 @@ def eval_sweep_cmd(
     meta |= {"source_sha256": test.source_sha256}
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}
     meta |= {"command": _command()}
+    if previous is not None:
+        old_rows, old_meta = previous
+        rows = replace_systems(old_rows, rows)
+        updates = [*old_meta.get("updates", []), meta["command"]]
+        meta = old_meta | {"links": old_meta.get("links", {}) | meta["links"], "updates": updates}
     if out is not None:
         write_sweep(rows, out, meta=meta)
     if as_json:

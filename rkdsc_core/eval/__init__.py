@@ -24,6 +24,7 @@ from rkdsc_core.eval.sweep import (
     paired_test,
     plot_sweep,
     read_sweep,
+    replace_systems,
     student_tokens,
     write_sweep,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "qpsk_channel_uses",
     "quantize_tokens",
     "read_sweep",
+    "replace_systems",
     "student_tokens",
     "uncoded_qpsk_correct",
     "write_sweep",

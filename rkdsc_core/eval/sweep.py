@@ -53,6 +53,7 @@ __all__ = [
     "paired_test",
     "plot_sweep",
     "read_sweep",
+    "replace_systems",
     "student_tokens",
     "write_sweep",
 ]
@@ -431,6 +432,50 @@ def _check_digital_reference(
             "link?), so the digital rows are meaningless; put a stage-1 student first",
             name, clean, best,
         )  # fmt: skip
+
+
+def replace_systems(old: Sequence[SweepRow], new: Sequence[SweepRow]) -> list[SweepRow]:
+    """``old`` with the rows of every system measured in ``new`` swapped for the new ones.
+
+    Rerunning one link of a finished sweep gives the rows a full rerun would: image ``i``
+    meets the same noise whatever else is measured. A system already in ``old`` keeps its
+    place; a new one goes last. The digital baselines, quantising the first link's student,
+    are not remeasured: replacing that link is refused.
+
+    Raises:
+        ValueError: ``new`` scores other images, another seed or other points (channel,
+            knowledge, L, SNR) than ``old`` holds for that system (for a new system: than
+            ``old``'s first link), or replaces the digital reference.
+    """
+
+    def points(rows: Sequence[SweepRow], system: str) -> set[tuple[str, str, int, float]]:
+        return {(r.channel, r.knowledge, r.L, r.snr_db) for r in rows if r.system == system}
+
+    if not old or not new:
+        raise ValueError("replace_systems needs rows in both sweeps")
+    sample = {(r.images, r.seed) for r in [*old, *new]}
+    if len(sample) > 1:
+        raise ValueError(f"the sweeps score different samples (images, seed): {sorted(sample)}")
+    old_systems = list(dict.fromkeys(r.system for r in old))
+    links = [s for s in old_systems if any(r.correct for r in old if r.system == s)]
+    digital = [s for s in old_systems if s not in links]
+    replaced = list(dict.fromkeys(r.system for r in new))
+    for system in replaced:
+        if system in digital:
+            raise ValueError(f"{system!r} is a digital baseline; rerun the whole sweep")
+        if digital and links and system == links[0]:
+            raise ValueError(
+                f"{system!r} is the digital baselines' reference link; rerun the whole sweep"
+            )
+        want = points(old, system if system in old_systems else links[0] if links else "")
+        if points(new, system) != want:
+            raise ValueError(
+                f"{system!r} is measured at other points (channel, knowledge, L, SNR) than the "
+                "sweep it joins"
+            )
+    by_system = {s: [r for r in new if r.system == s] for s in replaced}
+    rows = [r for s in old_systems for r in by_system.pop(s, [x for x in old if x.system == s])]
+    return rows + [r for s in by_system.values() for r in s]
 
 
 def read_sweep(folder: Path) -> tuple[list[SweepRow], dict[str, Any]]:

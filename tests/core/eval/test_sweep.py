@@ -27,6 +27,7 @@ from rkdsc_core.eval import (
     measure_sweep,
     paired_test,
     read_sweep,
+    replace_systems,
     write_sweep,
 )
 from rkdsc_core.link import SemanticPipeline, save_link
@@ -142,6 +143,43 @@ class TestMeasureSweep:
             assert table.accuracy[r.channel][r.L][table.snr_db.index(r.snr_db)] == r.accuracy
 
 
+_POINTS: dict[str, Any] = {"channels": ("awgn",), "snr_db": (0.0, 12.0), "lengths": (8,),
+                           "limit": 16, "digital_bits": 2}  # fmt: skip
+
+
+class TestReplaceSystems:
+    def test_rerunning_one_link_gives_the_rows_of_a_full_rerun(
+        self, tiny_dataset: ImageDataset
+    ) -> None:
+        ref, a, b, b2, c = (_pipeline(s) for s in range(5))
+        old = measure_sweep({"ref": ref, "a": a, "b": b}, tiny_dataset, **_POINTS)
+        new = measure_sweep({"b": b2, "c": c}, tiny_dataset, **_POINTS | {"digital": False})
+        full = measure_sweep({"ref": ref, "a": a, "b": b2}, tiny_dataset, **_POINTS)
+        c_rows = [r for r in new if r.system == "c"]
+        assert replace_systems(old, new) == full + c_rows
+        assert [r for r in old if r.system == "b"] != [r for r in full if r.system == "b"]
+
+    def test_refuses_what_would_not_match(self, tiny_dataset: ImageDataset) -> None:
+        old = measure_sweep({"ref": _pipeline(0), "a": _pipeline(1)}, tiny_dataset, **_POINTS)
+        no_digital = _POINTS | {"digital": False}
+
+        def new(name: str, **kw: Any) -> list[SweepRow]:
+            return measure_sweep({name: _pipeline(2)}, tiny_dataset, **no_digital | kw)
+
+        with pytest.raises(ValueError, match="digital baselines' reference"):
+            replace_systems(old, new("ref"))
+        with pytest.raises(ValueError, match="is a digital baseline"):
+            replace_systems(old, new("digital-qpsk-b2"))
+        with pytest.raises(ValueError, match="different samples"):
+            replace_systems(old, new("a", seed=1))
+        with pytest.raises(ValueError, match="different samples"):
+            replace_systems(old, new("a", limit=15))
+        with pytest.raises(ValueError, match="other points"):
+            replace_systems(old, new("a", snr_db=(0.0,)))
+        with pytest.raises(ValueError, match="other points"):
+            replace_systems(old, new("z", lengths=(16,)))
+
+
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
@@ -204,6 +242,38 @@ class TestCli:
         assert "| 0 dB | 20 dB |" in awgn and "| digital-qpsk-b2 |" in awgn
         result = runner.invoke(app, [*compare[:-1], "9"])
         assert result.exit_code != 0 and "no rows at L=9" in result.output
+
+    def test_update_swaps_one_links_rows(self, runner: CliRunner, tmp_path: Path) -> None:
+        for name, seed in (("rkd", 0), ("ce", 1), ("ce2", 2)):
+            save_link(tmp_path / name, _pipeline(seed), student_name="darts-student",
+                      classes=CIFAR10_CLASSES)  # fmt: skip
+        data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
+        points = ["--channel", "awgn", "--snr-db", "0", "--snr-db", "20", "--length", "8"]
+        points += ["--limit", "10", "--digital-bits", "2", "--pca-images", "12", *data]
+
+        def sweep(out: str, *links: str, extra: tuple[str, ...] = ()) -> Any:
+            weights = []
+            for x in links:  # NAME or NAME=FOLDER under tmp_path
+                weights += ["--weights", f"{x.split('=')[0]}={tmp_path / x.split('=')[-1]}"]
+            out_ = ["--out", str(tmp_path / out)]
+            return runner.invoke(app, ["eval", "sweep", *weights, *points, *out_, *extra])
+
+        assert sweep("old", "rkd", "ce").exit_code == 0
+        assert sweep("full", "rkd", "ce=ce2").exit_code == 0
+        result = sweep("old", "ce=ce2", extra=("--update",))
+        assert result.exit_code == 0, result.output
+        (rows, meta), (full, _) = read_sweep(tmp_path / "old"), read_sweep(tmp_path / "full")
+        assert rows == full
+        assert meta["links"] == {"rkd": str(tmp_path / "rkd"), "ce": str(tmp_path / "ce2")}
+        assert len(meta["updates"]) == 1  # the command line, beside the first one
+        # Refused before measuring: another sample, the digital reference, no sweep there.
+        for bad, message in (
+            (sweep("old", "ce", extra=("--update", "--seed", "3")), "different samples"),
+            (sweep("old", "rkd", extra=("--update",)), "reference link"),
+            (sweep("none", "ce", extra=("--update",)), "sweep.json"),
+        ):
+            assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert read_sweep(tmp_path / "old")[0] == full
 
     def test_bad_options_are_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
         save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student",
