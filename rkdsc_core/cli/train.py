@@ -785,6 +785,66 @@ def eval_compare_cmd(
     typer.echo(table, nl=False)
 
 
+@eval_app.command("margins")
+def eval_margins_cmd(
+    sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
+    against: Annotated[list[str], typer.Option(help="The systems compared with, repeatable.")],
+    system: Annotated[str, typer.Option(help="The system whose lead is measured.")] = "rkd",
+    knowledge: Annotated[
+        list[str] | None, typer.Option(help="perfect | pilot, repeatable (default both).")
+    ] = None,
+    length: Annotated[list[int] | None, typer.Option(help="L, repeatable (default all).")] = None,
+    max_snr_db: Annotated[
+        float | None, typer.Option(help="Only the points at or below this SNR [dB].")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="McNemar significance level per point.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How far one system leads others over a sweep's points, per channel and in all
+    (accuracy points; paired McNemar tests on the same images; nothing re-measured)."""
+    from dataclasses import asdict
+
+    from rkdsc_core.eval import margins, read_sweep
+
+    table = []
+    try:
+        rows, _ = read_sweep(sweep)
+        for base in against:
+            for channel in [*dict.fromkeys(r.channel for r in rows), "all"]:
+                m = margins(
+                    rows, system, base, channels=None if channel == "all" else [channel],
+                    knowledge=knowledge, lengths=length, max_snr_db=max_snr_db, alpha=alpha,
+                )  # fmt: skip
+                table.append({"against": base, "channel": channel} | asdict(m))
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        fail(f"{sweep}: {e}")
+        raise
+    if as_json:
+        echo_json(table)
+        return
+    typer.echo(
+        f"{system} minus each system, accuracy points ({', '.join(knowledge or ['both'])} CSI, "
+        f"L {', '.join(map(str, length)) if length else 'all'}, "
+        f"SNR {'<= ' + format(max_snr_db, 'g') + ' dB' if max_snr_db is not None else 'all'}):\n"
+    )
+    typer.echo(
+        "| vs | channel | points | min | max | mean | ahead / level / behind "
+        f"| McNemar better / worse (p < {alpha:g}) | after Bonferroni |"
+    )
+    typer.echo("|---|---|---:|---:|---:|---:|---|---|---|")
+
+    def pair(a: int | None, b: int | None) -> str:
+        return "no records" if a is None else f"{a} / {b}"
+
+    for t in table:
+        typer.echo(
+            f"| {t['against']} | {t['channel']} | {t['points']} | {t['low']:+.1f} "
+            f"| {t['high']:+.1f} | {t['mean']:+.2f} | {t['ahead']} / {t['level']} / {t['behind']} "
+            f"| {pair(t['better'], t['worse'])} "
+            f"| {pair(t['better_corrected'], t['worse_corrected'])} |"
+        )
+
+
 @eval_app.command("targets")
 def eval_targets_cmd(
     sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],

@@ -14,12 +14,14 @@ from rkdsc_core.eval.digital import (
 )
 from rkdsc_core.eval.sweep import (
     SWEEP_COLUMNS,
+    Margins,
     PairedTest,
     SweepRow,
     accuracy_grid,
     check_sweep,
     format_sweep,
     hit_rates,
+    margins,
     measure_sweep,
     paired_test,
     plot_sweep,
@@ -34,6 +36,7 @@ from rkdsc_core.eval.targets import TargetCheck, check_targets, format_targets
 __all__ = [
     "DEFAULT_SNRS",
     "SWEEP_COLUMNS",
+    "Margins",
     "PairedTest",
     "PcaCode",
     "SweepRow",
@@ -46,6 +49,7 @@ __all__ = [
     "format_targets",
     "hit_rates",
     "ideal_code_correct",
+    "margins",
     "measure_eval_table",
     "measure_sweep",
     "outage_gain",

@@ -43,12 +43,14 @@ from rkdsc_core.link.pipeline import SemanticPipeline
 
 __all__ = [
     "SWEEP_COLUMNS",
+    "Margins",
     "PairedTest",
     "SweepRow",
     "accuracy_grid",
     "check_sweep",
     "format_sweep",
     "hit_rates",
+    "margins",
     "measure_sweep",
     "paired_test",
     "plot_sweep",
@@ -143,6 +145,90 @@ def paired_test(a: SweepRow, b: SweepRow) -> PairedTest | None:
         return None
     only_a, only_b = int((ma & ~mb).sum()), int((mb & ~ma).sum())
     return PairedTest(only_a, only_b, _two_sided_sign_p(only_a + only_b, min(only_a, only_b)))
+
+
+@dataclass(frozen=True)
+class Margins:
+    """System ``a`` against ``b`` over a set of sweep points (:func:`margins`).
+
+    Attributes:
+        points: the points both systems were scored at.
+        low, high, mean: ``a``'s accuracy minus ``b``'s, in percentage points.
+        ahead, level, behind: points where ``a`` scored more, the same, less.
+        better, worse: points where McNemar's test (:func:`paired_test`) finds ``a``
+            significantly better / worse at ``alpha`` each; ``None`` without per-image records.
+        better_corrected, worse_corrected: the same at ``alpha / points`` (Bonferroni).
+    """
+
+    points: int
+    low: float
+    high: float
+    mean: float
+    ahead: int
+    level: int
+    behind: int
+    better: int | None
+    worse: int | None
+    better_corrected: int | None
+    worse_corrected: int | None
+
+
+def margins(
+    rows: Sequence[SweepRow],
+    a: str,
+    b: str,
+    *,
+    channels: Sequence[str] | None = None,
+    knowledge: Sequence[str] | None = None,
+    lengths: Sequence[int] | None = None,
+    max_snr_db: float | None = None,
+    alpha: float = 0.05,
+) -> Margins:
+    """How far ``a`` leads ``b`` at the points both have, optionally only some of them.
+
+    Raises:
+        ValueError: no point in common after the filters, ``alpha`` outside (0, 1), or a
+            per-image record that is not its row's.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+    def keep(r: SweepRow) -> bool:
+        return (
+            (channels is None or r.channel in channels)
+            and (knowledge is None or r.knowledge in knowledge)
+            and (lengths is None or r.L in lengths)
+            and (max_snr_db is None or r.snr_db <= max_snr_db + 1e-6)
+        )
+
+    def at(system: str) -> dict[tuple[str, str, int, float], SweepRow]:
+        return {
+            (r.channel, r.knowledge, r.L, round(r.snr_db, 6)): r
+            for r in rows
+            if r.system == system and keep(r)
+        }
+
+    ours, theirs = at(a), at(b)
+    pairs = [(ours[k], theirs[k]) for k in ours if k in theirs]
+    if not pairs:
+        raise ValueError(f"{a!r} and {b!r} share no point of the sweep (after the filters)")
+    diffs = [100.0 * (x.accuracy - y.accuracy) for x, y in pairs]
+    tests = [paired_test(x, y) for x, y in pairs]
+    done = [t for t in tests if t is not None]
+
+    def count(cut: float, sign: int) -> int | None:
+        if len(done) < len(tests):
+            return None
+        return sum(t.p_value < cut and sign * (t.only_a - t.only_b) > 0 for t in done)
+
+    n = len(pairs)
+    return Margins(
+        n, min(diffs), max(diffs), sum(diffs) / n,
+        sum(x.accuracy > y.accuracy for x, y in pairs),
+        sum(x.accuracy == y.accuracy for x, y in pairs),
+        sum(x.accuracy < y.accuracy for x, y in pairs),
+        count(alpha, 1), count(alpha, -1), count(alpha / n, 1), count(alpha / n, -1),
+    )  # fmt: skip
 
 
 def _two_sided_sign_p(n: int, k: int) -> float:

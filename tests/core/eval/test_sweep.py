@@ -23,6 +23,7 @@ from rkdsc_core.data.specs import CIFAR10_CLASSES
 from rkdsc_core.eval import (
     SWEEP_COLUMNS,
     SweepRow,
+    margins,
     measure_eval_table,
     measure_sweep,
     paired_test,
@@ -328,3 +329,56 @@ class TestPairedTest:
             dataclasses.replace(a, accuracy=0.5).correct_mask()
         with pytest.raises(ValueError, match="does not hold"):
             dataclasses.replace(a, images=9).correct_mask()
+
+
+class TestMargins:
+    # a against b at four points: 12 images right of 12 vs 0 of 12 (significant even after
+    # Bonferroni over 4), equal, and one point where b leads by 1 image of 12.
+    ROWS = (
+        _record("a", [1] * 12, snr_db=0.0),
+        _record("b", [0] * 12, snr_db=0.0),
+        _record("a", [1] * 6 + [0] * 6, snr_db=10.0),
+        _record("b", [0] * 6 + [1] * 6, snr_db=10.0),
+        _record("a", [1] * 5 + [0] * 7, snr_db=20.0),
+        _record("b", [1] * 6 + [0] * 6, snr_db=20.0),
+        _record("a", [1] * 3 + [0] * 9, snr_db=0.0, channel="rayleigh"),
+        _record("b", [1] * 3 + [0] * 9, snr_db=0.0, channel="rayleigh"),
+    )
+
+    def test_counts_and_differences(self) -> None:
+        m = margins(self.ROWS, "a", "b")
+        assert (m.points, m.ahead, m.level, m.behind) == (4, 1, 2, 1)
+        assert m.low == pytest.approx(-100 / 12) and m.high == pytest.approx(100.0)
+        assert m.mean == pytest.approx((100.0 - 100 / 12) / 4)
+        assert (m.better, m.worse, m.better_corrected, m.worse_corrected) == (1, 0, 1, 0)
+        # 12 discordant images at 10 dB, 6 each way: not significant either way.
+        assert paired_test(self.ROWS[2], self.ROWS[3]) == (6, 6, 1.0)
+
+    def test_filters_and_refusals(self) -> None:
+        m = margins(self.ROWS, "a", "b", channels=["awgn"], max_snr_db=10.0)
+        assert (m.points, m.ahead, m.level) == (2, 1, 1)
+        assert margins(self.ROWS, "a", "b", channels=["rayleigh"]).level == 1
+        unrecorded = [dataclasses.replace(r, correct="") for r in self.ROWS]
+        assert margins(unrecorded, "a", "b").better is None
+        with pytest.raises(ValueError, match="share no point"):
+            margins(self.ROWS, "a", "b", lengths=[64])
+        with pytest.raises(ValueError, match="share no point"):
+            margins(self.ROWS, "a", "c")
+        with pytest.raises(ValueError, match="alpha"):
+            margins(self.ROWS, "a", "b", alpha=1.0)
+
+    def test_cli(self, runner: CliRunner, tmp_path: Path) -> None:
+        write_sweep(self.ROWS, tmp_path)
+        args = ["eval", "margins", "--sweep", str(tmp_path), "--against", "b", "--system", "a"]
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        table = json.loads(result.output)
+        assert [(t["channel"], t["points"], t["ahead"]) for t in table] == [
+            ("awgn", 3, 1), ("rayleigh", 1, 0), ("all", 4, 1),
+        ]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert "| b | all | 4 | -8.3 | +100.0 | +22.92 | 1 / 2 / 1 | 1 / 0 | 1 / 0 |" in (
+            result.output
+        )
+        result = runner.invoke(app, [*args[:-1], "nobody"])
+        assert result.exit_code == 2 and "share no point" in result.output
