@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rkdsc_core.eval.sweep import PairedTest, SweepRow, paired_test
+from rkdsc_core.eval.sweep import SweepRow, margins
 from rkdsc_core.nas.sweep import row_accuracy
 
 __all__ = ["TargetCheck", "check_targets", "format_targets"]
@@ -58,32 +58,24 @@ def _acc(
     return None if row is None else row.accuracy
 
 
-def _paired(ours: SweepRow, theirs: SweepRow) -> PairedTest | None:
-    """:func:`paired_test`, or ``None`` (no evidence) when a record is missing or bad."""
-    try:
-        return paired_test(ours, theirs)
-    except ValueError:
-        return None
-
-
-def _paired_summary(tests: Sequence[tuple[str, PairedTest | None]], alpha: float = 0.05) -> str:
-    """``; significant ...: vs B better at x, worse at y of n SNRs`` per baseline ``B``.
-
-    A baseline is left out when any of its comparisons lacks a per-image record; nothing
-    when all are.
+def _paired_summary(
+    rows: Sequence[SweepRow], rkd: str, baselines: Sequence[str], points: dict[str, Any]
+) -> str:
+    """``; significant ...: vs B better at x, worse at y of n SNRs`` per baseline ``B``
+    (:func:`margins` at ``points``). A baseline is left out when its per-image records are
+    missing or bad; nothing when all are.
     """
     parts = []
-    for base in dict.fromkeys(b for b, _ in tests):
-        mine = [t for b, t in tests if b == base]
-        done = [t for t in mine if t is not None]
-        if not done or len(done) < len(mine):
+    for base in baselines:
+        try:
+            m = margins(rows, rkd, base, **points)
+        except ValueError:
             continue
-        better = sum(t.p_value < alpha and t.only_a > t.only_b for t in done)
-        worse = sum(t.p_value < alpha and t.only_a < t.only_b for t in done)
-        parts.append(f"vs {base} better at {better}, worse at {worse} of {len(done)} SNRs")
+        if m.better is not None:
+            parts.append(f"vs {base} better at {m.better}, worse at {m.worse} of {m.points} SNRs")
     if not parts:
         return ""
-    return f"; significant on the same images (McNemar, p < {alpha:g} each): {'; '.join(parts)}"
+    return f"; significant on the same images (McNemar, p < 0.05 each): {'; '.join(parts)}"
 
 
 def _missing(name: str, threshold: str, why: str) -> TargetCheck:
@@ -161,7 +153,7 @@ def check_targets(
     for channel in ("awgn", "rayleigh"):
         snrs = sorted({r.snr_db for r in mine if r.channel == channel and r.snr_db <= 5.0})
         name = f"beats {' and '.join(baselines)} at every SNR <= 5 dB, {channel}"
-        margins, missing, tests = [], [], []
+        leads, missing = [], []
         for snr in snrs:
             ours = _row(mine, rkd, channel, knowledge, snr, length)
             for base in baselines:
@@ -169,15 +161,15 @@ def check_targets(
                 if ours is None or theirs is None:
                     missing.append(f"{base}@{snr:g} dB, L={length}")
                     continue
-                margins.append((ours.accuracy - theirs.accuracy, base, snr))
-                tests.append((base, _paired(ours, theirs)))
+                leads.append((ours.accuracy - theirs.accuracy, base, snr))
         if not snrs or missing:
             why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
             checks.append(_missing(name, "> 0 at every SNR", why))
             continue
-        worst = min(margins)
+        worst = min(leads)
         detail = f"smallest margin {worst[0]:+.4f} (vs {worst[1]} at {worst[2]:g} dB, L={length})"
-        detail += _paired_summary(tests)
+        points = {"channels": [channel], "knowledge": [knowledge], "lengths": [length]}
+        detail += _paired_summary(rows, rkd, baselines, points | {"max_snr_db": 5.0})
         checks.append(TargetCheck(name, worst[0], "> 0 at every SNR", worst[0] > 0, detail))
     checks.extend(_nas_checks(nas_rows, nas_lambda))
     return checks
