@@ -56,11 +56,16 @@ ship-weights: setup
 # ship its weights with their model card and swap its rows into the shipped sweep (`eval
 # sweep --update`: the same images and noise, the other systems kept), then the docs:
 #   make ship-link LINK=ce-only LINK_RUN=runs/ce33
+# LINK is both the shipped folder and the sweep's system: stage1-only or ce-only (the RKD
+# link is the digital baselines' reference: `make weights` redoes everything for it). The
+# update runs first, so a refused one leaves the shipped weights as they were.
 ship-link: setup
+	@test -n "$(LINK)" -a -f "$(LINK_RUN)/weights/link.json" || \
+	  { echo "usage: make ship-link LINK=ce-only LINK_RUN=<a run folder with weights/>"; exit 2; }
+	$(BIN)/rkdsc eval sweep --update --out docs/results/sweep \
+	  --weights $(LINK)=$(LINK_RUN)/weights > /dev/null
 	rm -rf rkdsc_core/weights/$(LINK); cp -r $(LINK_RUN)/weights rkdsc_core/weights/$(LINK)
 	$(BIN)/python scripts/model_card.py rkdsc_core/weights/$(LINK) --machine "$(MACHINE)"
-	$(BIN)/rkdsc eval sweep --update --out docs/results/sweep \
-	  --weights $(LINK)=rkdsc_core/weights/$(LINK) > /dev/null
 	$(MAKE) sweep-docs
 
 # docs/results/sweep's comparison tables and targets, read off its sweep.json.

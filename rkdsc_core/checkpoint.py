@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "Resumed",
     "checkpoint_paths",
+    "git_commit",
     "load_checkpoint",
     "load_model",
     "load_training_state",
@@ -58,7 +59,8 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The repository's HEAD commit, or ``"unknown"`` outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -153,7 +155,7 @@ def save_checkpoint(
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_file": weights.name,
         "weights_sha256": _sha256(weights),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": command if command is not None else shlex.join(sys.argv),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -254,7 +256,7 @@ def save_training_state(
         "optimizer_scalars": scalars,
         "progress": progress,
         "weights_sha256": _sha256(weights),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     tmp_m = manifest.with_name(manifest.name + ".tmp")
     tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

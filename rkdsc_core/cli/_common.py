@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "CompileOpt",
     "DataOpt",
     "DeviceOpt",
+    "command_line",
     "distributed",
     "echo_json",
     "fail",
@@ -30,6 +32,12 @@ __all__ = [
     "load_splits",
     "run_settings",
 ]
+
+
+def command_line() -> str:
+    """The command being run, as a shell line (``rkdsc ...``), for manifests and meta."""
+    return shlex.join(["rkdsc", *sys.argv[1:]])
+
 
 DataOpt = Annotated[
     Path | None,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +13,7 @@ from rkdsc_core.cli._common import (
     CompileOpt,
     DataOpt,
     DeviceOpt,
+    command_line,
     distributed,
     fail,
     genotype_arg,
@@ -146,10 +145,6 @@ def _eval_config(
     return StudentEvalConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _command() -> str:
-    return shlex.join(["rkdsc", *sys.argv[1:]])
-
-
 @app.command("search")
 def search_cmd(
     out: OutOpt,
@@ -221,7 +216,7 @@ def search_cmd(
             "teacher": None if teacher is None else teacher.source,
             "device": str(info.device),
             "world_size": info.world_size,
-            "command": _command(),
+            "command": command_line(),
         }
         (out / "search.json").write_text(json.dumps(manifest, indent=2) + "\n")
     expected = result.history[-1]["expected_cost"] if result.history else float("nan")
@@ -315,7 +310,7 @@ def sweep_cmd(
             raise
         if not info.is_main:
             return
-    (out / "sweep-command.txt").write_text(_command() + "\n")
+    (out / "sweep-command.txt").write_text(command_line() + "\n")
     typer.echo(format_table(rows), nl=False)
     typer.echo(f"wrote {out / 'sweep.json'} and {out / 'sweep.md'}")
 

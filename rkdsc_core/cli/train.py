@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,6 +14,7 @@ from rkdsc_core.cli._common import (
     CompileOpt,
     DataOpt,
     DeviceOpt,
+    command_line,
     distributed,
     echo_json,
     fail,
@@ -38,10 +38,6 @@ eval_app = typer.Typer(help="Measure links.", no_args_is_help=True)
 def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ignore[no-untyped-def]
     s = run_settings(data, cache_dir)
     return load_splits(s, name, ("train", "test"))
-
-
-def _command() -> str:
-    return shlex.join(["rkdsc", *sys.argv[1:]])
 
 
 @train_app.command("link")
@@ -137,7 +133,7 @@ def _measure_saved(dest: Path, test: Any, limit: int) -> None:
 
     (dest / "eval_table.json").unlink(missing_ok=True)  # a stale one would not load
     table = measure_eval_table(load_link(dest).pipeline, test, limit=limit)
-    table.meta["command"] = _command()
+    table.meta["command"] = command_line()
     table.save(dest / "eval_table.json")
 
 
@@ -239,7 +235,7 @@ def _train_teacher(info: DistInfo, s: Settings, cfg: Any, out: Path, dataset: st
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         resolved = {
-            "command": _command(),
+            "command": command_line(),
             "dataset": {"name": train.name, "sha256": train.source_sha256},
             "device": str(info.device),
             "world_size": info.world_size,
@@ -247,7 +243,7 @@ def _train_teacher(info: DistInfo, s: Settings, cfg: Any, out: Path, dataset: st
         }
         (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     try:
-        _, summary = train_teacher(cfg, train, test, out, dist=info, command=_command())
+        _, summary = train_teacher(cfg, train, test, out, dist=info, command=command_line())
     except ValueError as e:
         fail(str(e))
         raise
@@ -650,9 +646,10 @@ def eval_sweep_cmd(
         bool,
         typer.Option(
             "--update",
-            help="Measure only the links given and swap their rows into the sweep already in "
-            "--out, keeping every other system's (same images, noise and points; the "
-            "digital baselines are not remeasured).",
+            help="Measure only the links given (systems already in the sweep in --out) and "
+            "swap their rows in, keeping every other system's; give the sweep's own points "
+            "and sample options (a mismatch is refused before measuring). The digital "
+            "baselines are not remeasured.",
         ),
     ] = False,
     digital_bits: Annotated[int, typer.Option(help="Bits per feature value (digital).")] = 8,
@@ -672,6 +669,7 @@ def eval_sweep_cmd(
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
     from dataclasses import asdict
 
+    from rkdsc_core.checkpoint import git_commit
     from rkdsc_core.eval import (
         DEFAULT_SNRS,
         SweepRow,
@@ -724,7 +722,9 @@ def eval_sweep_cmd(
             if previous[1].get("source_sha256") not in (None, test.source_sha256):
                 raise ValueError(f"{out} was measured on other data than {test.source_sha256}")
             planned = [
-                SweepRow(name, c, k, n, float(db), 0.0, 0, min(limit, len(test)), seed)
+                SweepRow(
+                    name, c, k, n, float(db), 0.0, pipe.num_pilots + n, min(limit, len(test)), seed
+                )
                 for name, pipe in links.items()
                 for c in points["channels"]
                 for k in points["knowledge"]
@@ -741,11 +741,12 @@ def eval_sweep_cmd(
     meta: dict[str, Any] = {"dataset": test.name, "split": test.split}
     meta |= {"source_sha256": test.source_sha256}
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}
-    meta |= {"command": _command()}
+    meta |= {"command": command_line(), "git_commit": git_commit()}
     if previous is not None:
         old_rows, old_meta = previous
         rows = replace_systems(old_rows, rows)
-        updates = [*old_meta.get("updates", []), meta["command"]]
+        entry = {k: meta[k] for k in ("command", "git_commit", "links")}
+        updates = [*old_meta.get("updates", []), entry]
         meta = old_meta | {"links": old_meta.get("links", {}) | meta["links"], "updates": updates}
     if out is not None:
         write_sweep(rows, out, meta=meta)
@@ -832,16 +833,17 @@ def eval_margins_cmd(
         f"| McNemar better / worse (p < {alpha:g}) | after Bonferroni |"
     )
     typer.echo("|---|---|---:|---:|---:|---:|---|---|---|")
-
-    def pair(a: int | None, b: int | None) -> str:
-        return "no records" if a is None else f"{a} / {b}"
-
     for t in table:
+        n, k = t["points"], t["recorded"]
+        tested = f" ({k} of {n} points have records)" if k < n else ""
+        mcnemar, corrected = "no records", "no records"
+        if k:
+            mcnemar = f"{t['better']} / {t['worse']}{tested}"
+            corrected = f"{t['better_corrected']} / {t['worse_corrected']} (p < {alpha / k:.2g})"
         typer.echo(
-            f"| {t['against']} | {t['channel']} | {t['points']} | {t['low']:+.1f} "
-            f"| {t['high']:+.1f} | {t['mean']:+.2f} | {t['ahead']} / {t['level']} / {t['behind']} "
-            f"| {pair(t['better'], t['worse'])} "
-            f"| {pair(t['better_corrected'], t['worse_corrected'])} |"
+            f"| {t['against']} | {t['channel']} | {n} | {t['low']:+.1f} | {t['high']:+.1f} "
+            f"| {t['mean']:+.2f} | {t['ahead']} / {t['level']} / {t['behind']} "
+            f"| {mcnemar} | {corrected} |"
         )
 
 

@@ -155,12 +155,17 @@ class Margins:
         points: the points both systems were scored at.
         low, high, mean: ``a``'s accuracy minus ``b``'s, in percentage points.
         ahead, level, behind: points where ``a`` scored more, the same, less.
-        better, worse: points where McNemar's test (:func:`paired_test`) finds ``a``
-            significantly better / worse at ``alpha`` each; ``None`` without per-image records.
-        better_corrected, worse_corrected: the same at ``alpha / points`` (Bonferroni).
+        recorded: the points where both rows carry per-image records (the rest cannot
+            be tested).
+        better, worse: recorded points where McNemar's test (:func:`paired_test`) finds
+            ``a`` significantly better / worse at ``alpha`` each; ``None`` when none is
+            recorded.
+        better_corrected, worse_corrected: the same at ``alpha / recorded`` (Bonferroni
+            over these points).
     """
 
     points: int
+    recorded: int
     low: float
     high: float
     mean: float
@@ -217,17 +222,18 @@ def margins(
     done = [t for t in tests if t is not None]
 
     def count(cut: float, sign: int) -> int | None:
-        if len(done) < len(tests):
+        if not done:
             return None
         return sum(t.p_value < cut and sign * (t.only_a - t.only_b) > 0 for t in done)
 
-    n = len(pairs)
+    n, k = len(pairs), len(done)
     return Margins(
-        n, min(diffs), max(diffs), sum(diffs) / n,
+        n, k, min(diffs), max(diffs), sum(diffs) / n,
         sum(x.accuracy > y.accuracy for x, y in pairs),
         sum(x.accuracy == y.accuracy for x, y in pairs),
         sum(x.accuracy < y.accuracy for x, y in pairs),
-        count(alpha, 1), count(alpha, -1), count(alpha / n, 1), count(alpha / n, -1),
+        count(alpha, 1), count(alpha, -1), count(alpha / max(k, 1), 1),
+        count(alpha / max(k, 1), -1),
     )  # fmt: skip
 
 
@@ -466,7 +472,13 @@ def check_sweep(
     for k in knowledge:
         ChannelKnowledge(k)
     check_snr_db(torch.tensor(snrs))
+    for what, values in (("channels", channels), ("knowledge", knowledge), ("SNRs", snrs),
+                         ("lengths", lengths or ())):  # fmt: skip
+        if len(set(values)) < len(values):
+            raise ValueError(f"{what} repeat a value: {list(values)}")
     for name, pipe in links.items():
+        if name.startswith("digital-"):
+            raise ValueError(f"link name {name!r}: 'digital-' names the digital baselines")
         missing = sorted(set(lengths or ()) - set(pipe.lengths))
         if missing:
             raise ValueError(f"link {name!r} sends L in {pipe.lengths}, not {missing}")
@@ -523,19 +535,25 @@ def _check_digital_reference(
 def replace_systems(old: Sequence[SweepRow], new: Sequence[SweepRow]) -> list[SweepRow]:
     """``old`` with the rows of every system measured in ``new`` swapped for the new ones.
 
-    Rerunning one link of a finished sweep gives the rows a full rerun would: image ``i``
-    meets the same noise whatever else is measured. A system already in ``old`` keeps its
-    place; a new one goes last. The digital baselines, quantising the first link's student,
-    are not remeasured: replacing that link is refused.
+    Rerunning one link of a finished sweep gives the rows a full rerun would (with the same
+    channel and evaluation code): image ``i`` meets the same noise whatever else is
+    measured. Each system keeps its place. The digital baselines (systems named
+    ``digital-...``) quantise the first link's student and are not remeasured, so replacing
+    that link is refused while they are there.
 
     Raises:
-        ValueError: ``new`` scores other images, another seed or other points (channel,
-            knowledge, L, SNR) than ``old`` holds for that system (for a new system: than
-            ``old``'s first link), or replaces the digital reference.
+        ValueError: ``new`` scores another sample (image count, seed), names a system
+            ``old`` does not have, replaces a digital baseline or the digital reference, or
+            measures a system at other points (channel, knowledge, L, SNR, each once) or
+            with other channel uses (pilots) than ``old`` did.
     """
 
-    def points(rows: Sequence[SweepRow], system: str) -> set[tuple[str, str, int, float]]:
-        return {(r.channel, r.knowledge, r.L, r.snr_db) for r in rows if r.system == system}
+    def points(rows: Sequence[SweepRow], system: str) -> list[tuple[str, str, int, float, int]]:
+        return sorted(
+            (r.channel, r.knowledge, r.L, round(r.snr_db, 6), r.channel_uses)
+            for r in rows
+            if r.system == system
+        )
 
     if not old or not new:
         raise ValueError("replace_systems needs rows in both sweeps")
@@ -543,25 +561,27 @@ def replace_systems(old: Sequence[SweepRow], new: Sequence[SweepRow]) -> list[Sw
     if len(sample) > 1:
         raise ValueError(f"the sweeps score different samples (images, seed): {sorted(sample)}")
     old_systems = list(dict.fromkeys(r.system for r in old))
-    links = [s for s in old_systems if any(r.correct for r in old if r.system == s)]
-    digital = [s for s in old_systems if s not in links]
+    links = [s for s in old_systems if not s.startswith("digital-")]
     replaced = list(dict.fromkeys(r.system for r in new))
     for system in replaced:
-        if system in digital:
+        if system not in old_systems:
+            raise ValueError(
+                f"the sweep has no system {system!r} (it has {old_systems}); a new system "
+                "needs a whole sweep"
+            )
+        if system.startswith("digital-"):
             raise ValueError(f"{system!r} is a digital baseline; rerun the whole sweep")
-        if digital and links and system == links[0]:
+        if len(links) < len(old_systems) and system == links[0]:
             raise ValueError(
                 f"{system!r} is the digital baselines' reference link; rerun the whole sweep"
             )
-        want = points(old, system if system in old_systems else links[0] if links else "")
-        if points(new, system) != want:
+        if points(new, system) != points(old, system):
             raise ValueError(
-                f"{system!r} is measured at other points (channel, knowledge, L, SNR) than the "
-                "sweep it joins"
+                f"{system!r} is measured at other points (channel, knowledge, L, SNR) or with "
+                "other channel uses than in the sweep it joins"
             )
     by_system = {s: [r for r in new if r.system == s] for s in replaced}
-    rows = [r for s in old_systems for r in by_system.pop(s, [x for x in old if x.system == s])]
-    return rows + [r for s in by_system.values() for r in s]
+    return [r for s in old_systems for r in by_system.get(s, [x for x in old if x.system == s])]
 
 
 def read_sweep(folder: Path) -> tuple[list[SweepRow], dict[str, Any]]:

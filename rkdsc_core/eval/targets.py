@@ -71,7 +71,7 @@ def _paired_summary(
             m = margins(rows, rkd, base, **points)
         except ValueError:
             continue
-        if m.better is not None:
+        if m.recorded == m.points:
             parts.append(f"vs {base} better at {m.better}, worse at {m.worse} of {m.points} SNRs")
     if not parts:
         return ""

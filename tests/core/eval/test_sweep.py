@@ -152,12 +152,11 @@ class TestReplaceSystems:
     def test_rerunning_one_link_gives_the_rows_of_a_full_rerun(
         self, tiny_dataset: ImageDataset
     ) -> None:
-        ref, a, b, b2, c = (_pipeline(s) for s in range(5))
+        ref, a, b, b2 = (_pipeline(s) for s in range(4))
         old = measure_sweep({"ref": ref, "a": a, "b": b}, tiny_dataset, **_POINTS)
-        new = measure_sweep({"b": b2, "c": c}, tiny_dataset, **_POINTS | {"digital": False})
+        new = measure_sweep({"b": b2}, tiny_dataset, **_POINTS | {"digital": False})
         full = measure_sweep({"ref": ref, "a": a, "b": b2}, tiny_dataset, **_POINTS)
-        c_rows = [r for r in new if r.system == "c"]
-        assert replace_systems(old, new) == full + c_rows
+        assert replace_systems(old, new) == full
         assert [r for r in old if r.system == "b"] != [r for r in full if r.system == "b"]
 
     def test_refuses_what_would_not_match(self, tiny_dataset: ImageDataset) -> None:
@@ -170,15 +169,31 @@ class TestReplaceSystems:
         with pytest.raises(ValueError, match="digital baselines' reference"):
             replace_systems(old, new("ref"))
         with pytest.raises(ValueError, match="is a digital baseline"):
-            replace_systems(old, new("digital-qpsk-b2"))
+            replace_systems(
+                old, [dataclasses.replace(r, system="digital-qpsk-b2") for r in new("a")]
+            )
+        with pytest.raises(ValueError, match="no system 'z'"):
+            replace_systems(old, new("z"))
         with pytest.raises(ValueError, match="different samples"):
             replace_systems(old, new("a", seed=1))
         with pytest.raises(ValueError, match="different samples"):
             replace_systems(old, new("a", limit=15))
         with pytest.raises(ValueError, match="other points"):
             replace_systems(old, new("a", snr_db=(0.0,)))
-        with pytest.raises(ValueError, match="other points"):
-            replace_systems(old, new("z", lengths=(16,)))
+        more_pilots = [dataclasses.replace(r, channel_uses=r.channel_uses + 4) for r in new("a")]
+        with pytest.raises(ValueError, match="other channel uses"):
+            replace_systems(old, more_pilots)
+        # Without digital rows the first link may be replaced too.
+        plain = [r for r in old if not r.system.startswith("digital-")]
+        assert {r.system for r in replace_systems(plain, new("ref"))} == {"ref", "a"}
+
+    def test_sweeps_refuse_repeated_points_and_reserved_names(
+        self, tiny_dataset: ImageDataset
+    ) -> None:
+        with pytest.raises(ValueError, match="repeat a value"):
+            measure_sweep({"a": _pipeline()}, tiny_dataset, **_POINTS | {"snr_db": (0.0, 0.0)})
+        with pytest.raises(ValueError, match="'digital-' names"):
+            measure_sweep({"digital-x": _pipeline()}, tiny_dataset, **_POINTS)
 
 
 @pytest.fixture
@@ -266,12 +281,13 @@ class TestCli:
         (rows, meta), (full, _) = read_sweep(tmp_path / "old"), read_sweep(tmp_path / "full")
         assert rows == full
         assert meta["links"] == {"rkd": str(tmp_path / "rkd"), "ce": str(tmp_path / "ce2")}
-        assert len(meta["updates"]) == 1  # the command line, beside the first one
+        assert [set(u) for u in meta["updates"]] == [{"command", "git_commit", "links"}]
         # Refused before measuring: another sample, the digital reference, no sweep there.
         for bad, message in (
             (sweep("old", "ce", extra=("--update", "--seed", "3")), "different samples"),
             (sweep("old", "rkd", extra=("--update",)), "reference link"),
             (sweep("none", "ce", extra=("--update",)), "sweep.json"),
+            (sweep("old", "typo=ce", extra=("--update",)), "no system 'typo'"),
         ):
             assert bad.exit_code == 2 and message in bad.output, bad.output
         assert read_sweep(tmp_path / "old")[0] == full
@@ -359,7 +375,11 @@ class TestMargins:
         assert (m.points, m.ahead, m.level) == (2, 1, 1)
         assert margins(self.ROWS, "a", "b", channels=["rayleigh"]).level == 1
         unrecorded = [dataclasses.replace(r, correct="") for r in self.ROWS]
-        assert margins(unrecorded, "a", "b").better is None
+        m = margins(unrecorded, "a", "b")
+        assert (m.recorded, m.better, m.worse_corrected) == (0, None, None)
+        # Tested where recorded: the 0 dB AWGN lead stays significant among 3 points.
+        m = margins([*unrecorded[2:4], *self.ROWS[:2], *self.ROWS[4:]], "a", "b")
+        assert (m.points, m.recorded, m.better, m.better_corrected) == (4, 3, 1, 1)
         with pytest.raises(ValueError, match="share no point"):
             margins(self.ROWS, "a", "b", lengths=[64])
         with pytest.raises(ValueError, match="share no point"):
@@ -377,8 +397,7 @@ class TestMargins:
             ("awgn", 3, 1), ("rayleigh", 1, 0), ("all", 4, 1),
         ]  # fmt: skip
         result = runner.invoke(app, args)
-        assert "| b | all | 4 | -8.3 | +100.0 | +22.92 | 1 / 2 / 1 | 1 / 0 | 1 / 0 |" in (
-            result.output
-        )
+        line = "| b | all | 4 | -8.3 | +100.0 | +22.92 | 1 / 2 / 1 | 1 / 0 | 1 / 0 (p < 0.013) |"
+        assert line in result.output
         result = runner.invoke(app, [*args[:-1], "nobody"])
         assert result.exit_code == 2 and "share no point" in result.output
