@@ -27,3 +27,18 @@ def test_targets_md_matches_the_committed_results() -> None:
     # The README shows the same table.
     readme = (ROOT / "README.md").read_text()
     assert all(line in readme for line in committed.splitlines())
+
+
+def test_compare_md_and_the_readme_tables_match_the_committed_sweep() -> None:
+    # `make sweep-docs` writes compare.md: L = 8 then L = 64, six SNR columns.
+    snrs = [f"--snr-db={s}" for s in (-10, -4, 0, 4, 10, 20)]
+    tables = []
+    for length in (8, 64):
+        args = ["eval", "compare", "--sweep", str(RESULTS / "sweep"), "--length", str(length)]
+        result = CliRunner().invoke(app, [*args, *snrs])
+        assert result.exit_code == 0, result.output
+        tables.append(result.output)
+    assert "".join(tables) == (RESULTS / "sweep" / "compare.md").read_text()
+    # The README shows the L = 64 tables.
+    readme = (ROOT / "README.md").read_text()
+    assert all(line in readme for line in tables[1].splitlines() if line.startswith("|"))
