@@ -100,6 +100,12 @@ class SweepRow:
     seed: int
     correct: str = ""
 
+    @property
+    def point(self) -> tuple[str, str, int, float]:
+        """``(channel, knowledge, L, SNR)``, the SNR rounded to 1e-6 dB: rows of two systems
+        with equal points pair up."""
+        return (self.channel, self.knowledge, self.L, round(self.snr_db, 6))
+
     def correct_mask(self) -> np.ndarray | None:
         """``[images]`` bool: image ``i`` classified right; ``None`` when not recorded."""
         if not self.correct:
@@ -207,11 +213,7 @@ def margins(
         )
 
     def at(system: str) -> dict[tuple[str, str, int, float], SweepRow]:
-        return {
-            (r.channel, r.knowledge, r.L, round(r.snr_db, 6)): r
-            for r in rows
-            if r.system == system and keep(r)
-        }
+        return {r.point: r for r in rows if r.system == system and keep(r)}
 
     ours, theirs = at(a), at(b)
     pairs = [(ours[k], theirs[k]) for k in ours if k in theirs]
@@ -548,12 +550,8 @@ def replace_systems(old: Sequence[SweepRow], new: Sequence[SweepRow]) -> list[Sw
             with other channel uses (pilots) than ``old`` did.
     """
 
-    def points(rows: Sequence[SweepRow], system: str) -> list[tuple[str, str, int, float, int]]:
-        return sorted(
-            (r.channel, r.knowledge, r.L, round(r.snr_db, 6), r.channel_uses)
-            for r in rows
-            if r.system == system
-        )
+    def points(rows: Sequence[SweepRow], system: str) -> list[tuple[Any, ...]]:
+        return sorted((*r.point, r.channel_uses) for r in rows if r.system == system)
 
     if not old or not new:
         raise ValueError("replace_systems needs rows in both sweeps")

@@ -59,7 +59,11 @@ def _acc(
 
 
 def _paired_summary(
-    rows: Sequence[SweepRow], rkd: str, baselines: Sequence[str], points: dict[str, Any]
+    rows: Sequence[SweepRow],
+    rkd: str,
+    baselines: Sequence[str],
+    points: dict[str, Any],
+    alpha: float = 0.05,
 ) -> str:
     """``; significant ...: vs B better at x, worse at y of n SNRs`` per baseline ``B``
     (:func:`margins` at ``points``). A baseline is left out when its per-image records are
@@ -68,14 +72,14 @@ def _paired_summary(
     parts = []
     for base in baselines:
         try:
-            m = margins(rows, rkd, base, **points)
+            m = margins(rows, rkd, base, alpha=alpha, **points)
         except ValueError:
             continue
         if m.recorded == m.points:
             parts.append(f"vs {base} better at {m.better}, worse at {m.worse} of {m.points} SNRs")
     if not parts:
         return ""
-    return f"; significant on the same images (McNemar, p < 0.05 each): {'; '.join(parts)}"
+    return f"; significant on the same images (McNemar, p < {alpha:g} each): {'; '.join(parts)}"
 
 
 def _missing(name: str, threshold: str, why: str) -> TargetCheck:
