@@ -672,8 +672,8 @@ def eval_sweep_cmd(
     from rkdsc_core.checkpoint import git_commit
     from rkdsc_core.eval import (
         DEFAULT_SNRS,
-        SweepRow,
         check_sweep,
+        check_update,
         measure_sweep,
         read_sweep,
         replace_systems,
@@ -721,17 +721,11 @@ def eval_sweep_cmd(
         if previous is not None:  # refuse a mismatch before minutes of measuring
             if previous[1].get("source_sha256") not in (None, test.source_sha256):
                 raise ValueError(f"{out} was measured on other data than {test.source_sha256}")
-            planned = [
-                SweepRow(
-                    name, c, k, n, float(db), 0.0, pipe.num_pilots + n, min(limit, len(test)), seed
-                )
-                for name, pipe in links.items()
-                for c in points["channels"]
-                for k in points["knowledge"]
-                for n in length or pipe.lengths
-                for db in points["snr_db"]
-            ]
-            replace_systems(previous[0], planned)
+            check_update(
+                previous[0], links, images=min(limit, len(test)), seed=seed,
+                channels=points["channels"], knowledge=points["knowledge"],
+                snr_db=points["snr_db"], lengths=length,
+            )  # fmt: skip
     except ValueError as e:
         fail(f"--update: {e}" if previous is not None else str(e))
         raise

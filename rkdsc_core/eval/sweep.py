@@ -197,6 +197,11 @@ def margins(
 ) -> Margins:
     """How far ``a`` leads ``b`` at the points both have, optionally only some of them.
 
+    Every point counts once, so a digital baseline's one measurement counts at several: its
+    rows repeat across the knowledge labels (the ideal codes assume genie CSI) and the
+    uncoded QPSK rows across L (it sends every bit whatever L is). Filter by ``knowledge``
+    and ``lengths`` to count each once.
+
     Raises:
         ValueError: no point in common after the filters, ``alpha`` outside (0, 1), or a
             per-image record that is not its row's.
@@ -532,6 +537,38 @@ def _check_digital_reference(
             "link?), so the digital rows are meaningless; put a stage-1 student first",
             name, clean, best,
         )  # fmt: skip
+
+
+def check_update(
+    old: Sequence[SweepRow],
+    links: Mapping[str, SemanticPipeline],
+    *,
+    images: int,
+    seed: int,
+    channels: Sequence[str],
+    knowledge: Sequence[str],
+    snr_db: Sequence[float],
+    lengths: Sequence[int] | None,
+) -> None:
+    """Refuse, before measuring, a :func:`measure_sweep` of ``links`` (without the digital
+    baselines) whose rows :func:`replace_systems` would not swap into ``old``.
+
+    Args:
+        images: the number of test images the sweep will score (``min(limit, len(data))``).
+        channels, knowledge, snr_db, lengths, seed: ``measure_sweep``'s.
+
+    Raises:
+        ValueError: as :func:`replace_systems` would, after the measuring.
+    """
+    planned = [
+        SweepRow(name, c, k, n, float(db), 0.0, pipe.num_pilots + n, images, seed)
+        for name, pipe in links.items()
+        for c in channels
+        for k in knowledge
+        for n in lengths or pipe.lengths
+        for db in snr_db
+    ]
+    replace_systems(old, planned)
 
 
 def replace_systems(old: Sequence[SweepRow], new: Sequence[SweepRow]) -> list[SweepRow]:

@@ -23,6 +23,7 @@ from rkdsc_core.data.specs import CIFAR10_CLASSES
 from rkdsc_core.eval import (
     SWEEP_COLUMNS,
     SweepRow,
+    check_update,
     margins,
     measure_eval_table,
     measure_sweep,
@@ -186,6 +187,41 @@ class TestReplaceSystems:
         # Without digital rows the first link may be replaced too.
         plain = [r for r in old if not r.system.startswith("digital-")]
         assert {r.system for r in replace_systems(plain, new("ref"))} == {"ref", "a"}
+
+    @pytest.mark.parametrize(
+        ("name", "change"),
+        [
+            ("a", {}),
+            ("ref", {}),
+            ("z", {}),
+            ("a", {"seed": 1}),
+            ("a", {"limit": 15}),
+            ("a", {"snr_db": (0.0,)}),
+            ("a", {"lengths": (8, 64)}),
+            ("a", {"channels": ("rayleigh",)}),
+        ],
+    )
+    def test_check_update_refuses_exactly_what_replace_systems_would(
+        self, tiny_dataset: ImageDataset, name: str, change: dict[str, Any]
+    ) -> None:
+        old = measure_sweep({"ref": _pipeline(0), "a": _pipeline(1)}, tiny_dataset, **_POINTS)
+        kw = _POINTS | {"digital": False} | change
+        links = {name: _pipeline(2)}
+        plan = {k: kw.get(k, d) for k, d in (("knowledge", ("perfect", "pilot")), ("seed", 0))}
+        plan |= {k: kw[k] for k in ("channels", "snr_db", "lengths")}
+
+        def outcome(f: Any) -> str:
+            try:
+                f()
+            except ValueError as e:
+                return str(e)
+            return "ok"
+
+        images = min(kw["limit"], len(tiny_dataset))
+        planned = outcome(lambda: check_update(old, links, images=images, **plan))
+        measured = outcome(lambda: replace_systems(old, measure_sweep(links, tiny_dataset, **kw)))
+        assert planned == measured
+        assert (planned == "ok") == (name == "a" and not change)
 
     def test_sweeps_refuse_repeated_points_and_reserved_names(
         self, tiny_dataset: ImageDataset
