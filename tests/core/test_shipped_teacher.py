@@ -31,3 +31,23 @@ def test_shipped_teacher_reproduces_its_model_card(shipped: Path) -> None:
     got = evaluate_teacher(model, test, limit=measured["sample_images"], channels_last=True)
     assert abs(got["test_accuracy"] - measured["sample_accuracy"]) <= 0.005
     assert (shipped / "MODEL_CARD.md").read_text().count(f"{measured['sample_accuracy']:.4f}") >= 1
+
+
+ROOT = WEIGHTS.parents[1]
+
+
+def test_readme_teacher_rows_match_their_manifests() -> None:
+    """Every README teacher row that links a run manifest repeats that manifest's figures."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The teacher", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if "(docs/results/teacher/" in line]
+    assert len(rows) >= 4
+    for row in rows:
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        path = cells[-1].split("(", 1)[1].rstrip(")")
+        manifest = json.loads((ROOT / path).read_text())
+        m = manifest["metrics"]
+        assert cells[1] == f"{manifest['parameters']:,}", row
+        assert cells[2] == str(m["epochs"]), row
+        assert cells[3] == f"{m['wall_seconds'] / 3600:.2f} h", row
+        assert cells[4] == f"{100 * m['test_accuracy']:.2f}%", row
