@@ -39,6 +39,7 @@ __all__ = [
     "load_training_state",
     "resume_training",
     "save_checkpoint",
+    "save_epoch",
     "save_training_state",
     "saved_progress",
     "write_tensors",
@@ -314,6 +315,30 @@ def saved_progress(state: Path | str) -> dict[str, Any]:
         return {}
     progress: dict[str, Any] = json.loads(manifest.read_text()).get("progress", {})
     return progress
+
+
+def save_epoch(
+    state: Path | str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    history: list[dict[str, Any]],
+    wall_seconds: float,
+    config: dict[str, Any],
+    extra: Mapping[str, nn.Module] | None = None,
+    **more: Any,
+) -> Path:
+    """Checkpoint a run after ``epoch`` epochs, in the form :func:`resume_training` reads.
+
+    ``config`` is what a resumed run must match; ``more`` goes into the progress as well.
+    """
+    progress = {"epoch": epoch, "step": step, "history": history, "wall_seconds": wall_seconds}
+    progress |= {"config": config, **more}
+    return save_training_state(
+        state, model=model, optimizer=optimizer, progress=progress, extra=extra
+    )
 
 
 def resume_training(

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rkdsc_core.checkpoint import load_training_state, resume_training, save_training_state
+from rkdsc_core.checkpoint import (
+    load_training_state,
+    resume_training,
+    save_epoch,
+    save_training_state,
+)
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.distill import FeatureProjector, feature_loss, kd_loss
 from rkdsc_core.models.genotypes import Genotype, genotype_to_dict
@@ -542,19 +547,13 @@ def _save(
     # previous, consistent pair. Older arch files are removed afterwards.
     arch_name = f"arch-{epoch:04d}"
     save_training_state(out / arch_name, model=arch_holder, optimizer=a_opt, progress={})
-    save_training_state(
+    save_epoch(
         out / "state",
         model=modules,
         optimizer=w_opt,
-        progress={
-            "epoch": epoch,
-            "step": step,
-            "history": history,
-            "wall_seconds": wall,
-            "config": config,
-            "arch_state": arch_name,
-        },
-    )
+        epoch=epoch, step=step, history=history, wall_seconds=wall, config=config,
+        arch_state=arch_name,
+    )  # fmt: skip
     for old in out.glob("arch-*"):
         if not old.name.startswith(arch_name + "."):
             old.unlink()

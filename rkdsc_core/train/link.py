@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rkdsc_core.channel import Channel, ChannelConfig
-from rkdsc_core.checkpoint import resume_training, save_training_state
+from rkdsc_core.checkpoint import resume_training, save_epoch
 from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
 from rkdsc_core.link.pipeline import SemanticPipeline
 from rkdsc_core.models import Backbone, create_model
@@ -111,6 +111,17 @@ def draw_conditions(
 
 
 @torch.no_grad()
+def channel_generator(seed: int, epoch: int, info: DistInfo) -> torch.Generator:
+    """The generator of an epoch's channel draws (:func:`draw_conditions` and the noise).
+
+    Rank 0 keeps the single-process stream, so one process draws as it always has; every
+    other rank draws its own.
+    """
+    if info.rank == 0:
+        return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return epoch_generator(seed, epoch, 2, info.rank)
+
+
 def evaluate_clean_channel(
     pipeline: SemanticPipeline,
     data: ImageDataset,
@@ -178,11 +189,7 @@ def train_link(
         t0 = time.time()
         seed_epoch(cfg.seed, epoch, info)
         loader.set_epoch(epoch)
-        g = (  # channel draws: rank 0 keeps the single-process stream, other ranks their own
-            torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            if info.rank == 0
-            else epoch_generator(cfg.seed, epoch, 2, info.rank)
-        )
+        g = channel_generator(cfg.seed, epoch, info)
         running = 0.0
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main
@@ -227,18 +234,10 @@ def train_link(
             log.info(
                 "epoch %d: loss %.3f, accuracy (AWGN 20 dB, L max) %.4f", epoch + 1, running, acc
             )
-            save_training_state(
-                state,
-                model=pipeline,
-                optimizer=opt,
-                progress={
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "history": history,
-                    "wall_seconds": wall,
-                    "config": _jsonable(cfg),
-                },
-            )
+            save_epoch(
+                state, model=pipeline, optimizer=opt, epoch=epoch + 1, step=step,
+                history=history, wall_seconds=wall, config=_jsonable(cfg),
+            )  # fmt: skip
         barrier(info)
         if max_steps is not None and step >= max_steps:
             break

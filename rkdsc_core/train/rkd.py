@@ -49,7 +49,7 @@ from rkdsc_core.checkpoint import (
     load_model,
     resume_training,
     save_checkpoint,
-    save_training_state,
+    save_epoch,
     saved_progress,
 )
 from rkdsc_core.data import ImageDataset, epoch_generator
@@ -69,7 +69,12 @@ from rkdsc_core.train.ddp import (
     train_loader,
     wrap_ddp,
 )
-from rkdsc_core.train.link import LinkTrainConfig, draw_conditions, evaluate_clean_channel
+from rkdsc_core.train.link import (
+    LinkTrainConfig,
+    channel_generator,
+    draw_conditions,
+    evaluate_clean_channel,
+)
 from rkdsc_core.train.teacher import evaluate_teacher
 
 __all__ = [
@@ -378,10 +383,10 @@ def train_student(
             log.info(
                 "student epoch %d: loss %.3f, clean accuracy %.4f", epoch + 1, row["loss"], acc
             )
-            progress = {"epoch": epoch + 1, "step": step, "history": history, "wall_seconds": wall}
-            save_training_state(
-                state, model=net, optimizer=opt, progress=progress | {"config": ident}
-            )
+            save_epoch(
+                state, model=net, optimizer=opt, epoch=epoch + 1, step=step, history=history,
+                wall_seconds=wall, config=ident,
+            )  # fmt: skip
         barrier(info)
         if max_steps is not None and step >= max_steps:
             break
@@ -526,11 +531,7 @@ def train_codec(
         seed_epoch(cfg.seed, epoch, info)
         loader.set_epoch(epoch)
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
-        g = (  # channel draws, as in train_link
-            torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            if info.rank == 0
-            else epoch_generator(cfg.seed, epoch, 2, info.rank)
-        )
+        g = channel_generator(cfg.seed, epoch, info)
         sums, n = torch.zeros(4, dtype=torch.float64), 0
         bar = tqdm(
             range(0, len(order), bs),
@@ -575,10 +576,10 @@ def train_codec(
         history.append(row)
         if info.is_main:
             log.info("codec epoch %d: loss %.3f, AWGN 20 dB %.4f", epoch + 1, row["loss"], acc)
-            progress = {"epoch": epoch + 1, "step": step, "history": history, "wall_seconds": wall}
-            save_training_state(
-                state, model=net, optimizer=opt, progress=progress | {"config": ident}
-            )
+            save_epoch(
+                state, model=net, optimizer=opt, epoch=epoch + 1, step=step, history=history,
+                wall_seconds=wall, config=ident,
+            )  # fmt: skip
         barrier(info)
         if max_steps is not None and step >= max_steps:
             break

@@ -43,7 +43,7 @@ from rkdsc_core.checkpoint import (
     checkpoint_paths,
     resume_training,
     save_checkpoint,
-    save_training_state,
+    save_epoch,
 )
 from rkdsc_core.data import BatchLoader, ImageDataset, to_tensor
 from rkdsc_core.models import Backbone, create_model
@@ -544,20 +544,11 @@ def train_teacher(
                 " (flip TTA)" if cfg.flip_tta else "",
                 history[-1]["seconds"],
             )
-            save_training_state(
-                state,
-                model=model,
-                optimizer=opt,
-                progress={
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "history": history,
-                    "wall_seconds": wall,
-                    "world_size": info.world_size,
-                    "config": _jsonable(cfg),
-                },
-                extra=averages,
-            )
+            save_epoch(
+                state, model=model, optimizer=opt, epoch=epoch + 1, step=step, history=history,
+                wall_seconds=wall, config=_jsonable(cfg), extra=averages,
+                world_size=info.world_size,
+            )  # fmt: skip
         barrier(info)
         if max_steps is not None and step >= max_steps:
             break

@@ -12,7 +12,9 @@ from rkdsc_core.checkpoint import (
     load_checkpoint,
     load_model,
     load_training_state,
+    resume_training,
     save_checkpoint,
+    save_epoch,
     save_training_state,
 )
 from rkdsc_core.models import create_model
@@ -145,3 +147,20 @@ class TestTrainingState:
             load_training_state(
                 tmp_path / "s", model=model2, optimizer=opt2, extra={"swa": _model()}
             )
+
+    def test_save_epoch_is_what_resume_training_reads(self, tmp_path: Path) -> None:
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5}]
+        save_epoch(
+            tmp_path / "s", model=model, optimizer=opt, epoch=2, step=40, history=history,
+            wall_seconds=12.5, config={"lr": 0.1}, world_size=2,
+        )  # fmt: skip
+        fresh = _model()
+        opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1)
+        resumed = resume_training(tmp_path / "s", model=fresh, optimizer=opt2, config={"lr": 0.1})
+        assert resumed[:4] == (2, 40, history, 12.5)
+        assert resumed.progress["world_size"] == 2
+        assert torch.equal(fresh.state_dict()["head.weight"], model.state_dict()["head.weight"])
+        with pytest.raises(ValueError, match="another config"):
+            resume_training(tmp_path / "s", model=fresh, optimizer=opt2, config={"lr": 0.2})
