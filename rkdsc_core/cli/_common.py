@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from rkdsc_core.data.specs import DATASETS
+
 if TYPE_CHECKING:
     from rkdsc_core.config import Settings
     from rkdsc_core.data import ImageDataset
@@ -51,6 +53,10 @@ CacheOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="decoded-array cache; default: data.cache_dir"),
 ]
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help=f"dataset name, one of: {', '.join(DATASETS)}")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="torch device: cpu, cuda, cuda:1 (RKDSC_DEVICE; default cpu)."),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rkdsc_core.channel import CHANNEL_MODELS, MODULATIONS, simulate_ber
-from rkdsc_core.cli._common import echo_json, fail
+from rkdsc_core.cli._common import JsonOpt, echo_json, fail
 
 __all__ = ["app"]
 
@@ -33,7 +33,7 @@ def simulate_cmd(
     ] = 1000,
     max_bits: Annotated[int, typer.Option(help="...or after this many bits.")] = 4_000_000,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Uncoded BER over a channel, simulated beside its closed form."""
     if channel not in CHANNEL_MODELS:

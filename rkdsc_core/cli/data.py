@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import CacheOpt, DataOpt, echo_json, fail
+from rkdsc_core.cli._common import CacheOpt, DataOpt, DatasetOpt, JsonOpt, echo_json, fail
 from rkdsc_core.config import load_settings
 from rkdsc_core.data import (
     DATASETS,
@@ -23,11 +23,9 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Datasets: list, decode into the cache, download.", no_args_is_help=True)
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=f"one of: {', '.join(DATASETS)}")]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="settings file (.yaml/.json), loaded first")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @app.command("prepare")

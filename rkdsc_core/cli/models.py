@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import echo_json, fail
+from rkdsc_core.cli._common import JsonOpt, echo_json, fail
 from rkdsc_core.models.complexity import count_macs, count_parameters
 from rkdsc_core.registry import create_model, list_models
 
@@ -67,7 +67,7 @@ def info_cmd(
         list[str] | None,
         typer.Option("--name", help="Model to describe; repeat for several. Default: all."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Parameters, MACs per image, input shape, tokens T and feature dim D of each model."""
     known = list_models()

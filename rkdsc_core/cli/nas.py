@@ -12,6 +12,7 @@ from rkdsc_core.cli._common import (
     CacheOpt,
     CompileOpt,
     DataOpt,
+    DatasetOpt,
     DeviceOpt,
     command_line,
     distributed,
@@ -64,7 +65,6 @@ PcOpt = Annotated[
     typer.Option("--partial-channels", help="PC-DARTS K: 1/K channels per edge (default 4)."),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed (default 0).")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
 EvalEpochsOpt = Annotated[int | None, typer.Option(help="Protocol epochs (default 5).")]
 EvalCOpt = Annotated[int | None, typer.Option("--eval-C", help="Student channels (default 16).")]
 EvalLayersOpt = Annotated[int | None, typer.Option(help="Student cells (default 5).")]

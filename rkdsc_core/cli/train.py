@@ -13,7 +13,9 @@ from rkdsc_core.cli._common import (
     CacheOpt,
     CompileOpt,
     DataOpt,
+    DatasetOpt,
     DeviceOpt,
+    JsonOpt,
     command_line,
     distributed,
     echo_json,
@@ -55,7 +57,7 @@ def train_link_cmd(
     ] = None,
     eval_limit: Annotated[int, typer.Option(help="Test images for the eval table.")] = 1000,
     fp16: Annotated[bool, typer.Option(help="Store weights as float16.")] = True,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
@@ -178,7 +180,7 @@ def train_teacher_cmd(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
@@ -538,10 +540,10 @@ def eval_table_cmd(
     limit: Annotated[int, typer.Option(help="Test images.")] = 1000,
     knowledge: Annotated[str, typer.Option(help="perfect | pilot | none")] = "pilot",
     out: Annotated[Path | None, typer.Option(help="Write the table JSON here.")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Accuracy per channel model, L and SNR (-10..24 dB) on the test split."""
     from rkdsc_core.eval import measure_eval_table
@@ -574,10 +576,10 @@ def eval_clean_cmd(
     limit: Annotated[
         int | None, typer.Option(help="A fixed sample of this many test images (default all).")
     ] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Clean test accuracy of classifiers, no channel: single view and with flip TTA."""
     from rkdsc_core.checkpoint import load_model
@@ -661,10 +663,10 @@ def eval_sweep_cmd(
         ),
     ] = 2000,
     pca_bits: Annotated[int, typer.Option(help="Bits per PCA coefficient (digital-pca).")] = 4,
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "cifar10",
+    dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
     from dataclasses import asdict
@@ -793,7 +795,7 @@ def eval_margins_cmd(
         float | None, typer.Option(help="Only the points at or below this SNR [dB].")
     ] = None,
     alpha: Annotated[float, typer.Option(help="McNemar significance level per point.")] = 0.05,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """How far one system leads others over a sweep's points, per channel and in all
     (accuracy points; paired McNemar tests on the same images; nothing re-measured)."""
@@ -861,7 +863,7 @@ def eval_targets_cmd(
     knowledge: Annotated[str, typer.Option(help="CSI the targets are read at.")] = "pilot",
     nas_lambda: Annotated[float, typer.Option(help="The KDL-DARTS row compared.")] = 0.1,
     out: Annotated[Path | None, typer.Option(help="Also write the Markdown table here.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The paper's targets, checked from the recipe's results (nothing is re-measured)."""
     from dataclasses import asdict
