@@ -4,7 +4,6 @@ from services.channel.server import (
     ChannelEmulatorServicer,
     ChannelServer,
     build_server,
-    create_server,
     serve,
 )
 from services.channel.settings import ChannelParams, Settings
@@ -15,6 +14,5 @@ __all__ = [
     "ChannelServer",
     "Settings",
     "build_server",
-    "create_server",
     "serve",
 ]

@@ -43,7 +43,6 @@ __all__ = [
     "ChannelEmulatorServicer",
     "ChannelServer",
     "build_server",
-    "create_server",
     "impair_frame",
     "serve",
 ]
@@ -603,14 +602,6 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)
     return ChannelServer(server, port, servicer, health_servicer, settings.grace_seconds)
-
-
-def create_server(
-    settings: Settings, registry: CollectorRegistry | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (bound, not started) and its port; see :func:`build_server`."""
-    built = build_server(settings, registry)
-    return built.server, built.port
 
 
 async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:

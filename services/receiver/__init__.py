@@ -5,7 +5,6 @@ from services.receiver.server import (
     ReceiverServer,
     ReceiverServicer,
     build_server,
-    create_server,
     serve,
 )
 from services.receiver.settings import Settings
@@ -16,6 +15,5 @@ __all__ = [
     "ReceiverServicer",
     "Settings",
     "build_server",
-    "create_server",
     "serve",
 ]

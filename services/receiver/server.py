@@ -39,7 +39,6 @@ __all__ = [
     "ReceiverServer",
     "ReceiverServicer",
     "build_server",
-    "create_server",
     "serve",
 ]
 
@@ -327,14 +326,6 @@ def build_server(
         settings.knowledge,
     )
     return ReceiverServer(server, port, servicer, health_servicer, settings.grace_seconds)
-
-
-def create_server(
-    settings: Settings, registry: CollectorRegistry | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (bound, not started) and its port; see :func:`build_server`."""
-    built = build_server(settings, registry)
-    return built.server, built.port
 
 
 async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:

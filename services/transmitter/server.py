@@ -33,7 +33,6 @@ __all__ = [
     "TransmitterServer",
     "TransmitterServicer",
     "build_server",
-    "create_server",
     "serve",
 ]
 
@@ -258,14 +257,6 @@ def build_server(
     return TransmitterServer(
         server, port, servicer, health_servicer, engine, runs, settings.grace_seconds
     )
-
-
-def create_server(
-    settings: Settings, registry: CollectorRegistry | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (bound, not started) and its port; see :func:`build_server`."""
-    built = build_server(settings, registry)
-    return built.server, built.port
 
 
 async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
