@@ -110,7 +110,6 @@ def draw_conditions(
     return Channel(ChannelConfig(model=model)), snr, length, knowledge  # type: ignore[arg-type]
 
 
-@torch.no_grad()
 def channel_generator(seed: int, epoch: int, info: DistInfo) -> torch.Generator:
     """The generator of an epoch's channel draws (:func:`draw_conditions` and the noise).
 
@@ -122,6 +121,7 @@ def channel_generator(seed: int, epoch: int, info: DistInfo) -> torch.Generator:
     return epoch_generator(seed, epoch, 2, info.rank)
 
 
+@torch.no_grad()
 def evaluate_clean_channel(
     pipeline: SemanticPipeline,
     data: ImageDataset,
