@@ -12,6 +12,8 @@ from rkdsc_core.data import ImageDataset
 from rkdsc_core.link import load_link
 from rkdsc_core.models.genotypes import genotype_to_dict, get_genotype
 from rkdsc_core.train import LinkTrainConfig, lr_at, train_link
+from rkdsc_core.train.link import build_pipeline, evaluate_clean_channel
+from rkdsc_core.train.teacher import evaluate_teacher
 from tests.core.data.conftest import write_tree
 
 _TINY = LinkTrainConfig(
@@ -31,6 +33,17 @@ class TestSchedule:
         assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
         assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
         assert lrs[100] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_evaluations_build_no_autograd_graph(tiny_dataset: ImageDataset) -> None:
+    """The per-epoch evaluations run under no_grad (a graph per batch would only cost)."""
+    pipeline = build_pipeline(_TINY)
+    modes: list[bool] = []
+    for module in pipeline.modules():
+        module.register_forward_hook(lambda *_: modes.append(torch.is_grad_enabled()))
+    evaluate_clean_channel(pipeline, tiny_dataset, limit=8)
+    evaluate_teacher(pipeline.student, tiny_dataset, limit=8)
+    assert modes and not any(modes)
 
 
 class TestTrainLink:
