@@ -56,6 +56,15 @@ CacheOpt = Annotated[
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", "-d", help=f"dataset name, one of: {', '.join(DATASETS)}")
 ]
+InputDatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help=f"dataset name, one of: {', '.join(DATASETS)}; default: the one the input "
+        "(the teacher, the cache) was made on",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DeviceOpt = Annotated[
     str | None,

@@ -15,6 +15,7 @@ from rkdsc_core.cli._common import (
     DataOpt,
     DatasetOpt,
     DeviceOpt,
+    InputDatasetOpt,
     JsonOpt,
     command_line,
     distributed,
@@ -267,9 +268,7 @@ def cache_teacher_cmd(
     seed: Annotated[int | None, typer.Option(help="Seed of the views (default 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Teacher batch (default 256).")] = None,
     split: Annotated[str, typer.Option(help="Split to cache.")] = "train",
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (default: the teacher's).")
-    ] = None,
+    dataset: InputDatasetOpt = None,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
@@ -364,9 +363,7 @@ def train_student_cmd(
     w_feat: Annotated[float | None, typer.Option(help="Weight of the feature term.")] = None,
     eval_images: Annotated[int | None, typer.Option(help="Test images per evaluation.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (default: the cache's).")
-    ] = None,
+    dataset: InputDatasetOpt = None,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,
@@ -451,9 +448,7 @@ def train_codec_cmd(
     ] = None,
     eval_limit: Annotated[int, typer.Option(help="Test images for the eval table.")] = 1000,
     fp16: Annotated[bool, typer.Option(help="Store weights as float16.")] = True,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset name (default: the cache's).")
-    ] = None,
+    dataset: InputDatasetOpt = None,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None,

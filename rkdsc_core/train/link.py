@@ -41,6 +41,7 @@ from rkdsc_core.train.ddp import (
 __all__ = [
     "LinkTrainConfig",
     "build_pipeline",
+    "channel_generator",
     "draw_conditions",
     "evaluate_clean_channel",
     "lr_at",
