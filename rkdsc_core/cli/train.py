@@ -158,6 +158,13 @@ def train_teacher_cmd(
     width: Annotated[
         int | None, typer.Option(help="ResNet width (32: the CPU teacher, 64: ResNet-18).")
     ] = None,
+    widths: Annotated[
+        str | None,
+        typer.Option(
+            help="FastNet's three conv-group widths [channels], comma-separated (preset "
+            "64,320,320; the last is the feature width D)."
+        ),
+    ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Input size the model resizes to [pixels].")
     ] = None,
@@ -200,6 +207,13 @@ def train_teacher_cmd(
         if not name.startswith("resnet"):
             fail(f"--width applies to the ResNet teachers, not {name}")
         model_overrides["width"] = width
+    if widths is not None:
+        if not name.startswith("fastnet"):
+            fail(f"--widths applies to the FastNet teachers, not {name}")
+        try:
+            model_overrides["widths"] = tuple(int(w) for w in widths.split(","))
+        except ValueError:
+            fail(f"--widths expects three comma-separated integers, got {widths!r}")
     if image_size is not None:
         model_overrides["image_size"] = image_size
     if clip_checkpoint is not None:

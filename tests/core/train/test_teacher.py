@@ -335,6 +335,21 @@ class TestCli:
         cache = load_teacher_cache(tmp_path / "tc", teacher=run / "teacher")
         assert cache.logits.shape == (2, 9, 10)
 
+    def test_fastnet_widths(self, runner: CliRunner, tmp_path: Path) -> None:
+        tree = write_tree(tmp_path / "tree").path
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
+        run = tmp_path / "run"
+        args = ["train", "teacher", "--out", str(run), "--widths", "4,8,6", "--epochs", "1"]
+        result = runner.invoke(app, [*args, "--batch-size", "4", *data])
+        assert result.exit_code == 0, result.output
+        assert json.loads((run / "teacher.json").read_text())["config"]["widths"] == [4, 8, 6]
+        for bad, says in (("4,8", "three positive integers"), ("4,x,8", "comma-separated")):
+            result = runner.invoke(app, [*args[:5], bad, "--epochs", "1", *data])
+            assert result.exit_code == 2 and says in result.output, result.output
+        args = ["train", "teacher", "--out", str(run), "--model", "resnet18-cifar", "--widths"]
+        result = runner.invoke(app, [*args, "4,8,8"])
+        assert result.exit_code == 2 and "FastNet" in result.output
+
     def test_missing_data_is_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
         args = ["train", "teacher", "--out", str(tmp_path / "run"), "--epochs", "1"]
         result = runner.invoke(app, [*args, "--data", str(tmp_path / "nowhere")])
