@@ -11,17 +11,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from rkdsc_core.channel import Channel, ChannelConfig
-from rkdsc_core.checkpoint import resume_training, save_epoch
 from rkdsc_core.data import BatchLoader, ImageDataset, epoch_generator
 from rkdsc_core.link.pipeline import SemanticPipeline
 from rkdsc_core.models import Backbone, create_model
@@ -30,13 +27,12 @@ from rkdsc_core.train.ddp import (
     DistInfo,
     all_reduce_mean,
     all_reduce_sum,
-    barrier,
     broadcast_buffers,
     current_dist,
-    seed_epoch,
     train_loader,
     wrap_ddp,
 )
+from rkdsc_core.train.loop import EpochLoop
 
 __all__ = [
     "LinkTrainConfig",
@@ -177,27 +173,19 @@ def train_link(
     opt = torch.optim.AdamW(pipeline.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=True)
     total = cfg.epochs * len(loader)
-    state = out_dir / "state"
-    start_epoch, step, history, wall, _ = resume_training(
-        state, model=pipeline, optimizer=opt, config=_jsonable(cfg)
-    )
-    if start_epoch:
-        log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    loop = EpochLoop(
+        out_dir / "state", model=pipeline, optimizer=opt, config=_jsonable(cfg),
+        epochs=cfg.epochs, seed=cfg.seed, info=info, max_steps=max_steps, logger=log,
+    )  # fmt: skip
     model = wrap_ddp(pipeline, info)
     pipeline.train()
     lengths = pipeline.lengths
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        seed_epoch(cfg.seed, epoch, info)
-        loader.set_epoch(epoch)
+    for epoch in loop.epochs(loader):
         g = channel_generator(cfg.seed, epoch, info)
         running = 0.0
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main
-        )
-        for x, y in bar:
+        for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr_at(loop.step, total, cfg)
             channel, snr, length, knowledge = draw_conditions(cfg, lengths, len(y), g)
             out = model(
                 x.to(device).contiguous(memory_format=torch.channels_last),
@@ -213,35 +201,16 @@ def train_link(
             torch.nn.utils.clip_grad_norm_(pipeline.parameters(), 5.0)
             opt.step()
             running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
-            bar.set_postfix(loss=f"{running:.3f}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
+            loop.postfix(loss=f"{running:.3f}")
         broadcast_buffers(pipeline, info)
-        running = all_reduce_mean(running, info)
-        acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
-        seconds = time.time() - t0
-        wall += seconds
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": running,
-                "acc_awgn_20db": acc,
-                "seconds": seconds,
-                "compiled": info.compile,
-            }
+        row = {"loss": all_reduce_mean(running, info)}
+        row["acc_awgn_20db"] = evaluate_clean_channel(
+            pipeline, test, limit=cfg.eval_images, dist=info
         )
-        if info.is_main:
-            log.info(
-                "epoch %d: loss %.3f, accuracy (AWGN 20 dB, L max) %.4f", epoch + 1, running, acc
-            )
-            save_epoch(
-                state, model=pipeline, optimizer=opt, epoch=epoch + 1, step=step,
-                history=history, wall_seconds=wall, config=_jsonable(cfg),
-            )  # fmt: skip
-        barrier(info)
-        if max_steps is not None and step >= max_steps:
-            break
+        loop.end_epoch(
+            row, "epoch {epoch}: loss {loss:.3f}, accuracy (AWGN 20 dB, L max) {acc_awgn_20db:.4f}"
+        )
+    history, wall = loop.history, loop.wall
     pipeline.eval()
     return pipeline, {"history": history, "wall_seconds": wall, "config": _jsonable(cfg)}
 

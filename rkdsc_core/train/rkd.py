@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,16 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from rkdsc_core.channel import Channel
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
     load_checkpoint,
     load_model,
-    resume_training,
     save_checkpoint,
-    save_epoch,
     saved_progress,
 )
 from rkdsc_core.data import ImageDataset, epoch_generator
@@ -65,7 +61,6 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
-    seed_epoch,
     train_loader,
     wrap_ddp,
 )
@@ -75,6 +70,7 @@ from rkdsc_core.train.link import (
     draw_conditions,
     evaluate_clean_channel,
 )
+from rkdsc_core.train.loop import EpochLoop
 from rkdsc_core.train.teacher import evaluate_teacher
 
 __all__ = [
@@ -328,32 +324,23 @@ def train_student(
     loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=False)
     total = cfg.epochs * len(loader)
     ident = {"config": _jsonable(cfg), "teacher_cache": cache.manifest.get("weights_sha256")}
-    state = out_dir / "state"
-    start_epoch, step, history, wall, _ = resume_training(
-        state, model=net, optimizer=opt, config=ident
-    )
-    if start_epoch:
-        log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    loop = EpochLoop(
+        out_dir / "state", model=net, optimizer=opt, config=ident, epochs=cfg.epochs,
+        seed=cfg.seed, info=info, max_steps=max_steps, logger=log,
+    )  # fmt: skip
     model = wrap_ddp(net, info)
     net.train()
+    history = loop.history
     acc = history[-1]["test_accuracy"] if history else float("nan")
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        seed_epoch(cfg.seed, epoch, info)
-        loader.set_epoch(epoch)
+    for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         sums, n = torch.zeros(4, dtype=torch.float64), 0
-        bar = tqdm(
-            range(0, len(order), bs),
-            desc=f"student epoch {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=not info.is_main,
-        )
-        for start in bar:
+        desc = f"student epoch {epoch + 1}/{cfg.epochs}"
+        for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]
             b = cache.batch(train, idx, views[idx], device=device)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr_at(loop.step, total, cfg)
             out = model(
                 b.images.contiguous(memory_format=torch.channels_last),
                 b.labels,
@@ -362,10 +349,7 @@ def train_student(
             )
             sums += _optimise(opt, net, out, _STUDENT_TERMS)
             n += 1
-            bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
+            loop.postfix(loss=f"{float(sums[0]) / n:.3f}")
         broadcast_buffers(net, info)
         means = all_reduce_mean(sums / max(1, n), info)
         with torch.no_grad():
@@ -373,23 +357,13 @@ def train_student(
                 "test_accuracy"
             ]
         net.train()
-        seconds = time.time() - t0
-        wall += seconds
-        row = {"epoch": epoch + 1, "steps": step, "test_accuracy": acc, "seconds": seconds}
-        row["compiled"] = info.compile
-        row |= {k: float(v) for k, v in zip(_STUDENT_TERMS, means, strict=True)}
-        history.append(row)
-        if info.is_main:
-            log.info(
-                "student epoch %d: loss %.3f, clean accuracy %.4f", epoch + 1, row["loss"], acc
-            )
-            save_epoch(
-                state, model=net, optimizer=opt, epoch=epoch + 1, step=step, history=history,
-                wall_seconds=wall, config=ident,
-            )  # fmt: skip
-        barrier(info)
-        if max_steps is not None and step >= max_steps:
-            break
+        row = {"test_accuracy": acc} | {
+            k: float(v) for k, v in zip(_STUDENT_TERMS, means, strict=True)
+        }
+        loop.end_epoch(
+            row, "student epoch {epoch}: loss {loss:.3f}, clean accuracy {test_accuracy:.4f}"
+        )
+    wall = loop.wall
     student.eval()
     path = out_dir / "student"
     summary: dict[str, Any] = {"history": history, "wall_seconds": wall, **ident}
@@ -519,31 +493,22 @@ def train_codec(
     conditions = LinkTrainConfig(
         snr_db_range=cfg.snr_db_range, channels=cfg.channels, knowledge=cfg.knowledge
     )
-    start_epoch, step, history, wall, _ = resume_training(
-        state, model=net, optimizer=opt, config=ident, defaults={"projector": None}
-    )
-    if start_epoch:
-        log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    loop = EpochLoop(
+        state, model=net, optimizer=opt, config=ident, epochs=cfg.epochs, seed=cfg.seed,
+        info=info, max_steps=max_steps, defaults={"projector": None}, logger=log,
+    )  # fmt: skip
     model = wrap_ddp(net, info)
     net.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        seed_epoch(cfg.seed, epoch, info)
-        loader.set_epoch(epoch)
+    for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         g = channel_generator(cfg.seed, epoch, info)
         sums, n = torch.zeros(4, dtype=torch.float64), 0
-        bar = tqdm(
-            range(0, len(order), bs),
-            desc=f"codec epoch {epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=not info.is_main,
-        )
-        for start in bar:
+        desc = f"codec epoch {epoch + 1}/{cfg.epochs}"
+        for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]
             b = cache.batch(train, idx, views[idx], device=device)
             for group, scale in zip(opt.param_groups, scales, strict=True):
-                group["lr"] = scale * lr_at(step, total, cfg)
+                group["lr"] = scale * lr_at(loop.step, total, cfg)
             channel, snr, length, knowledge = draw_conditions(
                 conditions, pipeline.lengths, len(idx), g
             )
@@ -560,29 +525,16 @@ def train_codec(
             )
             sums += _optimise(opt, net, out, _CODEC_TERMS)
             n += 1
-            bar.set_postfix(loss=f"{float(sums[0]) / n:.3f}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
+            loop.postfix(loss=f"{float(sums[0]) / n:.3f}")
         broadcast_buffers(net, info)
         means = all_reduce_mean(sums / max(1, n), info)
         acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
         net.train()
-        seconds = time.time() - t0
-        wall += seconds
-        row = {"epoch": epoch + 1, "steps": step, "acc_awgn_20db": acc, "seconds": seconds}
-        row["compiled"] = info.compile
-        row |= {k: float(v) for k, v in zip(_CODEC_TERMS, means, strict=True)}
-        history.append(row)
-        if info.is_main:
-            log.info("codec epoch %d: loss %.3f, AWGN 20 dB %.4f", epoch + 1, row["loss"], acc)
-            save_epoch(
-                state, model=net, optimizer=opt, epoch=epoch + 1, step=step, history=history,
-                wall_seconds=wall, config=ident,
-            )  # fmt: skip
-        barrier(info)
-        if max_steps is not None and step >= max_steps:
-            break
+        row = {"acc_awgn_20db": acc} | {
+            k: float(v) for k, v in zip(_CODEC_TERMS, means, strict=True)
+        }
+        loop.end_epoch(row, "codec epoch {epoch}: loss {loss:.3f}, AWGN 20 dB {acc_awgn_20db:.4f}")
+    history, wall = loop.history, loop.wall
     pipeline.eval()
     dest = weights_out if weights_out is not None else out_dir / "weights"
     summary: dict[str, Any] = {"history": history, "wall_seconds": wall, **ident}

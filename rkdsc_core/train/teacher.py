@@ -27,7 +27,6 @@ import gc
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
 from rkdsc_core.checkpoint import (
     checkpoint_paths,
-    resume_training,
     save_checkpoint,
-    save_epoch,
 )
 from rkdsc_core.data import BatchLoader, ImageDataset, to_tensor
 from rkdsc_core.models import Backbone, create_model
@@ -53,10 +49,10 @@ from rkdsc_core.train.ddp import (
     barrier,
     broadcast_buffers,
     current_dist,
-    seed_epoch,
     train_loader,
     wrap_ddp,
 )
+from rkdsc_core.train.loop import EpochLoop
 
 __all__ = [
     "TEACHER_PRESETS",
@@ -445,29 +441,22 @@ def train_teacher(
             f"({cfg.batch_size}); lower batch_size"
         )
     total = cfg.epochs * len(loader)
-    state = out_dir / "state"
-    start_epoch, step, history, wall, progress = resume_training(
-        state,
-        model=model,
-        optimizer=opt,
-        config=_jsonable(cfg),
-        extra=averages,
-        defaults=_jsonable(TeacherTrainConfig()),
-    )
-    if start_epoch:
-        if progress.get("world_size", 1) != info.world_size and info.is_main:
-            log.warning(
-                "resuming a run of world size %s with %d processes: data order and "
-                "augmentation change from here on",
-                progress.get("world_size"),
-                info.world_size,
-            )
-        if info.is_main:
-            log.info("resumed from %s at epoch %d (step %d)", state, start_epoch, step)
+    loop = EpochLoop(
+        out_dir / "state", model=model, optimizer=opt, config=_jsonable(cfg), epochs=cfg.epochs,
+        seed=cfg.seed, info=info, max_steps=max_steps, extra=averages, logger=log,
+        defaults=_jsonable(TeacherTrainConfig()), progress={"world_size": info.world_size},
+    )  # fmt: skip
+    resumed_size = loop.resumed.get("world_size", 1)
+    if loop.start_epoch and resumed_size != info.world_size and info.is_main:
+        log.warning(
+            "resuming a run of world size %s with %d processes: data order and "
+            "augmentation change from here on",
+            resumed_size,
+            info.world_size,
+        )
     ddp_model: nn.Module | None = None
     frozen: bool | None = None
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
+    for epoch in loop.epochs(loader):
         if frozen != (epoch < cfg.freeze_backbone_epochs):
             frozen = epoch < cfg.freeze_backbone_epochs
             if cfg.freeze_backbone_epochs:
@@ -477,14 +466,9 @@ def train_teacher(
             ddp_model = wrap_ddp(model, info)
         assert ddp_model is not None
         _train_mode(model, frozen)
-        loader.set_epoch(epoch)
-        seed_epoch(cfg.seed, epoch, info)
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not info.is_main
-        )
-        for x, y in bar:
-            lr = lr_at(step, total, cfg)
+        for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
+            lr = lr_at(loop.step, total, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -503,10 +487,7 @@ def train_teacher(
                 [loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
                 dtype=torch.float64,
             )
-            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{lr:.2e}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
+            loop.postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{lr:.2e}")
         broadcast_buffers(model, info)
         if ema is not None:  # the averaged BatchNorm statistics are each rank's own
             broadcast_buffers(ema.module, info)
@@ -521,37 +502,15 @@ def train_teacher(
             channels_last=cfg.channels_last,
             dist=info,
         )
-        wall += time.time() - t0
         seen = max(1.0, float(sums[2]))
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": float(sums[0]) / seen,
-                "train_accuracy": float(sums[1]) / seen,
-                **metrics,
-                "seconds": time.time() - t0,
-                "compiled": info.compile,
-            }
+        row = {"train_loss": float(sums[0]) / seen, "train_accuracy": float(sums[1]) / seen}
+        tta = " (flip TTA)" if cfg.flip_tta else ""
+        loop.end_epoch(
+            row | metrics,
+            f"epoch {{epoch}}/{cfg.epochs}: loss {{train_loss:.4f}}, train accuracy "
+            f"{{train_accuracy:.4f}}, test accuracy {{test_accuracy:.4f}}{tta} ({{seconds:.0f}} s)",
         )
-        if info.is_main:
-            log.info(
-                "epoch %d/%d: loss %.4f, train accuracy %.4f, test accuracy %.4f%s (%.0f s)",
-                epoch + 1,
-                cfg.epochs,
-                history[-1]["train_loss"],
-                history[-1]["train_accuracy"],
-                metrics["test_accuracy"],
-                " (flip TTA)" if cfg.flip_tta else "",
-                history[-1]["seconds"],
-            )
-            save_epoch(
-                state, model=model, optimizer=opt, epoch=epoch + 1, step=step, history=history,
-                wall_seconds=wall, config=_jsonable(cfg), extra=averages,
-                world_size=info.world_size,
-            )  # fmt: skip
-        barrier(info)
-        if max_steps is not None and step >= max_steps:
-            break
+    history, wall = loop.history, loop.wall
     if ema is not None:
         model = cast(Backbone, ema.module)  # the averaged copy of the Backbone
     model.eval()
