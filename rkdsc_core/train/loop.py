@@ -62,7 +62,7 @@ class EpochLoop:
         step: optimisation steps done so far; :meth:`batches` counts them.
         history: one row per finished epoch, the resumed ones included.
         wall: training seconds so far, the resumed ones included.
-        resumed: the saved progress (empty on a fresh run).
+        resumed: the saved progress as loaded, less its history (empty on a fresh run).
     """
 
     def __init__(
@@ -85,9 +85,10 @@ class EpochLoop:
         self.config, self.extra, self.progress = config, extra, dict(progress or {})
         self.num_epochs, self.seed, self.info, self.max_steps = epochs, seed, info, max_steps
         self.log = logger
-        self.start_epoch, self.step, self.history, self.wall, self.resumed = resume_training(
+        self.start_epoch, self.step, self.history, self.wall, resumed = resume_training(
             state, model=model, optimizer=optimizer, config=config, extra=extra, defaults=defaults
         )
+        self.resumed = {k: v for k, v in resumed.items() if k != "history"}
         if self.start_epoch and info.is_main:
             logger.info("resumed from %s at epoch %d (step %d)", state, self.start_epoch, self.step)
         self._bar: tqdm[Any] | None = None
@@ -103,7 +104,9 @@ class EpochLoop:
         """The epochs left (0-based), each after reseeding and ``set_epoch`` on ``loaders``.
 
         Each epoch's body must end with :meth:`end_epoch`; the loop ends early when the
-        step budget is spent.
+        step budget is spent. The reseed comes first: what the body does before its first
+        step (e.g. wrapping in DDP) must not draw from torch's global RNG, or a resumed run
+        would draw differently from an uninterrupted one.
         """
         for epoch in range(self.start_epoch, self.num_epochs):
             self._epoch, self._t0 = epoch, time.time()
@@ -118,7 +121,12 @@ class EpochLoop:
                 break
 
     def batches(self, items: Iterable[T], *, desc: str, total: int | None = None) -> Iterator[T]:
-        """``items`` under a progress bar, counting a step after each; stops at the budget."""
+        """``items`` under a progress bar, counting a step after each; stops at the budget.
+
+        The step is counted when the next item is asked for, so inside the body
+        :attr:`step` is the number of steps before this one. Every item is one step: the
+        body is not meant to ``continue`` past an item (that still counts) or ``break``.
+        """
         bar = tqdm(items, total=total, desc=desc, leave=False, disable=not self.info.is_main)
         self._bar = bar
         try:
@@ -142,6 +150,9 @@ class EpochLoop:
         the record (already appended to :attr:`history`)."""
         if self._epoch is None:
             raise RuntimeError("EpochLoop.end_epoch called outside an epoch")
+        clash = set(row) & {"epoch", "steps", "seconds", "compiled"}
+        if clash:
+            raise ValueError(f"the loop records {sorted(clash)} itself; rename the row's")
         seconds = time.time() - self._t0
         self.wall += seconds
         record = {"epoch": self._epoch + 1, "steps": self.step, **row}

@@ -39,13 +39,18 @@ def _loop(state: Path, epochs: int, **kw: Any) -> EpochLoop:
     )  # fmt: skip
 
 
-def _run(loop: EpochLoop, loader: _Loader) -> list[float]:
-    """Train; returns the first global-RNG draw of each epoch (the per-epoch reseed)."""
+def _run(loop: EpochLoop, loader: _Loader, seen: list[int] | None = None) -> list[float]:
+    """Train; returns the first global-RNG draw of each epoch (the per-epoch reseed).
+
+    ``seen`` collects ``loop.step`` as each step's body sees it."""
     draws = []
     for epoch in loop.epochs(loader):
         draws.append(float(torch.rand(())))
         for _ in loop.batches(loader, desc=f"epoch {epoch + 1}"):
-            loop.model(torch.randn(3, 2)).sum().backward()
+            if seen is not None:
+                seen.append(loop.step)
+            loop.optimizer.zero_grad()
+            loop.model(torch.randn(3, 2)).pow(2).sum().backward()
             loop.optimizer.step()
             loop.postfix(step=loop.step)
         loop.end_epoch({"loss": float(epoch)}, "epoch {epoch}: loss {loss:.1f}, {steps} steps")
@@ -55,10 +60,11 @@ def _run(loop: EpochLoop, loader: _Loader) -> list[float]:
 def test_records_each_epoch_and_checkpoints_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loop, loader = _loop(tmp_path / "state", 3), _Loader()
+    loop, loader, seen = _loop(tmp_path / "state", 3), _Loader(), []
     with caplog.at_level(logging.INFO, logger="tests.loop"):
-        _run(loop, loader)
+        _run(loop, loader, seen)
     assert loader.epochs == [0, 1, 2] and loop.step == 12
+    assert seen == list(range(12))  # the body sees the steps before its own (lr_at(step))
     assert [(r["epoch"], r["steps"], r["loss"]) for r in loop.history] == [
         (1, 4, 0.0), (2, 8, 1.0), (3, 12, 2.0),
     ]  # fmt: skip
@@ -69,16 +75,20 @@ def test_records_each_epoch_and_checkpoints_it(
     assert (saved["epoch"], saved["step"], saved["config"]) == (3, 12, {"recipe": 1})
 
 
-def test_resumes_after_the_last_saved_epoch_with_the_same_draws(tmp_path: Path) -> None:
-    whole = _run(_loop(tmp_path / "whole", 4), _Loader())
-    first = _loop(tmp_path / "split", 2)
-    head = _run(first, _Loader())
+def test_resumes_after_the_last_saved_epoch_as_if_uninterrupted(tmp_path: Path) -> None:
+    uninterrupted = _loop(tmp_path / "whole", 4)
+    whole = _run(uninterrupted, _Loader())
+    assert len(set(whole)) == 4  # the reseed depends on the epoch
+    head = _run(_loop(tmp_path / "split", 2), _Loader())
     second, loader = _loop(tmp_path / "split", 4), _Loader()
     assert (second.start_epoch, second.step, len(second.history)) == (2, 8, 2)
+    assert second.resumed["epoch"] == 2 and "history" not in second.resumed
     tail = _run(second, loader)
     assert loader.epochs == [2, 3]
     assert head + tail == whole  # each epoch reseeds the global RNG from (seed, epoch)
     assert [r["epoch"] for r in second.history] == [1, 2, 3, 4]
+    for name, value in uninterrupted.model.state_dict().items():
+        torch.testing.assert_close(second.model.state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_resuming_with_another_config_is_refused(tmp_path: Path) -> None:
@@ -102,6 +112,23 @@ def test_the_step_budget_closes_the_epoch_in_progress_and_stops(tmp_path: Path) 
 def test_saved_progress_carries_the_extra_entries(tmp_path: Path) -> None:
     _run(_loop(tmp_path / "state", 1, progress={"world_size": 1}), _Loader())
     assert saved_progress(tmp_path / "state")["world_size"] == 1
+
+
+def test_only_rank_0_logs_and_saves(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    loop = _loop(tmp_path / "state", 1)
+    loop.info = DistInfo(rank=1, world_size=1, local_rank=1, device=_INFO.device, is_main=False)
+    with caplog.at_level(logging.INFO, logger="tests.loop"):
+        _run(loop, _Loader())
+    assert len(loop.history) == 1 and not caplog.messages
+    assert saved_progress(tmp_path / "state") == {}
+
+
+def test_a_row_may_not_set_what_the_loop_records(tmp_path: Path) -> None:
+    loop = _loop(tmp_path / "state", 1)
+    for _ in loop.epochs():
+        with pytest.raises(ValueError, match="seconds"):
+            loop.end_epoch({"seconds": 1.0}, "")
+        loop.end_epoch({}, "")
 
 
 def test_an_epoch_without_end_epoch_is_an_error(tmp_path: Path) -> None:
