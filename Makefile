@@ -8,7 +8,7 @@ ifneq ($(RKDSC_DATA_DIR),)
 export RKDSC_DATA_DIR
 endif
 
-.PHONY: setup demo test lint weights ship-weights ship-link sweep-docs ship-nas teacher-weights results reproduce
+.PHONY: setup demo test lint weights ship-weights ship-link sweep-docs sweep-full sweep-full-docs ship-nas teacher-weights results reproduce
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -77,6 +77,27 @@ sweep-docs: setup
 	  --link rkdsc_core/weights/default \
 	  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d))) \
 	  --out docs/results/sweep/targets.md
+
+# The low-SNR verdict on all 10,000 test images (the sweep above has 1,000): the shipped
+# links at L = 64 with pilot CSI, -10..4 dB and 20 dB (37 min on this CPU beside other
+# work), then its margins and the targets read off it.
+FULL := docs/results/sweep-full
+sweep-full: setup
+	$(BIN)/rkdsc eval sweep --limit 10000 --no-digital --out $(FULL) --knowledge pilot \
+	  --length 64 --channel awgn --channel rayleigh \
+	  $(foreach s,-10 -8 -6 -4 -2 0 2 4 20,--snr-db=$(s)) \
+	  --weights rkd=rkdsc_core/weights/default \
+	  --weights stage1-only=rkdsc_core/weights/stage1-only \
+	  --weights ce-only=rkdsc_core/weights/ce-only > /dev/null
+	$(MAKE) sweep-full-docs
+
+sweep-full-docs: setup
+	$(BIN)/rkdsc eval margins --sweep $(FULL) --against stage1-only --against ce-only \
+	  --knowledge pilot --max-snr-db 5 > $(FULL)/margins.md
+	$(BIN)/rkdsc eval targets --sweep $(FULL) --teacher $(SHIP_TEACHER) \
+	  --link rkdsc_core/weights/default \
+	  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d))) \
+	  --out $(FULL)/targets.md
 
 # The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in NAS_RUN) into NAS_DOCS: the
 # table, the command, each row's genotype as <row>.json (a --genotype for `rkdsc train

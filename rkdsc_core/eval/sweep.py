@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from rkdsc_core._validate import check_snr_db
 from rkdsc_core.channel import Channel, ChannelConfig, ChannelKnowledge, frame_generators
@@ -293,16 +294,19 @@ def accuracy_grid(
     lengths: Sequence[int],
     snr_db: Sequence[float],
     seed: int,
+    desc: str = "sweep",
 ) -> dict[GridKey, Tensor]:
     """Which images are classified right, per (channel, knowledge, L), from student tokens.
 
     Image ``i`` (its position across the batches) uses ``frame_generator(seed, "eval", i)``.
+    A progress bar (``desc``) counts the (channel, L, SNR) points.
 
     Returns:
         per key, a ``[len(snr_db), images]`` bool tensor (its row means are the accuracies).
     """
     pipeline.eval()
     grid: dict[GridKey, Tensor] = {}
+    bar = tqdm(total=len(channels) * len(lengths) * len(snr_db), desc=desc, leave=False)
     for model in channels:
         channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
         for n in lengths:
@@ -322,10 +326,12 @@ def accuracy_grid(
                     rows[k].append(
                         torch.cat(hits[k]) if hits[k] else torch.zeros(0, dtype=torch.bool)
                     )
+                bar.update()
             for k in knowledge:
                 grid[(model, k, n)] = (
                     torch.stack(rows[k]) if rows[k] else torch.zeros(0, 0, dtype=torch.bool)
                 )
+    bar.close()
     return grid
 
 
@@ -386,7 +392,7 @@ def measure_sweep(
         lens = tuple(lengths or pipe.lengths)
         grid = accuracy_grid(
             pipe, toks, labs, channels=channels, knowledge=knowledge, lengths=lens,
-            snr_db=snrs, seed=seed,
+            snr_db=snrs, seed=seed, desc=f"sweep {name}",
         )  # fmt: skip
         for key, hits in grid.items():
             add(name, key, hit_rates(hits), pipe.num_pilots + key[2], hits)

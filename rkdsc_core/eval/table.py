@@ -41,7 +41,7 @@ def measure_eval_table(
     lens = list(lengths or pipeline.lengths)
     grid = accuracy_grid(
         pipeline, tokens, labels, channels=channels, knowledge=(knowledge,), lengths=lens,
-        snr_db=snr_db, seed=seed,
+        snr_db=snr_db, seed=seed, desc="eval table",
     )  # fmt: skip
     acc: dict[str, dict[int, tuple[float, ...]]] = {
         model: {n: hit_rates(grid[(model, knowledge, n)]) for n in lens} for model in channels

@@ -37,7 +37,7 @@ def test_scores_checkpoints_and_link_students_like_evaluate_teacher(tmp_path: Pa
     args = ["eval", "clean", str(tmp_path / "teacher"), str(tmp_path / "link"), "--json"]
     result = CliRunner().invoke(app, [*args, *data])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert [r["kind"] for r in rows] == ["checkpoint", "link student"]
     assert all(r["images"] == 6 for r in rows)
     test = load_dataset("cifar10", "test", source=tree, cache_dir=tmp_path / "dc")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rkdsc_core.cli import app
@@ -12,21 +13,39 @@ ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "docs" / "results"
 
 
-def test_targets_md_matches_the_committed_results() -> None:
+@pytest.mark.parametrize("sweep", ["sweep", "sweep-full"])
+def test_targets_md_matches_the_committed_results(sweep: str) -> None:
     # The KDL-DARTS rows pool the current lambda table with its other search seeds.
     tables = [RESULTS / "nas", *sorted(RESULTS.glob("nas-search-seed*"))]
-    args = ["eval", "targets", "--sweep", str(RESULTS / "sweep")]
+    args = ["eval", "targets", "--sweep", str(RESULTS / sweep)]
     args += ["--teacher", str(ROOT / "rkdsc_core" / "weights" / "teacher" / "teacher")]
     args += ["--link", str(ROOT / "rkdsc_core" / "weights" / "default")]
     for table in tables:
         args += ["--nas", str(table)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    committed = (RESULTS / "sweep" / "targets.md").read_text()
+    committed = (RESULTS / sweep / "targets.md").read_text()
     assert result.output == committed
-    # The README shows the same table.
+    # The README shows the 1,000-image table whole, and the full test split's low-SNR rows.
     readme = (ROOT / "README.md").read_text()
-    assert all(line in readme for line in committed.splitlines())
+    shown = committed.splitlines() if sweep == "sweep" else _low_snr_rows(committed)
+    assert shown and all(line in readme for line in shown)
+
+
+def _low_snr_rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| beats ")]
+
+
+def test_the_full_test_split_margins_match_the_committed_sweep() -> None:
+    # `make sweep-full-docs` writes margins.md; the README shows its table.
+    args = ["eval", "margins", "--sweep", str(RESULTS / "sweep-full"), "--against", "stage1-only"]
+    args += ["--against", "ce-only", "--knowledge", "pilot", "--max-snr-db", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    committed = (RESULTS / "sweep-full" / "margins.md").read_text()
+    assert result.stdout == committed
+    readme = (ROOT / "README.md").read_text()
+    assert all(line in readme for line in committed.splitlines() if line.startswith("|"))
 
 
 def test_compare_md_and_the_readme_tables_match_the_committed_sweep() -> None:

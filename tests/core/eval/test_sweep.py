@@ -112,6 +112,12 @@ class TestMeasureSweep:
         b = [(r.channel, r.knowledge, r.L, r.snr_db, r.accuracy) for r in rows if r.system == "b"]
         assert a == b and len(a) == 4
 
+    def test_shows_each_links_progress(
+        self, tiny_dataset: ImageDataset, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        measure_sweep({"rkd": _pipeline()}, tiny_dataset, **_POINTS | {"digital": False})
+        assert "sweep rkd" in capsys.readouterr().err
+
     def test_warns_when_the_digital_reference_head_fails_on_clean_tokens(
         self,
         tiny_dataset: ImageDataset,
@@ -262,7 +268,7 @@ class TestCli:
         data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
         result = runner.invoke(app, [*args, *data])
         assert result.exit_code == 0, result.output
-        doc = json.loads(result.output)
+        doc = json.loads(result.stdout)
         assert {r["system"] for r in doc["rows"]} == {
             "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4",
             "digital-pca-qpsk-b4",
@@ -428,7 +434,7 @@ class TestMargins:
         args = ["eval", "margins", "--sweep", str(tmp_path), "--against", "b", "--system", "a"]
         result = runner.invoke(app, [*args, "--json"])
         assert result.exit_code == 0, result.output
-        table = json.loads(result.output)
+        table = json.loads(result.stdout)
         assert [(t["channel"], t["points"], t["ahead"]) for t in table] == [
             ("awgn", 3, 1), ("rayleigh", 1, 0), ("all", 4, 1),
         ]  # fmt: skip

@@ -187,7 +187,7 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     args += [str(tmp_path / "teacher"), "--link", str(tmp_path / "link"), "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    got = json.loads(result.output)
+    got = json.loads(result.stdout)
     size = got[0]
     encoder = count_parameters(student) + count_parameters(codec.encoder)  # type: ignore[arg-type]
     assert size["value"] == encoder / count_parameters(teacher)
