@@ -413,6 +413,8 @@ def measure_sweep(
     ideal, qpsk = f"digital-ideal-b{digital_bits}", f"digital-qpsk-b{digital_bits}"
     uses_qpsk = qpsk_channel_uses(values, digital_bits, ref.num_pilots)
 
+    bar = tqdm(desc="sweep digital baselines", unit="point", leave=False)
+
     def accuracy_per_snr(score: Callable[..., int]) -> list[float]:
         """``score(tokens, labels, snr_db=, seqs=)`` summed over the batches, per SNR."""
         accs = []
@@ -422,6 +424,7 @@ def measure_sweep(
                 correct += score(t, y, snr_db=s, seqs=range(seen, seen + len(y)))
                 seen += len(y)
             accs.append(correct / max(1, seen))
+            bar.update()
         return accs
 
     ideal_code = partial(ideal_code_correct, ref, bits=digital_bits, seed=seed)
@@ -454,6 +457,7 @@ def measure_sweep(
             )  # fmt: skip
             for n in tuple(lengths or ref.lengths):  # independent of L: one line per L
                 add(qpsk, (model, k, n), accs, uses_qpsk)
+    bar.close()
     return rows
 
 

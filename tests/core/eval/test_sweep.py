@@ -116,7 +116,10 @@ class TestMeasureSweep:
         self, tiny_dataset: ImageDataset, capsys: pytest.CaptureFixture[str]
     ) -> None:
         measure_sweep({"rkd": _pipeline()}, tiny_dataset, **_POINTS | {"digital": False})
-        assert "sweep rkd" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "sweep rkd" in err and "digital" not in err
+        measure_sweep({"rkd": _pipeline()}, tiny_dataset, **_POINTS)
+        assert "sweep digital baselines" in capsys.readouterr().err
 
     def test_warns_when_the_digital_reference_head_fails_on_clean_tokens(
         self,
