@@ -68,15 +68,17 @@ ship-link: setup
 	$(BIN)/python scripts/model_card.py rkdsc_core/weights/$(LINK) --machine "$(MACHINE)"
 	$(MAKE) sweep-docs
 
+# The paper's targets read off a sweep (add --sweep and --out): the shipped teacher and
+# link, and the KDL-DARTS lambda tables of every search seed, pooled.
+TARGETS = $(BIN)/rkdsc eval targets --teacher $(SHIP_TEACHER) --link rkdsc_core/weights/default \
+  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d)))
+
 # docs/results/sweep's comparison tables and targets, read off its sweep.json.
 sweep-docs: setup
 	for n in 8 64; do $(BIN)/rkdsc eval compare --sweep docs/results/sweep --length $$n \
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md
-	$(BIN)/rkdsc eval targets --sweep docs/results/sweep --teacher $(SHIP_TEACHER) \
-	  --link rkdsc_core/weights/default \
-	  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d))) \
-	  --out docs/results/sweep/targets.md
+	$(TARGETS) --sweep docs/results/sweep --out docs/results/sweep/targets.md
 
 # The low-SNR verdict on all 10,000 test images (the sweep above has 1,000): the shipped
 # links at L = 64 with pilot CSI, -10..4 dB and 20 dB (37 min on this CPU beside other
@@ -94,10 +96,7 @@ sweep-full: setup
 sweep-full-docs: setup
 	$(BIN)/rkdsc eval margins --sweep $(FULL) --against stage1-only --against ce-only \
 	  --knowledge pilot --max-snr-db 5 > $(FULL)/margins.md
-	$(BIN)/rkdsc eval targets --sweep $(FULL) --teacher $(SHIP_TEACHER) \
-	  --link rkdsc_core/weights/default \
-	  $(foreach d,$(wildcard docs/results/nas/sweep.json docs/results/nas-search-seed*/sweep.json),--nas $(dir $(d))) \
-	  --out $(FULL)/targets.md
+	$(TARGETS) --sweep $(FULL) --out $(FULL)/targets.md
 
 # The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in NAS_RUN) into NAS_DOCS: the
 # table, the command, each row's genotype as <row>.json (a --genotype for `rkdsc train
