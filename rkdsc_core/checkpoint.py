@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from rkdsc_core.registry import create_model
@@ -87,14 +87,33 @@ def _sha256(path: Path) -> str:
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write ``tensors`` to the safetensors file ``path`` via a temporary and a rename.
 
-    safetensors creates its files readable by the owner only (mode 0600, whatever the
-    umask); the file is given the usual mode (0666 less the umask) so that weights written
-    by one user, or one container, can be served by another.
+    The bytes depend only on the tensors and ``metadata`` (see :func:`_canonical`), so the
+    sha256 the manifests record is the same each time the same weights are saved. The file
+    gets the usual mode (0666 less the umask), not safetensors' owner-only 0600, so that
+    weights written by one user, or one container, can be served by another.
     """
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.write_bytes(_canonical(save(tensors, metadata=metadata)))
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _canonical(blob: bytes) -> bytes:
+    """safetensors bytes with the metadata's keys in sorted order.
+
+    safetensors writes the metadata in hash-map order, which changes from one call to the
+    next: saving the same weights twice gave two sha256s, and a stage that had re-saved its
+    finished output was refused by the next stage's resume check. The tensors' entries and
+    data are left as they are; the header is re-padded with spaces to 8 bytes, as
+    safetensors pads it.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))} | header
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def _umask() -> int:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from rkdsc_core.checkpoint import (
     CheckpointError,
@@ -16,6 +17,7 @@ from rkdsc_core.checkpoint import (
     save_checkpoint,
     save_epoch,
     save_training_state,
+    write_tensors,
 )
 from rkdsc_core.models import create_model
 
@@ -66,6 +68,25 @@ class TestSaveLoad:
         save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
         state, _ = load_checkpoint(tmp_path / "c.safetensors")
         assert set(state) == set(_model().state_dict())
+
+    def test_same_tensors_same_bytes(self, tmp_path: Path) -> None:
+        # safetensors writes metadata in hash order, different on each call; a re-saved
+        # finished stage must keep its sha256, or the next stage refuses to resume.
+        tensors = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(5, dtype=torch.float16)}
+        metadata = {key: key * 2 for key in "pqrstuvw"}
+        blobs = set()
+        for i in range(8):
+            write_tensors(tensors, tmp_path / f"{i}.safetensors", metadata)
+            blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+        assert len(blobs) == 1
+        with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+            assert f.metadata() == metadata
+            assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+        model = _model()
+        for name in ("a", "b"):
+            save_checkpoint(tmp_path / name, model, name="resnet18-cifar")
+        sha = [json.loads((tmp_path / f"{n}.json").read_text())["weights_sha256"] for n in "ab"]
+        assert sha[0] == sha[1]
 
     @pytest.mark.parametrize("umask", [0o022, 0o077])
     def test_files_get_the_umask_mode_not_owner_only(self, tmp_path: Path, umask: int) -> None:
