@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rkdsc_core.checkpoint import machine_info
 from rkdsc_core.config import load_settings
 from rkdsc_core.data import BatchLoader, load_dataset
 from rkdsc_core.data.cache import cache_path
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "epoch_s": round(epoch_s, 3),
             "epoch_images": seen,
             "batch_size": args.batch_size,
+            "machine": machine_info(),
         }
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0

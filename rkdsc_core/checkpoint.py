@@ -3,9 +3,10 @@
 A checkpoint ``NAME`` is two files: ``NAME.safetensors`` (tensors only) and
 ``NAME.json``, the manifest: the registered model name and its config (so the model
 can be rebuilt), the genotype where there is one, the dataset and its checksum,
-metrics, the git commit and the command that made it, and the sha256 of the weights
-file (checked on load). Both files are written to temporaries and renamed into place,
-manifest last, so a half-written checkpoint is never loaded.
+metrics, the git commit and the command that made it, the machine it was made on
+(:func:`machine_info`), and the sha256 of the weights file (checked on load). Both files
+are written to temporaries and renamed into place, manifest last, so a half-written
+checkpoint is never loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -37,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_training_state",
+    "machine_info",
     "resume_training",
     "save_checkpoint",
     "save_epoch",
@@ -74,6 +77,36 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a result was measured: CPU model, logical CPUs, GPU, OS, software versions, load.
+
+    Returns:
+        ``{"cpu", "logical_cpus", "arch", "system", "python", "torch", "numpy", "cuda",
+        "loadavg_1m"}``; ``cuda`` is the first GPU's name, or ``None`` without one;
+        ``loadavg_1m`` (the 1-minute load average, ``None`` where the OS has none) tells
+        whether other work shared the CPU.
+    """
+    import numpy as np
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:  # platform.processor() is empty on Linux
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or platform.processor() or "unknown",
+        "logical_cpus": os.cpu_count(),
+        "arch": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -176,6 +209,7 @@ def save_checkpoint(
         "weights_file": weights.name,
         "weights_sha256": _sha256(weights),
         "git_commit": git_commit(),
+        "machine": machine_info(),
         "command": command if command is not None else shlex.join(sys.argv),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -680,7 +681,7 @@ def eval_sweep_cmd(
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
     from dataclasses import asdict
 
-    from rkdsc_core.checkpoint import git_commit
+    from rkdsc_core.checkpoint import git_commit, machine_info
     from rkdsc_core.eval import (
         DEFAULT_SNRS,
         check_sweep,
@@ -740,6 +741,7 @@ def eval_sweep_cmd(
     except ValueError as e:
         fail(f"--update: {e}" if previous is not None else str(e))
         raise
+    start = time.monotonic()
     rows = measure_sweep(
         links, test, seed=seed, pca_fit=fit[0] if fit else None, pca_images=pca_images, **points
     )
@@ -747,10 +749,11 @@ def eval_sweep_cmd(
     meta |= {"source_sha256": test.source_sha256}
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}
     meta |= {"command": command_line(), "git_commit": git_commit()}
+    meta |= {"wall_seconds": round(time.monotonic() - start, 1), "machine": machine_info()}
     if previous is not None:
         old_rows, old_meta = previous
         rows = replace_systems(old_rows, rows)
-        entry = {k: meta[k] for k in ("command", "git_commit", "links")}
+        entry = {k: meta[k] for k in ("command", "git_commit", "links", "wall_seconds", "machine")}
         updates = [*old_meta.get("updates", []), entry]
         meta = old_meta | {"links": old_meta.get("links", {}) | meta["links"], "updates": updates}
     if out is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -14,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rkdsc_core.checkpoint import machine_info
 
 __all__ = [
     "Figure",
@@ -182,27 +183,3 @@ def process_rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the benchmark ran: CPU, core count, software versions and the load average."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "arch": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.cuda.is_available(),
-        "loadavg_1m": None if load is None else round(load[0], 2),
-    }

@@ -51,6 +51,10 @@ class TestSaveLoad:
         assert doc["genotype"] == {"normal": []}
         assert doc["parameters"] == sum(p.numel() for p in _model().parameters())
         assert {"git_commit", "command", "created", "weights_sha256"} <= doc.keys()
+        machine = doc["machine"]  # where it was made: CPU model, cores, GPU, versions
+        assert machine["cpu"] != "" and machine["logical_cpus"] >= 1
+        assert machine["torch"] == torch.__version__
+        assert machine["cuda"] is None or isinstance(machine["cuda"], str)
 
     def test_fp16_halves_the_file_and_loads_back_as_float32(self, tmp_path: Path) -> None:
         model = _model()

@@ -272,6 +272,9 @@ class TestCli:
         result = runner.invoke(app, [*args, *data])
         assert result.exit_code == 0, result.output
         doc = json.loads(result.stdout)
+        # Where and how long it ran, with the rest of the provenance.
+        assert doc["meta"]["wall_seconds"] > 0 and doc["meta"]["machine"]["logical_cpus"] >= 1
+        assert doc["meta"]["machine"]["cpu"] and doc["meta"]["git_commit"]
         assert {r["system"] for r in doc["rows"]} == {
             "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4",
             "digital-pca-qpsk-b4",
@@ -326,7 +329,8 @@ class TestCli:
         (rows, meta), (full, _) = read_sweep(tmp_path / "old"), read_sweep(tmp_path / "full")
         assert rows == full
         assert meta["links"] == {"rkd": str(tmp_path / "rkd"), "ce": str(tmp_path / "ce2")}
-        assert [set(u) for u in meta["updates"]] == [{"command", "git_commit", "links"}]
+        update_keys = {"command", "git_commit", "links", "wall_seconds", "machine"}
+        assert [set(u) for u in meta["updates"]] == [update_keys]
         # Refused before measuring: another sample, the digital reference, no sweep there.
         for bad, message in (
             (sweep("old", "ce", extra=("--update", "--seed", "3")), "different samples"),
