@@ -197,6 +197,22 @@ class TestCodecStage:
         assert [h["epoch"] for h in summary["history"]] == [1, 2]
         assert summary["projector"] is None
 
+    def test_resumes_after_a_finished_stage_1_is_rerun(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        # make reproduce, run again: the finished stage 1 returns at once but re-saves its
+        # student; the student's sha256 must not change, or stage 2 refuses to resume.
+        stage1 = tmp_path / "s1"
+        shutil.copytree(student_ckpt.parent, stage1)
+        cfg = dataclasses.replace(_CODEC, epochs=2)
+        train_codec(cfg, stage1 / "student", cache, data, data, tmp_path / "c", max_steps=4)
+        sha = load_checkpoint(stage1 / "student")[1]["weights_sha256"]
+        for _ in range(3):
+            train_student(dataclasses.replace(_STUDENT, epochs=1), cache, data, data, stage1)
+            assert load_checkpoint(stage1 / "student")[1]["weights_sha256"] == sha
+        _, summary = train_codec(cfg, stage1 / "student", cache, data, data, tmp_path / "c")
+        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+
     def test_without_teacher_targets_no_teacher_term(
         self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
     ) -> None:
