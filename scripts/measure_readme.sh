@@ -53,6 +53,6 @@ if command -v prometheus >/dev/null 2>&1; then
   "$bin/python" scripts/plot_prometheus.py --url http://127.0.0.1:9090 \
     --start "$start" --out "$out/prometheus"
 fi
-"$bin/python" -c 'import json; from services.bench._common import machine_info
+"$bin/python" -c 'import json; from rkdsc_core.checkpoint import machine_info
 print(json.dumps(machine_info(), indent=2))' > "$out/machine.json"  # CPU model, cores, versions
 echo "wrote $out"

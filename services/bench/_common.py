@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rkdsc_core.checkpoint import machine_info
-
 __all__ = [
     "Figure",
     "LatencyStats",
-    "machine_info",
     "process_cpu_seconds",
     "process_rss_bytes",
     "rate",

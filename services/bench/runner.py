@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.bench._common import Figure, machine_info
+from rkdsc_core.checkpoint import machine_info
+from services.bench._common import Figure
 from services.bench._images import BenchImages, load_images
 from services.bench.air import AirBenchConfig, AirBenchResult, run_air_bench
 from services.bench.channel import ChannelBenchConfig, ChannelBenchResult, run_channel_bench
