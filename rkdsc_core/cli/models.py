@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rkdsc_core.cli._common import JsonOpt, echo_json, fail
+from rkdsc_core.cli._common import (
+    CacheOpt,
+    DataOpt,
+    JsonOpt,
+    command_line,
+    echo_json,
+    fail,
+    load_splits,
+    run_settings,
+)
 from rkdsc_core.models.complexity import count_macs, count_parameters
 from rkdsc_core.registry import create_model, list_models
 
@@ -96,6 +106,70 @@ def info_cmd(
             typer.echo(" ".join(_cell(row[key], w, i) for i, (key, _, w) in enumerate(_COLUMNS)))
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: Annotated[
+        list[Path],
+        typer.Argument(help="Two or more trained teacher checkpoints (e.g. RUN/teacher/teacher)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the ensemble checkpoint.")],
+    eval_images: Annotated[
+        int | None,
+        typer.Option(help="Test images to score it on, a fixed sample (default all; 0: skip)."),
+    ] = None,
+    fp16: Annotated[bool, typer.Option(help="Store weights as float16.")] = True,
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Join trained teachers into one teacher: mean log-probabilities, features side by side.
+
+    Nothing is trained. The manifest records each member (path, weights sha256, metrics,
+    command) and the ensemble's test accuracy with flip TTA, like `rkdsc train teacher`'s.
+    Use it as any teacher: `rkdsc train cache-teacher --teacher OUT`.
+    """
+    from rkdsc_core.checkpoint import CheckpointError, save_checkpoint
+    from rkdsc_core.models.ensemble import join_checkpoints
+    from rkdsc_core.train.teacher import evaluate_teacher
+
+    if eval_images is not None and eval_images < 0:
+        fail(f"--eval-images must be >= 0 (0: skip), got {eval_images}")
+    try:
+        model, dataset, provenance = join_checkpoints(members)
+    except (CheckpointError, ValueError, TypeError) as e:
+        fail(str(e))
+    if fp16:  # score the weights that are saved: what loading the float16 file gives back
+        model = model.half().float()
+    metrics: dict[str, Any] = {}
+    if eval_images != 0:
+        name = (dataset or {}).get("name", "cifar10")
+        (test,) = load_splits(run_settings(data, cache_dir), name, ("test",))
+        want = (dataset or {}).get("sha256")
+        if want is not None and want != test.source_sha256:
+            fail(
+                f"the members were trained on a {name} copy with sha256 {want[:12]}..., but "
+                f"--data / RKDSC_DATA_DIR holds one with {test.source_sha256[:12]}...; point it "
+                "at the same copy, or pass --eval-images 0"
+            )
+        acc = evaluate_teacher(model, test, limit=eval_images)
+        images = len(test) if eval_images is None else min(eval_images, len(test))
+        metrics = {**acc, "test_images": images, "flip_tta": True}
+    manifest = save_checkpoint(
+        out,
+        model,
+        name="ensemble",
+        fp16=fp16,
+        dataset=dataset,
+        metrics=metrics,
+        extra={"members": provenance},
+        command=command_line(),
+    )
+    score = f", test accuracy {metrics['test_accuracy']:.4f} (flip TTA)" if metrics else ""
+    typer.echo(
+        f"wrote {manifest}: {len(provenance)} members, {count_parameters(model):,} parameters, "
+        f"feature dim {model.feature_dim}{score}"
+    )
 
 
 def _cell(value: Any, width: int, column: int) -> str:

@@ -11,6 +11,7 @@ from rkdsc_core.models.clip import (
 )
 from rkdsc_core.models.complexity import count_macs, count_parameters
 from rkdsc_core.models.efficientnet import EfficientNetLite0, EfficientNetLiteConfig
+from rkdsc_core.models.ensemble import EnsembleConfig, TeacherEnsemble
 from rkdsc_core.models.fastnet import FastNetCifar, FastNetConfig
 from rkdsc_core.models.genotypes import DARTS_V2, Genotype, genotype_from_dict, genotype_to_dict
 from rkdsc_core.models.operations import OPS, PRIMITIVES
@@ -32,6 +33,7 @@ __all__ = [
     "DartsStudent",
     "EfficientNetLite0",
     "EfficientNetLiteConfig",
+    "EnsembleConfig",
     "FastNetCifar",
     "FastNetConfig",
     "Genotype",
@@ -39,6 +41,7 @@ __all__ = [
     "ResNet18Cifar",
     "ResNetCifarConfig",
     "StudentConfig",
+    "TeacherEnsemble",
     "count_macs",
     "count_parameters",
     "create_model",

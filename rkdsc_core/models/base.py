@@ -77,7 +77,11 @@ class Backbone(nn.Module):
 
     def forward_head(self, tokens: Tensor) -> Tensor:
         """Feature tokens ``[batch, T, D]`` -> class logits ``[batch, num_classes]``."""
-        return self.head(self.pool(tokens))  # type: ignore[no-any-return,operator]
+        return self.classify(self.pool(tokens))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled feature ``[batch, feature_dim]`` -> class logits ``[batch, num_classes]``."""
+        return self.head(pooled)  # type: ignore[no-any-return,operator]
 
     def pool(self, tokens: Tensor) -> Tensor:
         """Feature tokens ``[batch, T, D]`` -> pooled ``[batch, D]`` (the distillation target)."""

@@ -144,9 +144,9 @@ class EfficientNetLite0(Backbone):
         x = cast(Tensor, self.net.extract_features(self.normalize(images)))
         return x.flatten(2).transpose(1, 2)
 
-    def forward_head(self, tokens: Tensor) -> Tensor:
-        """Tokens ``[batch, T, 1280]`` -> logits ``[batch, num_classes]`` (mean, dropout, head)."""
-        return cast(Tensor, self.head(self.dropout(self.pool(tokens))))
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled ``[batch, 1280]`` -> logits ``[batch, num_classes]`` (dropout, head)."""
+        return cast(Tensor, self.head(self.dropout(pooled)))
 
 
 @register_model("efficientnet-lite0")

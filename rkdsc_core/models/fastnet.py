@@ -173,9 +173,9 @@ class FastNetCifar(Backbone):
         """Tokens ``[batch, T, D]`` -> their maximum over positions ``[batch, D]``."""
         return tokens.amax(dim=1)
 
-    def forward_head(self, tokens: Tensor) -> Tensor:
-        """Tokens ``[batch, T, D]`` -> logits ``[batch, num_classes]`` (times ``logit_scale``)."""
-        return self.head(self.pool(tokens)) * self.config.logit_scale  # type: ignore[no-any-return]
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled ``[batch, D]`` -> logits ``[batch, num_classes]`` (times ``logit_scale``)."""
+        return self.head(pooled) * self.config.logit_scale  # type: ignore[no-any-return]
 
 
 @register_model("fastnet-cifar")
