@@ -36,10 +36,13 @@ def _low_snr_rows(table: str) -> list[str]:
     return [line for line in table.splitlines() if line.startswith("| beats ")]
 
 
-@pytest.mark.parametrize("sweep", ["sweep-full", "stage2-12ep"])
+@pytest.mark.parametrize(
+    "sweep", ["sweep-full", "stage2-12ep", "stage2-probe/rkd", "stage2-probe/mse10"]
+)
 def test_the_full_test_split_margins_match_the_committed_sweep(sweep: str) -> None:
     # `make sweep-full-docs` writes sweep-full/margins.md, and the README shows its table;
-    # stage2-12ep (its README says how) is the same sweep with the 12-epoch links swapped in.
+    # stage2-12ep and stage2-probe (their READMEs say how) are the same sweep with other
+    # stage-2 links swapped in.
     args = ["eval", "margins", "--sweep", str(RESULTS / sweep), "--against", "stage1-only"]
     args += ["--against", "ce-only", "--knowledge", "pilot", "--max-snr-db", "5"]
     result = CliRunner().invoke(app, args)
@@ -53,7 +56,12 @@ def test_the_full_test_split_margins_match_the_committed_sweep(sweep: str) -> No
     else:  # the README quotes the mean margin over stage-1-only, all 16 points
         cells = next(r.split("|") for r in rows if r.startswith("| stage1-only | all |"))
         mean = cells[6].strip()
-        assert f"RKD minus stage-1-only is {mean} points on average" in readme.replace("\n", " ")
+        quote = {
+            "stage2-12ep": "RKD minus stage-1-only is {} points on average",
+            "stage2-probe/rkd": "RKD minus stage-1-only is {} points on average, and with",
+            "stage2-probe/mse10": "`--w-mse 10` {} points",
+        }[sweep]
+        assert quote.format(mean) in readme.replace("\n", " ")
 
 
 def test_compare_md_and_the_readme_tables_match_the_committed_sweep() -> None:
