@@ -139,6 +139,11 @@ class TeacherTrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
+        if self.model == "ensemble":
+            raise ValueError(
+                "an ensemble is not trained as one: train each member with `rkdsc train "
+                "teacher`, then join them with `rkdsc models ensemble`"
+            )
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):

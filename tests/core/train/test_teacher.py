@@ -110,6 +110,10 @@ class TestConfig:
         with pytest.raises(ValueError, match="optimizer must be"):
             TeacherTrainConfig(optimizer="lbfgs")  # type: ignore[arg-type]
 
+    def test_an_ensemble_is_joined_not_trained(self) -> None:
+        with pytest.raises(ValueError, match="rkdsc models ensemble"):
+            teacher_config("ensemble")
+
 
 class TestTrainTeacher:
     def test_trains_and_saves_a_loadable_teacher(
