@@ -340,3 +340,32 @@ class TestCli:
         assert result.exit_code == 0, result.output
         reference = load_link(tmp_path / "tcodec" / "weights")
         assert type(reference.pipeline.student).__name__ == type(teacher).__name__
+
+
+class TestEnsembleTeacher:
+    def test_both_stages_and_the_teachers_own_codec_run_from_an_ensemble(
+        self, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        # `rkdsc models ensemble` of two tiny teachers: one token of 64 + 24 features.
+        members = (
+            {"model": "resnet18-cifar", "config": {"width": 8}},
+            {"model": "fastnet-cifar", "config": {"widths": [8, 16, 24]}},
+        )
+        teacher = create_model("ensemble", members=members)
+        save_checkpoint(tmp_path / "teacher", teacher, name="ensemble", command="test")
+        build_teacher_cache(tmp_path / "teacher", data, tmp_path / "cache", views=1)
+        cache = load_teacher_cache(tmp_path / "cache", dataset=data)
+        assert cache.features.shape == (1, 32, 88)
+        cfg = dataclasses.replace(_STUDENT, epochs=1)
+        train_student(cfg, cache, data, data, tmp_path / "stage1", max_steps=1)
+        for student, out in (
+            (tmp_path / "stage1" / "student", "rkd"),
+            (tmp_path / "teacher", "tc"),
+        ):
+            _, summary = train_codec(
+                _CODEC, student, cache, data, data, tmp_path / out, max_steps=1
+            )
+            row = summary["history"][0]
+            assert row["mse_loss"] > 0 and math.isfinite(row["loss"]), out
+            link = load_link(tmp_path / out / "weights")
+            assert link.pipeline(torch.rand(2, 3, 32, 32), Channel(), 10.0).logits.shape == (2, 10)
