@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
+from tqdm import tqdm
 
 from rkdsc_core.checkpoint import CheckpointError, checkpoint_paths, load_model, write_tensors
 from rkdsc_core.data import ImageDataset, to_tensor
@@ -384,6 +385,7 @@ def build_teacher_cache(
     n = len(dataset)
     logits = torch.empty(views, n, model.num_classes, dtype=torch.float16)
     features = torch.empty(views, n, model.feature_dim, dtype=torch.float16)
+    bar = tqdm(total=views * n, desc="teacher cache", unit="image", leave=False)
     for v in range(views):
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size), dtype=np.int64)
@@ -391,7 +393,9 @@ def build_teacher_cache(
             tokens = model.forward_tokens(x.to(device))
             features[v, idx] = model.pool(tokens).float().cpu().half()
             logits[v, idx] = model.forward_head(tokens).float().cpu().half()
+            bar.update(len(idx))
         log.info("teacher cache: view %d/%d done", v + 1, views)
+    bar.close()
     tensors = {
         "logits": logits,
         "features": features,

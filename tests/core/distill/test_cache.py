@@ -140,6 +140,17 @@ class TestTeacherCache:
         a, b = load_teacher_cache(cache_path), load_teacher_cache(tmp_path / "again")
         assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
 
+    def test_shows_its_progress_in_images(
+        self,
+        tmp_path: Path,
+        tiny_dataset: ImageDataset,
+        teacher: tuple[Path, Backbone],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        build_teacher_cache(teacher[0], tiny_dataset, tmp_path / "c", views=2, batch_size=16)
+        err = capsys.readouterr().err
+        assert "teacher cache" in err and f"/{2 * len(tiny_dataset)} [" in err  # views x images
+
     def test_another_dataset_is_refused(self, cache_path: Path, tiny_dataset: ImageDataset) -> None:
         with pytest.raises(TeacherCacheError, match="another dataset"):
             load_teacher_cache(cache_path, dataset=tiny_dataset.sample(40, seed=1))
