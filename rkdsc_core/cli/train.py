@@ -627,6 +627,25 @@ def eval_clean_cmd(
         )
 
 
+def _load_links(specs: list[str]) -> dict[str, Any]:
+    """``NAME=DIR`` options -> ``{name: SemanticPipeline}`` (an empty DIR: the shipped link)."""
+    from rkdsc_core.link import load_link
+
+    links = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name:
+            fail(f"--weights expects NAME=DIR, got {spec!r}")
+        if name in links:
+            fail(f"--weights: the name {name!r} is given twice")
+        try:
+            links[name] = load_link(Path(folder) if folder else None).pipeline
+        except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
+            fail(str(e))
+            raise
+    return links
+
+
 @eval_app.command("sweep")
 def eval_sweep_cmd(
     weights: Annotated[
@@ -691,7 +710,6 @@ def eval_sweep_cmd(
         replace_systems,
         write_sweep,
     )
-    from rkdsc_core.link import load_link
 
     if update and (out is None or not weights):
         fail("--update needs --out (the sweep to update) and --weights (the links to remeasure)")
@@ -703,18 +721,7 @@ def eval_sweep_cmd(
             fail(f"--update: {out}: {e}")
             raise
         no_digital = True
-    links = {}
-    for spec in weights or ["default="]:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name:
-            fail(f"--weights expects NAME=DIR, got {spec!r}")
-        if name in links:
-            fail(f"--weights: the name {name!r} is given twice")
-        try:
-            links[name] = load_link(Path(folder) if folder else None).pipeline
-        except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
-            fail(str(e))
-            raise
+    links = _load_links(weights or ["default="])
     s = run_settings(data, cache_dir)
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
@@ -768,6 +775,70 @@ def eval_sweep_cmd(
         )
     if out is not None:
         typer.echo(f"wrote {out}/sweep.csv, sweep.json, accuracy_vs_snr.png, accuracy_vs_L.png")
+
+
+@eval_app.command("feature-gap")
+def eval_feature_gap_cmd(
+    weights: Annotated[list[str], typer.Option(help="NAME=DIR of a link, repeatable.")],
+    teacher_cache: TeacherCacheOpt,
+    projector: Annotated[
+        Path, typer.Option(help="The measuring stick: stage 1's projector (RUN/student/projector).")
+    ],
+    channel: Annotated[list[str] | None, typer.Option(help="awgn | rayleigh, repeatable.")] = None,
+    snr_db: Annotated[
+        list[float] | None, typer.Option("--snr-db", help="SNR [dB], repeatable (-5, 0, 5, 20).")
+    ] = None,
+    length: Annotated[int, typer.Option(help="Symbols L per image.")] = 64,
+    knowledge: Annotated[str, typer.Option(help="perfect | pilot CSI.")] = "pilot",
+    limit: Annotated[int, typer.Option(help="The first N training images.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Channel noise seed.")] = 0,
+    data: DataOpt = None,
+    cache_dir: CacheOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """How far each link's received feature lies from the teacher's clean one (no labels).
+
+    The gap is the distillation's feature loss (MSE of L2-normalised features, in [0, 4])
+    between the projected pooled feature the receiver decodes and the cached teacher
+    feature of the same training image, clean (the student alone) and per channel and SNR.
+    """
+    from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
+    from rkdsc_core.data import to_tensor
+    from rkdsc_core.distill import FeatureProjector
+    from rkdsc_core.eval.feature_gap import feature_gap
+    from rkdsc_core.train.ddp import DistInfo
+
+    if limit < 1:
+        fail(f"--limit must be >= 1, got {limit}")
+    links = _load_links(weights)
+    try:
+        state, doc = load_checkpoint(projector)
+        stick = FeatureProjector(**doc["config"])
+        stick.load_state_dict(state)
+    except (CheckpointError, KeyError, TypeError, RuntimeError) as e:
+        fail(f"cannot load the projector {projector}: {e}")
+        raise
+    s = run_settings(data, cache_dir)
+    train, _, cache = _load_cache(DistInfo.single(), s, teacher_cache, None)
+    n = min(limit, len(train))
+    images = to_tensor(train.images[:n])
+    try:
+        rows = feature_gap(
+            links, stick, images, cache.features[0, :n].float(),
+            channels=channel or ("awgn", "rayleigh"),
+            snr_db=snr_db or (-5.0, 0.0, 5.0, 20.0),
+            length=length, knowledge=knowledge, seed=seed,
+        )  # fmt: skip
+    except (ValueError, RuntimeError) as e:
+        fail(str(e))
+        raise
+    if as_json:
+        echo_json({"images": n, "rows": [r.__dict__ for r in rows]})
+        return
+    typer.echo(f"feature gap to the teacher (2 - 2 cos), the first {n} training images, L={length}")
+    for r in rows:
+        snr = "" if r.snr_db is None else f"{r.snr_db:6.1f} dB"
+        typer.echo(f"{r.link:>16} {r.channel:>8} {snr:>9}  {r.gap:.4f}")
 
 
 @eval_app.command("compare")

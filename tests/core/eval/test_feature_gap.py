@@ -1,0 +1,96 @@
+"""`rkdsc eval feature-gap`: how far a link's received feature lies from the teacher's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rkdsc_core.checkpoint import save_checkpoint
+from rkdsc_core.cli import app
+from rkdsc_core.data import load_dataset
+from rkdsc_core.distill import FeatureProjector, build_teacher_cache
+from rkdsc_core.distill.losses import feature_loss
+from rkdsc_core.eval.feature_gap import feature_gap
+from rkdsc_core.link import SemanticPipeline, save_link
+from rkdsc_core.models import create_model
+from tests.core.data.conftest import write_tree
+
+
+def _pipeline(seed: int = 0) -> SemanticPipeline:
+    torch.manual_seed(seed)
+    student = create_model("darts-student", C=4, layers=3, token_dim=16)
+    codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
+    return SemanticPipeline(student, codec, num_pilots=4).eval()  # type: ignore[arg-type]
+
+
+def _own_features(pipeline: SemanticPipeline, projector: FeatureProjector, x: torch.Tensor):  # type: ignore[no-untyped-def]
+    with torch.no_grad():
+        return projector(pipeline.student.pool(pipeline.student.forward_tokens(x)))
+
+
+class TestFeatureGap:
+    def test_zero_clean_against_its_own_feature_and_above_it_through_a_channel(self) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(6, 3, 32, 32)
+        target = _own_features(link, projector, x)  # the "teacher" is the student itself
+        rows = feature_gap({"a": link}, projector, x, target, snr_db=(0.0,), batch_size=4)
+        assert [(r.channel, r.snr_db) for r in rows] == [
+            ("clean", None),
+            ("awgn", 0.0),
+            ("rayleigh", 0.0),
+        ]
+        assert rows[0].gap == pytest.approx(0.0, abs=1e-6)
+        assert all(r.gap > 1e-3 for r in rows[1:])
+
+    def test_the_gap_is_the_feature_loss_averaged_over_images(self) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(5, 3, 32, 32)
+        target = torch.randn(5, 8)
+        (row,) = feature_gap({"a": link}, projector, x, target, channels=(), batch_size=2)
+        want = feature_loss(_own_features(link, projector, x), target).item()
+        assert row.gap == pytest.approx(want, rel=1e-5)
+
+    def test_every_link_sees_the_same_noise(self) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(4, 3, 32, 32)
+        rows = feature_gap({"a": link, "b": link}, projector, x, torch.randn(4, 8), seed=3)
+        half = len(rows) // 2
+        assert [r.gap for r in rows[:half]] == [r.gap for r in rows[half:]]
+
+    def test_bad_input_is_refused(self) -> None:
+        projector, x = FeatureProjector(16, 8), torch.rand(4, 3, 32, 32)
+        with pytest.raises(ValueError, match="no links"):
+            feature_gap({}, projector, x, torch.randn(4, 8))
+        with pytest.raises(ValueError, match="as many teacher features as images"):
+            feature_gap({"a": _pipeline()}, projector, x, torch.randn(3, 8))
+
+
+def test_the_command_measures_links_against_the_cached_teacher(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree").path  # 9 train images
+    data = ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
+    train = load_dataset("cifar10", "train", source=tree, cache_dir=tmp_path / "dc")
+    teacher = create_model("resnet18-cifar", width=4)
+    save_checkpoint(tmp_path / "teacher", teacher, name="resnet18-cifar", command="test")
+    build_teacher_cache(tmp_path / "teacher", train, tmp_path / "cache", views=1)
+    projector = FeatureProjector(16, teacher.feature_dim)  # type: ignore[arg-type]
+    save_checkpoint(tmp_path / "projector", projector, name="projector", config=projector.dims)
+    classes = tuple(train.classes)
+    for name, seed in (("a", 0), ("b", 1)):
+        save_link(tmp_path / name, _pipeline(seed), student_name="darts-student", classes=classes)
+    args = ["eval", "feature-gap", "--weights", f"a={tmp_path / 'a'}"]
+    args += ["--weights", f"b={tmp_path / 'b'}", "--teacher-cache", str(tmp_path / "cache")]
+    args += ["--snr-db", "5", "--limit", "7", *data]
+    missing = CliRunner().invoke(app, [*args, "--projector", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "cannot load the projector" in missing.output
+    args += ["--projector", str(tmp_path / "projector")]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["images"] == 7
+    assert [(r["link"], r["channel"]) for r in doc["rows"]] == [
+        (link, ch) for link in ("a", "b") for ch in ("clean", "awgn", "rayleigh")
+    ]
+    assert all(0.0 < r["gap"] <= 4.0 for r in doc["rows"])
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0 and "the first 7 training images" in text.output
