@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from rkdsc_core.channel import Channel, ChannelConfig
 from rkdsc_core.distill.losses import FeatureProjector, feature_loss
@@ -78,6 +79,7 @@ def feature_gap(
     points: list[tuple[str, float | None]] = [("clean", None)]
     points += [(c, float(s)) for c in channels for s in snr_db]
     rows = []
+    bar = tqdm(total=len(links) * len(points), desc="feature gap", unit="point", leave=False)
     for name, pipeline in links.items():
         pipeline = pipeline.eval()
         student = pipeline.student
@@ -96,4 +98,6 @@ def feature_gap(
                 target = teacher_features[start : start + len(x)]
                 total += float(feature_loss(feat, target)) * len(x)
             rows.append(GapRow(name, channel, snr, total / len(images)))
+            bar.update()
+    bar.close()
     return rows

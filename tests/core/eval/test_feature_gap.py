@@ -58,6 +58,12 @@ class TestFeatureGap:
         half = len(rows) // 2
         assert [r.gap for r in rows[:half]] == [r.gap for r in rows[half:]]
 
+    def test_shows_its_progress_in_points(self, capsys: pytest.CaptureFixture[str]) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(2, 3, 32, 32)
+        feature_gap({"a": link, "b": link}, projector, x, torch.randn(2, 8), snr_db=(0.0,))
+        err = capsys.readouterr().err
+        assert "feature gap" in err and "/6 [" in err  # 2 links x (clean + 2 channels)
+
     def test_bad_input_is_refused(self) -> None:
         projector, x = FeatureProjector(16, 8), torch.rand(4, 3, 32, 32)
         with pytest.raises(ValueError, match="no links"):
