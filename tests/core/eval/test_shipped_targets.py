@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,15 @@ def test_compare_md_and_the_readme_tables_match_the_committed_sweep() -> None:
     # The README shows the L = 64 tables.
     readme = (ROOT / "README.md").read_text()
     assert all(line in readme for line in tables[1].splitlines() if line.startswith("|"))
+
+
+def test_the_stage2_probe_feature_gap_table_matches_its_json() -> None:
+    # docs/results/stage2-probe/README.md tabulates `rkdsc eval feature-gap --json`'s rows.
+    probe = RESULTS / "stage2-probe"
+    doc = json.loads((probe / "feature-gap.json").read_text())
+    text = (probe / "README.md").read_text()
+    links = list(dict.fromkeys(r["link"] for r in doc["rows"]))
+    assert len(links) == 3 and doc["images"] == 2000
+    for link in links:
+        gaps = [f"{r['gap']:.3f}" for r in doc["rows"] if r["link"] == link]
+        assert f"| {link} | " + " | ".join(gaps) + " |" in text, link
