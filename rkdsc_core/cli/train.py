@@ -802,6 +802,8 @@ def eval_feature_gap_cmd(
     between the projected pooled feature the receiver decodes and the cached teacher
     feature of the same training image, clean (the student alone) and per channel and SNR.
     """
+    from dataclasses import asdict
+
     from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
     from rkdsc_core.data import to_tensor
     from rkdsc_core.distill import FeatureProjector
@@ -833,7 +835,7 @@ def eval_feature_gap_cmd(
         fail(str(e))
         raise
     if as_json:
-        echo_json({"images": n, "rows": [r.__dict__ for r in rows]})
+        echo_json({"images": n, "rows": [asdict(r) for r in rows]})
         return
     typer.echo(f"feature gap to the teacher (2 - 2 cos), the first {n} training images, L={length}")
     for r in rows:

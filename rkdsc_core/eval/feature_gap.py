@@ -84,14 +84,14 @@ def feature_gap(
         pipeline = pipeline.eval()
         student = pipeline.student
         for k, (channel, snr) in enumerate(points):
+            model = None if snr is None else Channel(ChannelConfig(model=channel))  # type: ignore[arg-type]
             total = 0.0
             for b, start in enumerate(range(0, len(images), batch_size)):
                 x = images[start : start + batch_size]
-                if snr is None:
+                if model is None:
                     tokens = student.forward_tokens(x)
                 else:
                     gen = torch.Generator().manual_seed(seed * 1_000_003 + k * 10_007 + b)
-                    model = Channel(ChannelConfig(model=channel))  # type: ignore[arg-type]
                     out = pipeline(x, model, snr, length=length, knowledge=knowledge, generator=gen)
                     tokens = out.tokens
                 feat = projector(student.pool(tokens))

@@ -27,7 +27,9 @@ def _pipeline(seed: int = 0) -> SemanticPipeline:
     return SemanticPipeline(student, codec, num_pilots=4).eval()  # type: ignore[arg-type]
 
 
-def _own_features(pipeline: SemanticPipeline, projector: FeatureProjector, x: torch.Tensor):  # type: ignore[no-untyped-def]
+def _own_features(
+    pipeline: SemanticPipeline, projector: FeatureProjector, x: torch.Tensor
+) -> torch.Tensor:
     with torch.no_grad():
         return projector(pipeline.student.pool(pipeline.student.forward_tokens(x)))
 
