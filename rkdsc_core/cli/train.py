@@ -290,7 +290,8 @@ def cache_teacher_cmd(
 ) -> None:
     """Run the teacher once over every view of every image; store logits and features.
 
-    Under torchrun only rank 0 computes (the others wait).
+    Finished views are kept in OUT.partial/ until the cache is written: run the same
+    command again to resume an interrupted run. Under torchrun only rank 0 computes.
     """
     from rkdsc_core.checkpoint import checkpoint_paths
     from rkdsc_core.distill.cache import TeacherCacheError, build_teacher_cache

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
@@ -382,11 +384,32 @@ def build_teacher_cache(
     if not isinstance(model, Backbone):
         raise TeacherCacheError(f"{teacher} holds a {type(model).__name__}, not a Backbone")
     teacher_doc = json.loads(checkpoint_paths(teacher)[1].read_text())
+    fingerprint = dataset_fingerprint(dataset)
     n = len(dataset)
     logits = torch.empty(views, n, model.num_classes, dtype=torch.float16)
     features = torch.empty(views, n, model.feature_dim, dtype=torch.float16)
+    # Each finished view is kept under out_path.partial/ until the whole cache is written,
+    # so an interrupted run (a large teacher takes minutes per view on a CPU) resumes at the
+    # first missing view. A view is reused only if teacher, split, seed and padding match.
+    partial_dir = weights_path.with_name(weights_path.stem + ".partial")
+    key = json.dumps(
+        {
+            "teacher_sha256": teacher_doc["weights_sha256"],
+            "content_sha256": fingerprint["content_sha256"],
+            "seed": seed,
+            "padding": padding,
+        },
+        sort_keys=True,
+    )
     bar = tqdm(total=views * n, desc="teacher cache", unit="image", leave=False)
     for v in range(views):
+        view_path = partial_dir / f"view-{v}.safetensors"
+        done = _read_partial_view(view_path, key, (n, model.num_classes, model.feature_dim))
+        if done is not None:
+            logits[v], features[v] = done
+            bar.update(n)
+            log.info("teacher cache: view %d/%d resumed from %s", v + 1, views, view_path)
+            continue
         for start in range(0, n, batch_size):
             idx = np.arange(start, min(n, start + batch_size), dtype=np.int64)
             x = to_tensor(augment_view(dataset.images[idx], idx, v, seed, padding=padding))
@@ -394,6 +417,12 @@ def build_teacher_cache(
             features[v, idx] = model.pool(tokens).float().cpu().half()
             logits[v, idx] = model.forward_head(tokens).float().cpu().half()
             bar.update(len(idx))
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        write_tensors(
+            {"logits": logits[v].clone(), "features": features[v].clone()},
+            view_path,
+            {"format": CACHE_FORMAT + "-view", "key": key},
+        )
         log.info("teacher cache: view %d/%d done", v + 1, views)
     bar.close()
     tensors = {
@@ -412,7 +441,7 @@ def build_teacher_cache(
             "weights_sha256": teacher_doc["weights_sha256"],
             "metrics": {k: v for k, v in teacher_doc.get("metrics", {}).items() if k != "history"},
         },
-        "dataset": dataset_fingerprint(dataset),
+        "dataset": fingerprint,
         "views": views,
         "seed": seed,
         "padding": padding,
@@ -426,7 +455,32 @@ def build_teacher_cache(
     tmp_m = manifest_path.with_name(manifest_path.name + ".tmp")
     tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_m, manifest_path)
+    shutil.rmtree(partial_dir, ignore_errors=True)
     return manifest_path
+
+
+def _read_partial_view(
+    path: Path, key: str, shape: tuple[int, int, int]
+) -> tuple[Tensor, Tensor] | None:
+    """A finished view's ``(logits [N, C], features [N, D])`` float16 from an interrupted
+    :func:`build_teacher_cache`, or None when there is none, or it is unreadable, of another
+    teacher/split/seed/padding (``key``) or of another shape ``(N, C, D)``."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                log.warning("teacher cache: %s is of another teacher or split; redoing it", path)
+                return None
+            logits, features = f.get_tensor("logits"), f.get_tensor("features")
+    except (OSError, SafetensorError) as e:  # truncated or foreign: recompute the view
+        log.warning("teacher cache: cannot read %s (%s); redoing it", path, e)
+        return None
+    n, c, d = shape
+    if logits.shape != (n, c) or features.shape != (n, d):
+        log.warning("teacher cache: %s has another shape; redoing it", path)
+        return None
+    return logits, features
 
 
 def load_teacher_cache(

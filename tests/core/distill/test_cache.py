@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from rkdsc_core.distill import (
     load_teacher_cache,
     view_params,
 )
+from rkdsc_core.distill import cache as cache_module
 from rkdsc_core.models import Backbone, create_model
 from tests.core.conftest import CLASSES
 
@@ -29,6 +31,35 @@ def _teacher(path: Path, seed: int) -> tuple[Path, Backbone]:
     assert isinstance(model, Backbone)
     save_checkpoint(path, model, name="resnet18-cifar", command="test")
     return path, model.eval()
+
+
+def _interrupt_after_view_0(
+    teacher: Path, dataset: ImageDataset, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Build a 3-view cache of ``dataset`` (seed 5) that is stopped once view 0 is saved."""
+    real = cache_module.write_tensors
+
+    def write_then_stop(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "write_tensors", write_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            build_teacher_cache(teacher, dataset, out, views=3, seed=5)
+
+
+def _record_views(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The views the teacher cache computes from now on, one entry per batch."""
+    seen: list[int] = []
+    real = cache_module.augment_view
+
+    def recording(images: Any, indices: Any, view: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(int(view))
+        return real(images, indices, view, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "augment_view", recording)
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +181,47 @@ class TestTeacherCache:
         build_teacher_cache(teacher[0], tiny_dataset, tmp_path / "c", views=2, batch_size=16)
         err = capsys.readouterr().err
         assert "teacher cache" in err and f"/{2 * len(tiny_dataset)} [" in err  # views x images
+
+    def test_an_interrupted_build_resumes_at_the_first_missing_view(
+        self,
+        cache_path: Path,
+        tmp_path: Path,
+        tiny_dataset: ImageDataset,
+        teacher: tuple[Path, Backbone],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        _interrupt_after_view_0(teacher[0], tiny_dataset, tmp_path / "c", monkeypatch)
+        assert (tmp_path / "c.partial" / "view-0.safetensors").is_file()
+        views = _record_views(monkeypatch)
+        build_teacher_cache(teacher[0], tiny_dataset, tmp_path / "c", views=3, seed=5)
+        assert sorted(set(views)) == [1, 2]  # view 0 was read back, not recomputed
+        a, b = load_teacher_cache(cache_path), load_teacher_cache(tmp_path / "c")
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
+        assert not (tmp_path / "c.partial").exists()
+
+    @pytest.mark.parametrize("spoil", ["another teacher", "truncated"])
+    def test_a_partial_view_that_does_not_fit_is_recomputed(
+        self,
+        spoil: str,
+        cache_path: Path,
+        tmp_path: Path,
+        tiny_dataset: ImageDataset,
+        teacher: tuple[Path, Backbone],
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        first = (
+            _teacher(tmp_path / "other", seed=2)[0] if spoil == "another teacher" else teacher[0]
+        )
+        _interrupt_after_view_0(first, tiny_dataset, tmp_path / "c", monkeypatch)
+        view_0 = tmp_path / "c.partial" / "view-0.safetensors"
+        if spoil == "truncated":
+            view_0.write_bytes(view_0.read_bytes()[:100])
+        views = _record_views(monkeypatch)
+        build_teacher_cache(teacher[0], tiny_dataset, tmp_path / "c", views=3, seed=5)
+        assert sorted(set(views)) == [0, 1, 2] and "redoing it" in caplog.text
+        a, b = load_teacher_cache(cache_path), load_teacher_cache(tmp_path / "c")
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
 
     def test_another_dataset_is_refused(self, cache_path: Path, tiny_dataset: ImageDataset) -> None:
         with pytest.raises(TeacherCacheError, match="another dataset"):
