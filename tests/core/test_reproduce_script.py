@@ -111,3 +111,27 @@ def test_a_kept_cache_must_be_the_given_teachers(tmp_path: Path) -> None:
     cache.write_text(json.dumps({"teacher": {"weights_sha256": "b" * 64}}))
     (tmp_path / "calls.txt").unlink()
     assert _run(tmp_path, status=2, **knobs) == []  # another teacher's: stop before stage 1
+
+
+def test_teacher_ensemble_trains_the_three_members_and_joins_them(tmp_path: Path) -> None:
+    runs = str(tmp_path / "runs")
+    calls = _run(tmp_path, TEACHER_ENSEMBLE="1", GENOTYPE="darts_v2", TEACHER_EPOCHS="5")
+    fastnet, wide, efficientnet, join, cache = calls[:5]
+    assert [c[:2] for c in (fastnet, wide, efficientnet)] == [["train", "teacher"]] * 3
+    assert "--model" not in fastnet and "--epochs" not in fastnet  # the preset, as shipped
+    assert (_option(wide, "--widths"), _option(wide, "--epochs")) == ("128,384,384", "16")
+    assert _option(efficientnet, "--model") == "efficientnet-lite0"
+    outs = [f"{runs}/teacher-{m}" for m in ("fastnet", "fastnet-wide", "efficientnet")]
+    assert [_option(c, "--out") for c in (fastnet, wide, efficientnet)] == outs
+    members = [f"{out}/teacher" for out in outs]
+    assert join == ["models", "ensemble", *members, "--out", f"{runs}/teacher/teacher"]
+    # Every later stage uses the ensemble, the teacher codec included.
+    assert _option(cache, "--teacher") == f"{runs}/teacher/teacher"
+    tcodec = [c for c in calls if c[:2] == ["train", "codec"]][-1]
+    assert _option(tcodec, "--student") == f"{runs}/teacher/teacher"
+    # A joined ensemble is kept (its members resume by themselves).
+    (tmp_path / "runs" / "teacher").mkdir(parents=True)
+    (tmp_path / "runs" / "teacher" / "teacher.json").write_text("{}")
+    (tmp_path / "calls.txt").unlink()
+    again = _run(tmp_path, TEACHER_ENSEMBLE="1", GENOTYPE="darts_v2")
+    assert ["models", "ensemble"] not in [c[:2] for c in again]
