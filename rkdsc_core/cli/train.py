@@ -932,7 +932,13 @@ def eval_margins_cmd(
 @eval_app.command("targets")
 def eval_targets_cmd(
     sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
-    teacher: Annotated[Path, typer.Option(help="The teacher checkpoint (its clean accuracy).")],
+    teacher: Annotated[
+        Path,
+        typer.Option(
+            help="The teacher checkpoint or its manifest (only the manifest is read: the "
+            "clean accuracy and parameter count; the weights need not be here)."
+        ),
+    ],
     link: Annotated[Path, typer.Option(help="The RKD link weights (student + CAT encoder).")],
     nas: Annotated[
         list[Path] | None,
@@ -954,14 +960,15 @@ def eval_targets_cmd(
     """The paper's targets, checked from the recipe's results (nothing is re-measured)."""
     from dataclasses import asdict
 
-    from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
+    from rkdsc_core.checkpoint import CheckpointError, checkpoint_paths
     from rkdsc_core.eval import check_targets, format_targets, read_sweep
     from rkdsc_core.link import load_link
     from rkdsc_core.models import count_parameters
 
     try:
         rows, _ = read_sweep(sweep)
-        _, manifest = load_checkpoint(teacher)
+        manifest = json.loads(checkpoint_paths(teacher)[1].read_text())
+        teacher_params = int(manifest["parameters"])
         pipeline = load_link(link).pipeline
         nas_rows = [
             r for d in nas or () for r in json.loads((d / "sweep.json").read_text())["rows"]
@@ -978,7 +985,7 @@ def eval_targets_cmd(
         checks = check_targets(
             rows,
             teacher_accuracy=float(accuracy),
-            teacher_params=int(manifest["parameters"]),
+            teacher_params=teacher_params,
             encoder_params=count_parameters(pipeline.student)
             + count_parameters(pipeline.codec.encoder),
             rkd=rkd,

@@ -194,6 +194,11 @@ def test_cli_reads_the_results_from_disk(tmp_path: Path) -> None:
     assert got[1]["detail"] == "0.9000 / 0.9200"
     assert [c["met"] for c in got[1:5]] == [True, True, True, True]
     assert [c["met"] for c in got[5:]] == [None, None]  # no lambda table given
+    # Only the teacher's manifest is read: a teacher whose weights are not at hand will do.
+    (tmp_path / "teacher.safetensors").unlink()
+    at = args.index("--teacher") + 1
+    manifest_only = [*args[:at], str(tmp_path / "teacher.json"), *args[at + 1 :]]
+    assert CliRunner().invoke(app, manifest_only).stdout == result.stdout
     # Two lambda tables (search seeds 0 and 1) are pooled; a table twice is refused.
     searched = _two_searches()
     for seed in (0, 1):
