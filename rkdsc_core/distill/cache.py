@@ -390,11 +390,15 @@ def build_teacher_cache(
     features = torch.empty(views, n, model.feature_dim, dtype=torch.float16)
     # Each finished view is kept under out_path.partial/ until the whole cache is written,
     # so an interrupted run (a large teacher takes minutes per view on a CPU) resumes at the
-    # first missing view. A view is reused only if teacher, split, seed and padding match.
+    # first missing view. A view is reused only if the teacher (its weights, model and
+    # config: a logit scale lives in the config), split, seed, padding and format match.
     partial_dir = weights_path.with_name(weights_path.stem + ".partial")
     key = json.dumps(
         {
+            "format_version": FORMAT_VERSION,
             "teacher_sha256": teacher_doc["weights_sha256"],
+            "teacher_model": teacher_doc.get("model"),
+            "teacher_config": teacher_doc.get("config"),
             "content_sha256": fingerprint["content_sha256"],
             "seed": seed,
             "padding": padding,

@@ -119,9 +119,11 @@ def join_checkpoints(
         sha256, scalar metrics and command, for the ensemble's manifest.
 
     Raises:
-        ValueError: fewer than two paths, or members trained on different datasets
-            (name or source checksum).
-        CheckpointError: a member is missing, corrupt or not a model checkpoint.
+        ValueError: fewer than two paths, members trained on different datasets (name or
+            source checksum), or a member that is itself an ensemble.
+        TypeError: a member's manifest config that its model does not take.
+        CheckpointError: a member is missing, corrupt or not a model checkpoint, or its
+            weights do not fit its model.
     """
     from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
 

@@ -34,9 +34,9 @@ def _teacher(path: Path, seed: int) -> tuple[Path, Backbone]:
 
 
 def _interrupt_after_view_0(
-    teacher: Path, dataset: ImageDataset, out: Path, monkeypatch: pytest.MonkeyPatch
+    teacher: Path, dataset: ImageDataset, out: Path, monkeypatch: pytest.MonkeyPatch, seed: int = 5
 ) -> None:
-    """Build a 3-view cache of ``dataset`` (seed 5) that is stopped once view 0 is saved."""
+    """Build a 3-view cache of ``dataset`` that is stopped once view 0 is saved."""
     real = cache_module.write_tensors
 
     def write_then_stop(*args: Any, **kwargs: Any) -> None:
@@ -46,7 +46,7 @@ def _interrupt_after_view_0(
     with monkeypatch.context() as m:
         m.setattr(cache_module, "write_tensors", write_then_stop)
         with pytest.raises(KeyboardInterrupt):
-            build_teacher_cache(teacher, dataset, out, views=3, seed=5)
+            build_teacher_cache(teacher, dataset, out, views=3, seed=seed)
 
 
 def _record_views(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -199,7 +199,7 @@ class TestTeacherCache:
         assert torch.equal(a.logits, b.logits) and torch.equal(a.features, b.features)
         assert not (tmp_path / "c.partial").exists()
 
-    @pytest.mark.parametrize("spoil", ["another teacher", "truncated"])
+    @pytest.mark.parametrize("spoil", ["another teacher", "another seed", "truncated"])
     def test_a_partial_view_that_does_not_fit_is_recomputed(
         self,
         spoil: str,
@@ -213,7 +213,8 @@ class TestTeacherCache:
         first = (
             _teacher(tmp_path / "other", seed=2)[0] if spoil == "another teacher" else teacher[0]
         )
-        _interrupt_after_view_0(first, tiny_dataset, tmp_path / "c", monkeypatch)
+        seed = 6 if spoil == "another seed" else 5  # view 0 is the image whatever the seed
+        _interrupt_after_view_0(first, tiny_dataset, tmp_path / "c", monkeypatch, seed=seed)
         view_0 = tmp_path / "c.partial" / "view-0.safetensors"
         if spoil == "truncated":
             view_0.write_bytes(view_0.read_bytes()[:100])

@@ -213,3 +213,19 @@ class TestEnsembleCommand:
             app, ["models", "ensemble", str(a), str(tmp_path / "nope"), "--out", out]
         )
         assert missing.exit_code == 2 and "nope" in missing.output
+
+    def test_a_member_that_does_not_fit_or_is_an_ensemble_is_a_clear_error(
+        self, tmp_path: Path
+    ) -> None:
+        a, b = _save_members(tmp_path)
+        nested = tmp_path / "ens" / "teacher"
+        join = ["models", "ensemble", str(a), str(b), "--eval-images", "0", "--out"]
+        assert CliRunner().invoke(app, [*join, str(nested)]).exit_code == 0
+        again = CliRunner().invoke(app, [*join[:3], str(nested), *join[4:], str(tmp_path / "x")])
+        assert again.exit_code == 2 and "itself an ensemble" in again.output
+        manifest = checkpoint_paths(a)[1]  # a manifest whose config is not its weights'
+        doc = json.loads(manifest.read_text())
+        doc["config"]["widths"] = [8, 16, 32]
+        manifest.write_text(json.dumps(doc))
+        misfit = CliRunner().invoke(app, [*join, str(tmp_path / "y")])
+        assert misfit.exit_code == 2 and "does not fit" in misfit.output
