@@ -791,8 +791,10 @@ def eval_feature_gap_cmd(
     ] = None,
     length: Annotated[int, typer.Option(help="Symbols L per image.")] = 64,
     knowledge: Annotated[str, typer.Option(help="perfect | pilot CSI.")] = "pilot",
-    limit: Annotated[int, typer.Option(help="The first N training images.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Channel noise seed.")] = 0,
+    limit: Annotated[
+        int, typer.Option(help="N training images: a seeded sample (sources are class-sorted).")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the image sample and the noise.")] = 0,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
@@ -801,9 +803,12 @@ def eval_feature_gap_cmd(
 
     The gap is the distillation's feature loss (MSE of L2-normalised features, in [0, 4])
     between the projected pooled feature the receiver decodes and the cached teacher
-    feature of the same training image, clean (the student alone) and per channel and SNR.
+    feature of the same training image, clean (the student alone) and per channel and SNR,
+    on a seeded sample of the training split.
     """
     from dataclasses import asdict
+
+    import torch
 
     from rkdsc_core.checkpoint import CheckpointError, load_checkpoint
     from rkdsc_core.data import to_tensor
@@ -823,11 +828,11 @@ def eval_feature_gap_cmd(
         raise
     s = run_settings(data, cache_dir)
     train, _, cache = _load_cache(DistInfo.single(), s, teacher_cache, None)
-    n = min(limit, len(train))
-    images = to_tensor(train.images[:n])
+    idx = train.sample_indices(limit, seed=seed)  # view 0 of the cache: the images as they are
+    images = to_tensor(train.images[idx])
     try:
         rows = feature_gap(
-            links, stick, images, cache.features[0, :n].float(),
+            links, stick, images, cache.features[0, torch.from_numpy(idx)].float(),
             channels=channel or ("awgn", "rayleigh"),
             snr_db=snr_db or (-5.0, 0.0, 5.0, 20.0),
             length=length, knowledge=knowledge, seed=seed,
@@ -836,9 +841,12 @@ def eval_feature_gap_cmd(
         fail(str(e))
         raise
     if as_json:
-        echo_json({"images": n, "rows": [asdict(r) for r in rows]})
+        echo_json({"images": len(idx), "rows": [asdict(r) for r in rows]})
         return
-    typer.echo(f"feature gap to the teacher (2 - 2 cos), the first {n} training images, L={length}")
+    typer.echo(
+        f"feature gap to the teacher (2 - 2 cos), {len(idx)} training images (seed {seed}), "
+        f"L={length}"
+    )
     for r in rows:
         snr = "" if r.snr_db is None else f"{r.snr_db:6.1f} dB"
         typer.echo(f"{r.link:>16} {r.channel:>8} {snr:>9}  {r.gap:.4f}")

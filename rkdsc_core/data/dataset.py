@@ -88,13 +88,19 @@ class ImageDataset:
         """A fixed, seeded random subset of ``limit`` images (all of them if ``None``).
 
         Sources are often sorted by class, so "the first N images" would be one class;
-        evaluation and services take ``sample(N)`` instead. The order is a permutation
-        drawn from ``numpy.random.default_rng(seed)``: the same for every caller.
+        evaluation and services take ``sample(N)`` instead. The images are
+        :meth:`sample_indices`, in that order: the same for every caller.
         """
+        return self.subset(self.sample_indices(limit, seed=seed))
+
+    def sample_indices(self, limit: int | None, *, seed: int = 0) -> npt.NDArray[np.int64]:
+        """``[min(limit, N)]`` int64: which images :meth:`sample` takes, in its order (the
+        start of a permutation drawn from ``numpy.random.default_rng(seed)``), for arrays
+        kept beside the dataset (a teacher cache, say)."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        order = np.random.default_rng(seed).permutation(len(self))
-        return self.subset(order[: limit if limit is not None else len(self)])
+        order = np.random.default_rng(seed).permutation(len(self)).astype(np.int64)
+        return order[: limit if limit is not None else len(self)]
 
     def class_counts(self) -> npt.NDArray[np.int64]:
         """``[len(classes)]`` int64: how many images each class has."""

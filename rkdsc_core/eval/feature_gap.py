@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rkdsc_core.channel import Channel, ChannelConfig
+from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
 from rkdsc_core.distill.losses import FeatureProjector, feature_loss
 from rkdsc_core.link import SemanticPipeline
 
@@ -51,7 +51,10 @@ def feature_gap(
 ) -> list[GapRow]:
     """Feature gap of each link, clean and through each channel at each SNR.
 
-    Every link sees the same images and, at each point, the same noise and fades.
+    Image ``i`` is impaired with ``frame_generator(seed, "eval", i)`` at every point, for
+    every link, as in :func:`rkdsc_core.eval.accuracy_grid`: the same noise and fades
+    whatever the batch size or the other points asked for. The projector and the links are
+    left in eval mode.
 
     Args:
         links: name -> pipeline.
@@ -63,13 +66,16 @@ def feature_gap(
         length: symbols L per image.
         knowledge: ``"perfect"`` or ``"pilot"`` CSI.
         seed: seed of the channel draws.
-        batch_size: images per forward.
+        batch_size: images per forward, >= 1.
 
     Raises:
-        ValueError: no links, or ``images`` and ``teacher_features`` of different lengths.
+        ValueError: no links, ``images`` and ``teacher_features`` of different lengths, or
+            ``batch_size`` < 1.
     """
     if not links:
         raise ValueError("no links to measure")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(images) != len(teacher_features) or len(images) == 0:
         raise ValueError(
             f"need as many teacher features as images (> 0), got {len(teacher_features)} "
@@ -83,15 +89,15 @@ def feature_gap(
     for name, pipeline in links.items():
         pipeline = pipeline.eval()
         student = pipeline.student
-        for k, (channel, snr) in enumerate(points):
+        for channel, snr in points:
             model = None if snr is None else Channel(ChannelConfig(model=channel))  # type: ignore[arg-type]
             total = 0.0
-            for b, start in enumerate(range(0, len(images), batch_size)):
+            for start in range(0, len(images), batch_size):
                 x = images[start : start + batch_size]
                 if model is None:
                     tokens = student.forward_tokens(x)
                 else:
-                    gen = torch.Generator().manual_seed(seed * 1_000_003 + k * 10_007 + b)
+                    gen = frame_generators(seed, "eval", range(start, start + len(x)))
                     out = pipeline(x, model, snr, length=length, knowledge=knowledge, generator=gen)
                     tokens = out.tokens
                 feat = projector(student.pool(tokens))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -325,8 +324,8 @@ def split_search_data(
     Raises:
         ValueError: a split holds fewer images than one batch.
     """
-    n = len(data) if cfg.subset is None else min(cfg.subset, len(data))
-    order = np.random.default_rng(cfg.seed).permutation(len(data))[:n].astype(np.int64)
+    order = data.sample_indices(cfg.subset, seed=cfg.seed)
+    n = len(order)
     n_train = round(n * cfg.train_fraction)
     parts = (order[:n_train], order[n_train:])
     for name, part in zip(("weight", "architecture"), parts, strict=True):

@@ -102,7 +102,8 @@ class TeacherTrainConfig:
         cutout: side of the square cut out of each training image [pixels] (see
             :func:`~rkdsc_core.data.cutout`); 0: none.
         whiten_images: for models with a data-initialised stem (``init_whitening``), the
-            number of training images (the first ones) it is computed from.
+            number of training images it is computed from: a sample seeded by ``seed``
+            (not the first ones, which in a class-sorted source are one class).
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         ema_decay: keep an exponential moving average of the weights and BatchNorm
             statistics, updated after every step (``ema = d * ema + (1 - d) * weights``,
@@ -420,8 +421,9 @@ def train_teacher(
     torch.manual_seed(cfg.seed)  # parameter initialisation (and the new head) only
     model = build_teacher(cfg, len(train.classes)).to(dev)
     init_whitening = getattr(model, "init_whitening", None)
-    if callable(init_whitening):  # the same first images on every rank: the same stem
-        init_whitening(to_tensor(train.images[: cfg.whiten_images]).to(dev))
+    if callable(init_whitening):  # the same sample on every rank: the same stem
+        whiten = train.images[train.sample_indices(cfg.whiten_images, seed=cfg.seed)]
+        init_whitening(to_tensor(whiten).to(dev))
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = _make_optimizer(model, cfg)

@@ -248,3 +248,7 @@ class TestSample:
         assert len(a) == 100 and np.array_equal(a.labels, b.labels)
         assert len(np.unique(a.labels)) == 10
         assert not np.array_equal(a.labels, ds.sample(100, seed=4).labels)
+        # sample_indices says which images sample takes, for arrays kept beside the dataset.
+        idx = ds.sample_indices(100, seed=3)
+        assert idx.dtype == np.int64 and np.array_equal(ds.labels[idx], a.labels)
+        assert len(ds.sample_indices(None)) == 500 and len(ds.sample_indices(900)) == 500

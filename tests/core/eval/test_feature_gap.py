@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from rkdsc_core.checkpoint import save_checkpoint
 from rkdsc_core.cli import app
-from rkdsc_core.data import load_dataset
-from rkdsc_core.distill import FeatureProjector, build_teacher_cache
+from rkdsc_core.data import load_dataset, to_tensor
+from rkdsc_core.distill import FeatureProjector, build_teacher_cache, load_teacher_cache
 from rkdsc_core.distill.losses import feature_loss
 from rkdsc_core.eval.feature_gap import feature_gap
-from rkdsc_core.link import SemanticPipeline, save_link
+from rkdsc_core.link import SemanticPipeline, load_link, save_link
 from rkdsc_core.models import create_model
 from tests.core.data.conftest import write_tree
 
@@ -60,6 +60,16 @@ class TestFeatureGap:
         half = len(rows) // 2
         assert [r.gap for r in rows[:half]] == [r.gap for r in rows[half:]]
 
+    def test_a_points_noise_depends_on_neither_the_batch_nor_the_other_points(self) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(5, 3, 32, 32)
+        target = torch.randn(5, 8)
+        both = feature_gap({"a": link}, projector, x, target, snr_db=(0.0,), seed=3, batch_size=5)
+        alone = feature_gap(
+            {"a": link}, projector, x, target, channels=("rayleigh",), snr_db=(0.0,), seed=3,
+            batch_size=2,
+        )  # fmt: skip
+        assert alone[1].gap == pytest.approx(both[2].gap, rel=1e-5)  # Rayleigh at 0 dB
+
     def test_shows_its_progress_in_points(self, capsys: pytest.CaptureFixture[str]) -> None:
         link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(2, 3, 32, 32)
         feature_gap({"a": link, "b": link}, projector, x, torch.randn(2, 8), snr_db=(0.0,))
@@ -72,6 +82,8 @@ class TestFeatureGap:
             feature_gap({}, projector, x, torch.randn(4, 8))
         with pytest.raises(ValueError, match="as many teacher features as images"):
             feature_gap({"a": _pipeline()}, projector, x, torch.randn(3, 8))
+        with pytest.raises(ValueError, match="batch_size"):
+            feature_gap({"a": _pipeline()}, projector, x, torch.randn(4, 8), batch_size=0)
 
 
 def test_the_command_measures_links_against_the_cached_teacher(tmp_path: Path) -> None:
@@ -100,5 +112,15 @@ def test_the_command_measures_links_against_the_cached_teacher(tmp_path: Path) -
         (link, ch) for link in ("a", "b") for ch in ("clean", "awgn", "rayleigh")
     ]
     assert all(0.0 < r["gap"] <= 4.0 for r in doc["rows"])
+    # A seeded sample of the split (sources are sorted by class), each image against its
+    # own cached teacher feature.
+    idx = train.sample_indices(7, seed=0)
+    cache = load_teacher_cache(tmp_path / "cache")
+    link, want = load_link(tmp_path / "a").pipeline, cache.features[0, torch.from_numpy(idx)]
+    stick = projector.eval()
+    (clean,) = feature_gap(
+        {"a": link}, stick, to_tensor(train.images[idx]), want.float(), channels=()
+    )
+    assert doc["rows"][0]["gap"] == pytest.approx(clean.gap, rel=1e-5)
     text = CliRunner().invoke(app, args)
-    assert text.exit_code == 0 and "the first 7 training images" in text.output
+    assert text.exit_code == 0 and "7 training images (seed 0)" in text.output
