@@ -30,6 +30,9 @@
 # here above 92%.
 set -euo pipefail
 
+# The braces make bash read the whole script before running any of it, so that editing the
+# file during a reproduction of hours (a git pull, say) cannot change the run in progress.
+{
 RUNS=${1:-runs/reproduce}
 RKDSC=${RKDSC:-rkdsc}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-}
@@ -115,3 +118,5 @@ stage "6/7 baseline: the same student trained end to end with cross-entropy only
 stage "7/7 accuracy vs SNR"
 "$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" "${sweep_links[@]}"
 echo "done: $RUNS/sweep/sweep.csv and the plots beside it"
+exit
+}

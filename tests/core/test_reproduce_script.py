@@ -135,3 +135,30 @@ def test_teacher_ensemble_trains_the_three_members_and_joins_them(tmp_path: Path
     (tmp_path / "calls.txt").unlink()
     again = _run(tmp_path, TEACHER_ENSEMBLE="1", GENOTYPE="darts_v2")
     assert ["models", "ensemble"] not in [c[:2] for c in again]
+
+
+def test_editing_the_script_mid_run_does_not_change_the_run(tmp_path: Path) -> None:
+    # A reproduction runs for hours; a git pull that rewrites the script meanwhile must not
+    # derail it (bash reads a script as it goes unless it has read the whole of it first).
+    script = tmp_path / "reproduce.sh"
+    script.write_text(SCRIPT.read_text())
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "rkdsc"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'printf "%q " "$@" >> {log}\necho >> {log}\n'
+        f"printf '#!/usr/bin/env bash\\necho rewritten; exit 7\\n' > {script}\n"
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(script), str(tmp_path / "runs")],
+        env={"PATH": os.environ["PATH"], "RKDSC": str(fake), "GENOTYPE": "darts_v2"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rewritten" in script.read_text()  # the file did change under the run
+    calls = [shlex.split(line) for line in log.read_text().splitlines()]
+    assert calls[-1][:2] == ["eval", "sweep"] and len(calls) == 8
