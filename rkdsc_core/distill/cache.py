@@ -408,7 +408,7 @@ def build_teacher_cache(
     bar = tqdm(total=views * n, desc="teacher cache", unit="image", leave=False)
     for v in range(views):
         view_path = partial_dir / f"view-{v}.safetensors"
-        done = _read_partial_view(view_path, key, (n, model.num_classes, model.feature_dim))
+        done = _read_partial_view(view_path, key)
         if done is not None:
             logits[v], features[v] = done
             bar.update(n)
@@ -463,12 +463,10 @@ def build_teacher_cache(
     return manifest_path
 
 
-def _read_partial_view(
-    path: Path, key: str, shape: tuple[int, int, int]
-) -> tuple[Tensor, Tensor] | None:
+def _read_partial_view(path: Path, key: str) -> tuple[Tensor, Tensor] | None:
     """A finished view's ``(logits [N, C], features [N, D])`` float16 from an interrupted
-    :func:`build_teacher_cache`, or None when there is none, or it is unreadable, of another
-    teacher/split/seed/padding (``key``) or of another shape ``(N, C, D)``."""
+    :func:`build_teacher_cache`, or None when there is none, or it is unreadable or of
+    another teacher/split/seed/padding (``key``, which also fixes N, C and D)."""
     if not path.is_file():
         return None
     try:
@@ -479,10 +477,6 @@ def _read_partial_view(
             logits, features = f.get_tensor("logits"), f.get_tensor("features")
     except (OSError, SafetensorError) as e:  # truncated or foreign: recompute the view
         log.warning("teacher cache: cannot read %s (%s); redoing it", path, e)
-        return None
-    n, c, d = shape
-    if logits.shape != (n, c) or features.shape != (n, d):
-        log.warning("teacher cache: %s has another shape; redoing it", path)
         return None
     return logits, features
 
