@@ -23,12 +23,12 @@ Baselines (accuracy = the student head on the dequantised tokens, where delivere
   principal components of the ``T * D`` token vector, each quantised to ``b`` bits, with no
   header. The transmitter knows the average SNR, not the fade, and adapts its rate:
   ``k = floor(L * log2(1 + g * SNR) / b)`` with ``g`` the ``PCA_OUTAGE`` (10%) quantile of
-  the channel's ``|h|^2`` (:func:`outage_gain`: 1 on AWGN, ``-ln 0.9 = 0.105`` on block
-  Rayleigh), the rate a 10% outage target allows. The same capacity test as
-  ``digital-ideal`` then decides delivery, so a deeper fade is an outage (about 10% of the
-  images). ``L`` channel uses, genie CSI, no pilots. It is the bound a digital system could
-  approach with ideal codes; at a few dozen channel uses real codes fall well short of
-  capacity.
+  the channel's ``|h|^2`` (:func:`outage_gain`: 1 on AWGN, 0.1047 on block Rayleigh, a
+  seeded estimate of the exact ``-ln 0.9 = 0.1054``), the rate a 10% outage target
+  allows. The same capacity test as ``digital-ideal`` then decides delivery, so a deeper
+  fade is an outage (about 10% of the images). ``L`` channel uses, genie CSI, no pilots.
+  It is the bound a digital system could approach with ideal codes; at a few dozen channel
+  uses real codes fall well short of capacity.
 * ``digital-pca-qpsk``: the same transform code sent uncoded in exactly the semantic link's
   ``P + L`` channel uses: the first ``k = floor(2 L / b)`` coefficients (at most ``K``), ``b``
   bits each, as Gray QPSK in ``L`` symbols after the link's pilot block, through the same
@@ -122,6 +122,25 @@ def _codes_to_bits(codes: Tensor, bits: int) -> Tensor:
     return out
 
 
+#: The channel models the evaluation measures (block fading). Rician is left out: the
+#: evaluation takes no K factor, and at ``ChannelConfig``'s default K = 0 it is Rayleigh.
+EVAL_CHANNELS = ("awgn", "rayleigh")
+
+
+def eval_channel(model: str) -> Channel:
+    """The :class:`Channel` that the evaluation measures ``model`` on.
+
+    Raises:
+        ValueError: ``model`` is not one of :data:`EVAL_CHANNELS`.
+    """
+    if model not in EVAL_CHANNELS:
+        raise ValueError(
+            f"the evaluation measures channels {', '.join(EVAL_CHANNELS)}, not {model!r}"
+            + (" (it takes no K factor)" if model == "rician" else "")
+        )
+    return Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+
+
 def _bits_to_codes(b: Tensor, bits: int) -> Tensor:
     weights = 2 ** torch.arange(bits - 1, -1, -1, device=b.device)
     return (b.reshape(b.shape[0], -1, bits).long() * weights).sum(-1)
@@ -131,7 +150,7 @@ def _bits_to_codes(b: Tensor, bits: int) -> Tensor:
 def _effective_snr(model: str, snr_db: float, seqs: Sequence[int], seed: int) -> Tensor:
     """Per-image SNR (linear): ``|h|^2 * SNR`` with ``h`` from the image's frame generator."""
     gens = frame_generators(seed, "eval", seqs)
-    channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+    channel = eval_channel(model)
     x = torch.ones(len(seqs), 1, dtype=torch.complex64)
     out = channel(x, snr_db, generator=gens)
     snr: Tensor = out.h[:, 0].abs().square() * 10 ** (snr_db / 10)
@@ -143,12 +162,12 @@ def _effective_snr(model: str, snr_db: float, seqs: Sequence[int], seed: int) ->
 def outage_gain(model: str, outage: float, draws: int = 200_000) -> float:
     """The ``outage`` quantile of the channel's power gain ``|h|^2`` (1.0 on AWGN).
 
-    Estimated from ``draws`` frames of :class:`Channel` (seeded), so it holds for any
-    channel model the emulator has (on Rayleigh it is ``-ln(1 - outage)``).
+    Estimated from ``draws`` frames of :class:`Channel` (seeded, so always the same value):
+    on Rayleigh 0.1047 at a 10% outage, where the exact quantile is ``-ln 0.9 = 0.1054``.
     """
     if not 0.0 < outage < 1.0:
         raise ValueError(f"outage must be in (0, 1), got {outage}")
-    channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+    channel = eval_channel(model)
     x = torch.ones(draws, 1, dtype=torch.complex64)
     h = channel(x, 40.0, generator=torch.Generator().manual_seed(0)).h[:, 0]
     return float(torch.quantile(h.abs().square().double(), outage))
@@ -216,7 +235,7 @@ def _uncoded_qpsk(
         raise ValueError(f"{n} bits do not fit in {symbols} QPSK symbols")
     padded = torch.cat([tx_bits, tx_bits.new_zeros(tx_bits.shape[0], 2 * symbols - n)], dim=1)
     frame = insert_pilots(modulate(padded, "qpsk"), pipeline.pilots)
-    channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+    channel = eval_channel(model)
     out = channel(frame, snr_db, generator=frame_generators(seed, "eval", seqs))
     csi = pipeline.estimate(knowledge, out)
     p = pipeline.num_pilots

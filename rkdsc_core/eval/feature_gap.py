@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rkdsc_core.channel import Channel, ChannelConfig, frame_generators
+from rkdsc_core.channel import frame_generators
 from rkdsc_core.distill.losses import FeatureProjector, feature_loss
+from rkdsc_core.eval.digital import eval_channel
 from rkdsc_core.link import SemanticPipeline
 
 __all__ = ["GapRow", "feature_gap"]
@@ -69,11 +70,13 @@ def feature_gap(
         batch_size: images per forward, >= 1.
 
     Raises:
-        ValueError: no links, ``images`` and ``teacher_features`` of different lengths, or
-            ``batch_size`` < 1.
+        ValueError: no links, ``images`` and ``teacher_features`` of different lengths,
+            ``batch_size`` < 1, or a channel the evaluation does not measure.
     """
     if not links:
         raise ValueError("no links to measure")
+    for channel in channels:
+        eval_channel(channel)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(images) != len(teacher_features) or len(images) == 0:
@@ -90,7 +93,7 @@ def feature_gap(
         pipeline = pipeline.eval()
         student = pipeline.student
         for channel, snr in points:
-            model = None if snr is None else Channel(ChannelConfig(model=channel))  # type: ignore[arg-type]
+            model = None if snr is None else eval_channel(channel)
             total = 0.0
             for start in range(0, len(images), batch_size):
                 x = images[start : start + batch_size]

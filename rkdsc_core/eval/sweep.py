@@ -30,10 +30,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rkdsc_core._validate import check_snr_db
-from rkdsc_core.channel import Channel, ChannelConfig, ChannelKnowledge, frame_generators
+from rkdsc_core.channel import ChannelKnowledge, frame_generators
 from rkdsc_core.data import BatchLoader, ImageDataset
 from rkdsc_core.eval.digital import (
     PcaCode,
+    eval_channel,
     ideal_code_correct,
     pca_ideal_correct,
     pca_qpsk_correct,
@@ -308,7 +309,7 @@ def accuracy_grid(
     grid: dict[GridKey, Tensor] = {}
     bar = tqdm(total=len(channels) * len(lengths) * len(snr_db), desc=desc, leave=False)
     for model in channels:
-        channel = Channel(ChannelConfig(model=model))  # type: ignore[arg-type]
+        channel = eval_channel(model)
         for n in lengths:
             rows: dict[str, list[Tensor]] = {k: [] for k in knowledge}
             for snr in snr_db:
@@ -485,7 +486,7 @@ def check_sweep(
     if not (channels and knowledge and snrs) or (lengths is not None and not lengths):
         raise ValueError("channels, knowledge, SNRs and lengths must not be empty")
     for model in channels:
-        ChannelConfig(model=model)  # type: ignore[arg-type]
+        eval_channel(model)
     for k in knowledge:
         ChannelKnowledge(k)
     check_snr_db(torch.tensor(snrs))

@@ -84,6 +84,8 @@ class TestFeatureGap:
             feature_gap({"a": _pipeline()}, projector, x, torch.randn(3, 8))
         with pytest.raises(ValueError, match="batch_size"):
             feature_gap({"a": _pipeline()}, projector, x, torch.randn(4, 8), batch_size=0)
+        with pytest.raises(ValueError, match="not 'rician'"):  # K = 0 would make it Rayleigh
+            feature_gap({"a": _pipeline()}, projector, x, torch.randn(4, 8), channels=["rician"])
 
 
 def test_the_command_measures_links_against_the_cached_teacher(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class TestMeasureSweep:
             ({"limit": 0}, "limit"),
             ({"digital_bits": 17}, r"\[1, 16\]"),
             ({"channels": ()}, "must not be empty"),
+            ({"channels": ("awgn", "rician")}, "not 'rician' \\(it takes no K factor\\)"),
         ],
     )
     def test_bad_input_is_refused_before_measuring(
