@@ -443,7 +443,8 @@ def train_codec_cmd(
     batch_size: Annotated[int | None, typer.Option(help="Global batch size (preset).")] = None,
     lr: Annotated[float | None, typer.Option(help="Codec peak learning rate (3e-3).")] = None,
     student_lr_scale: Annotated[
-        float | None, typer.Option(help="Student lr = this x --lr (default 0.01).")
+        float | None,
+        typer.Option(help="Student lr = this x --lr (default 0.01; 0 freezes the student)."),
     ] = None,
     codec: Annotated[
         str | None, typer.Option(help="CAT overrides as JSON, e.g. '{\"d_model\": 64}'.")

@@ -12,7 +12,8 @@ the teacher saw (:meth:`~rkdsc_core.distill.TeacherCache.batch`). The learned pr
 Stage 2 (:func:`train_codec`): ``SemanticPipeline(student, fresh CAT codec)`` is trained
 with the channel in the loop (random model, SNR, ``L`` and channel knowledge, drawn by
 :func:`~rkdsc_core.train.link.draw_conditions`). The student trains at
-``student_lr_scale * lr``, the codec (and a second projector) at ``lr``::
+``student_lr_scale * lr`` (at 0 it is frozen: no gradient, its BatchNorm statistics kept),
+the codec (and a second projector) at ``lr``::
 
     loss = w_mse * feature_loss(P2(pool(decoded tokens)), f_t) + w_kd * kd_loss(link, teacher, T)
            + w_ce * CE
@@ -150,6 +151,12 @@ class CodecRKDConfig:
 
     def __post_init__(self) -> None:
         _validate(self, ("w_ce", "w_kd", "w_mse", "student_lr_scale"))
+
+
+def _train_mode(net: nn.Module, student: nn.Module, frozen: bool) -> None:
+    net.train()
+    if frozen:  # BatchNorm in eval mode: its running statistics stay stage 1's
+        student.eval()
 
 
 def _validate(cfg: StudentKDConfig | CodecRKDConfig, nonneg: tuple[str, ...]) -> None:
@@ -475,6 +482,8 @@ def train_codec(
             warm = _stage1_projector(student_ckpt, projector, cache)
     net = _CodecRKD(pipeline, projector, cfg).to(device)
     student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    frozen = cfg.student_lr_scale == 0  # a fixed student: no gradient, no statistics update
+    student.requires_grad_(not frozen)
     rest = [p for n, p in net.named_parameters() if not n.startswith("pipeline.student.")]
     scales = (cfg.student_lr_scale, 1.0)  # per param group: the student, the codec + projector
     opt = torch.optim.AdamW(
@@ -498,7 +507,7 @@ def train_codec(
         info=info, max_steps=max_steps, defaults={"projector": None}, logger=log,
     )  # fmt: skip
     model = wrap_ddp(net, info)
-    net.train()
+    _train_mode(net, student, frozen)
     for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         g = channel_generator(cfg.seed, epoch, info)
@@ -529,7 +538,7 @@ def train_codec(
         broadcast_buffers(net, info)
         means = all_reduce_mean(sums / max(1, n), info)
         acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)
-        net.train()
+        _train_mode(net, student, frozen)
         row = {"acc_awgn_20db": acc} | {
             k: float(v) for k, v in zip(_CODEC_TERMS, means, strict=True)
         }

@@ -329,14 +329,16 @@ def _is_head(name: str) -> bool:
     return name == "head" or name.startswith("head.")
 
 
-def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+def _set_backbone_trainable(model: nn.Module, trainable: bool, fixed: set[str]) -> None:
+    """Freeze or unfreeze all but the head; the ``fixed`` parameters (a data-set stem, norm
+    scales held at 1: frozen by the model itself) stay frozen either way."""
     if not hasattr(model, "head"):
         raise ValueError(
             f"freeze_backbone_epochs needs a model with a `head` module; "
             f"{type(model).__name__} has none"
         )
     for name, p in model.named_parameters():
-        if not _is_head(name):
+        if not _is_head(name) and name not in fixed:
             p.requires_grad_(trainable)
 
 
@@ -426,6 +428,7 @@ def train_teacher(
         init_whitening(to_tensor(whiten).to(dev))
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fixed = {name for name, p in model.named_parameters() if not p.requires_grad}
     opt = _make_optimizer(model, cfg)
     ema = (
         AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
@@ -467,7 +470,7 @@ def train_teacher(
         if frozen != (epoch < cfg.freeze_backbone_epochs):
             frozen = epoch < cfg.freeze_backbone_epochs
             if cfg.freeze_backbone_epochs:
-                _set_backbone_trainable(model, not frozen)
+                _set_backbone_trainable(model, not frozen, fixed)
             ddp_model = None  # drop the old DDP reducer (its hooks) before wrapping again
             gc.collect()
             ddp_model = wrap_ddp(model, info)

@@ -263,6 +263,16 @@ class TestCodecStage:
 
         assert moved(before_s, pipe.student) < 0.5 * moved(before_c, pipe.codec)
 
+    def test_a_zero_student_lr_scale_freezes_the_student_statistics_included(
+        self, student_ckpt: Path, cache: TeacherCache, data: ImageDataset, tmp_path: Path
+    ) -> None:
+        before = load_model(student_ckpt).state_dict()
+        assert any("running_mean" in k for k in before)  # it has statistics to keep
+        cfg = dataclasses.replace(_CODEC, student_lr_scale=0.0)
+        pipe, _ = train_codec(cfg, student_ckpt, cache, data, data, tmp_path, max_steps=3)
+        after = pipe.student.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before.items()), "the student moved"
+
 
 class TestCli:
     @pytest.mark.parametrize(

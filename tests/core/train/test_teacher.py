@@ -228,6 +228,29 @@ class TestTrainTeacher:
         changed = {k for k, v in model.state_dict().items() if not torch.equal(v, initial[k])}
         assert changed == {"head.weight", "head.bias"}  # BatchNorm statistics fixed too
 
+    def test_unfreezing_the_backbone_leaves_what_the_model_fixes_frozen(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        # FastNet holds its whitening stem and its norm scales fixed: the epochs after a
+        # frozen start must train the rest of the backbone, not those.
+        cfg = teacher_config(
+            model_overrides={"widths": (4, 8, 8)},
+            epochs=2,
+            batch_size=8,
+            eval_images=8,
+            whiten_images=12,
+            freeze_backbone_epochs=1,
+        )
+        model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=4)
+        fresh = build_teacher(cfg, 4)
+        fixed = {n for n, p in fresh.named_parameters() if not p.requires_grad}
+        assert "whiten.weight" in fixed and "groups.0.norm1.weight" in fixed
+        assert {n for n, p in model.named_parameters() if not p.requires_grad} == fixed
+        state = model.state_dict()
+        assert all(torch.equal(state[n], torch.ones_like(state[n])) for n in fixed if "norm" in n)
+        trained = {n for n, v in fresh.state_dict().items() if not torch.equal(v, state[n])}
+        assert "groups.0.conv1.weight" in trained and "whiten.bias" in trained
+
 
 class TestFastNetTeacher:
     def test_the_stem_is_whitened_from_a_seeded_sample_of_the_training_images(
