@@ -291,11 +291,12 @@ def cache_teacher_cmd(
     """Run the teacher once over every view of every image; store logits and features.
 
     Finished views are kept in OUT.partial/ until the cache is written: run the same
-    command again to resume an interrupted run. Under torchrun only rank 0 computes.
+    command again to resume an interrupted run. Under torchrun only rank 0 computes; the
+    other ranks leave at once rather than wait (a large teacher takes longer than the
+    process group's timeout).
     """
     from rkdsc_core.checkpoint import checkpoint_paths
     from rkdsc_core.distill.cache import TeacherCacheError, build_teacher_cache
-    from rkdsc_core.train.ddp import barrier
 
     manifest = checkpoint_paths(teacher)[1]
     try:
@@ -329,7 +330,6 @@ def cache_teacher_cmd(
         except (TeacherCacheError, ValueError) as e:
             fail(str(e))
             raise
-        barrier(info)
         if info.is_main:
             typer.echo(f"wrote {path}")
 

@@ -364,8 +364,9 @@ def build_teacher_cache(
         batch_size: images per teacher forward.
         device: where the teacher runs.
         padding: zero padding per side for the crops [pixels].
-        is_main: under DDP, only the main rank computes and writes (the others return at
-            once; put a barrier after the call).
+        is_main: under DDP, only the main rank computes and writes; the others return at
+            once, before the cache exists (a barrier after the call would have to outwait
+            the whole build).
 
     Returns:
         the manifest path.
