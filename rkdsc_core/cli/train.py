@@ -563,7 +563,8 @@ def eval_table_cmd(
 
     _, test = _datasets(data, cache_dir, dataset)
     bundle = load_link(weights)
-    table = measure_eval_table(bundle.pipeline, test, limit=limit, knowledge=knowledge)
+    pipeline = _pipelines({"link": bundle}, test)["link"]
+    table = measure_eval_table(pipeline, test, limit=limit, knowledge=knowledge)
     if out is not None:
         table.save(out)
     if as_json:
@@ -629,8 +630,20 @@ def eval_clean_cmd(
         )
 
 
+def _pipelines(bundles: dict[str, Any], data: Any) -> dict[str, Any]:
+    """``{name: LinkBundle}`` -> ``{name: SemanticPipeline}``, each link's classes checked
+    against ``data``'s (the same names in the same label order)."""
+    for name, bundle in bundles.items():
+        if tuple(bundle.classes) != tuple(data.classes):
+            fail(
+                f"link {name!r} ({bundle.weights_dir}) classifies {list(bundle.classes)}, not "
+                f"{data.name}'s {list(data.classes)}"
+            )
+    return {name: bundle.pipeline for name, bundle in bundles.items()}
+
+
 def _load_links(specs: list[str]) -> dict[str, Any]:
-    """``NAME=DIR`` options -> ``{name: SemanticPipeline}`` (an empty DIR: the shipped link)."""
+    """``NAME=DIR`` options -> ``{name: LinkBundle}`` (an empty DIR: the shipped link)."""
     from rkdsc_core.link import load_link
 
     links = {}
@@ -641,7 +654,7 @@ def _load_links(specs: list[str]) -> dict[str, Any]:
         if name in links:
             fail(f"--weights: the name {name!r} is given twice")
         try:
-            links[name] = load_link(Path(folder) if folder else None).pipeline
+            links[name] = load_link(Path(folder) if folder else None)
         except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
             fail(str(e))
             raise
@@ -723,10 +736,13 @@ def eval_sweep_cmd(
             fail(f"--update: {out}: {e}")
             raise
         no_digital = True
-    links = _load_links(weights or ["default="])
+    if pca_images < 0:
+        fail(f"--pca-images must be >= 0 (0 leaves digital-pca out), got {pca_images}")
+    bundles = _load_links(weights or ["default="])
     s = run_settings(data, cache_dir)
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
+    links = _pipelines(bundles, test)
     points: dict[str, Any] = {
         "channels": channel or ("awgn", "rayleigh"),
         "knowledge": knowledge or ("perfect", "pilot"),
@@ -819,7 +835,7 @@ def eval_feature_gap_cmd(
 
     if limit < 1:
         fail(f"--limit must be >= 1, got {limit}")
-    links = _load_links(weights)
+    bundles = _load_links(weights)
     try:
         state, doc = load_checkpoint(projector)
         stick = FeatureProjector(**doc["config"])
@@ -829,6 +845,7 @@ def eval_feature_gap_cmd(
         raise
     s = run_settings(data, cache_dir)
     train, _, cache = _load_cache(DistInfo.single(), s, teacher_cache, None)
+    links = _pipelines(bundles, train)
     idx = train.sample_indices(limit, seed=seed)  # view 0 of the cache: the images as they are
     images = to_tensor(train.images[idx])
     try:

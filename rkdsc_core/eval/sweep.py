@@ -49,6 +49,7 @@ __all__ = [
     "PairedTest",
     "SweepRow",
     "accuracy_grid",
+    "check_heads",
     "check_sweep",
     "format_sweep",
     "hit_rates",
@@ -272,6 +273,21 @@ def _pack(mask: Tensor) -> str:
 
 
 @torch.no_grad()
+def check_heads(links: Mapping[str, SemanticPipeline], data: ImageDataset) -> None:
+    """Refuse links whose student head does not classify ``data``'s classes (a 10-class
+    link on CIFAR-100 would score near 0 without a word).
+
+    Raises:
+        ValueError: a link with another number of classes than ``data``.
+    """
+    for name, pipe in links.items():
+        if pipe.student.num_classes != len(data.classes):
+            raise ValueError(
+                f"link {name!r} classifies {pipe.student.num_classes} classes, "
+                f"{data.name} has {len(data.classes)}"
+            )
+
+
 def student_tokens(
     pipeline: SemanticPipeline, subset: ImageDataset, batch_size: int = 250
 ) -> tuple[list[Tensor], list[Tensor]]:
@@ -374,6 +390,9 @@ def measure_sweep(
         links, channels=channels, knowledge=knowledge, snr_db=snrs, lengths=lengths, limit=limit,
         digital=digital, digital_bits=digital_bits, pca_bits=pca_bits,
     )  # fmt: skip
+    check_heads(links, data)
+    if digital and pca_fit is not None and pca_images < 1:
+        raise ValueError(f"pca_images must be >= 1 to fit digital-pca, got {pca_images}")
     subset = data.sample(min(limit, len(data)), seed=seed)
     images = len(subset)
     rows: list[SweepRow] = []

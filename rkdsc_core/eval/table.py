@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from rkdsc_core.data import ImageDataset
-from rkdsc_core.eval.sweep import accuracy_grid, hit_rates, student_tokens
+from rkdsc_core.eval.sweep import accuracy_grid, check_heads, hit_rates, student_tokens
 from rkdsc_core.link.eval_table import EvalTable
 from rkdsc_core.link.pipeline import SemanticPipeline
 
@@ -36,6 +36,7 @@ def measure_eval_table(
     points (and all links measured with the same seed) see the same noise per image.
     The student's feature tokens are computed once per image.
     """
+    check_heads({"link": pipeline}, data)
     subset = data.sample(min(limit, len(data)), seed=seed)
     tokens, labels = student_tokens(pipeline, subset, batch_size)
     lens = list(lengths or pipeline.lengths)

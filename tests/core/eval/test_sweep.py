@@ -102,6 +102,24 @@ class TestMeasureSweep:
         with pytest.raises(ValueError, match=message):
             measure_sweep({"rkd": _pipeline()}, tiny_dataset, **kwargs)
 
+    def test_a_link_for_other_classes_or_no_pca_images_is_refused_before_measuring(
+        self, tiny_dataset: ImageDataset, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import rkdsc_core.eval.sweep as sweep_module
+
+        def measured(*a: Any, **k: Any) -> None:
+            raise AssertionError("measured before checking")
+
+        monkeypatch.setattr(sweep_module, "student_tokens", measured)
+        torch.manual_seed(0)
+        student = create_model("darts-student", C=4, layers=3, token_dim=16, num_classes=100)
+        codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2)
+        wide = SemanticPipeline(student, codec, num_pilots=4)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="classifies 100 classes"):
+            measure_sweep({"rkd": _pipeline(), "c100": wide}, tiny_dataset)
+        with pytest.raises(ValueError, match="pca_images"):
+            measure_sweep({"rkd": _pipeline()}, tiny_dataset, pca_fit=tiny_dataset, pca_images=0)
+
     def test_identical_links_get_identical_rows(self, tiny_dataset: ImageDataset) -> None:
         p = _pipeline()
         links = {"a": p, "b": copy.deepcopy(p)}
@@ -349,6 +367,19 @@ class TestCli:
         data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
         result = runner.invoke(app, [*args, "--pca-images", "0", *data])
         assert result.exit_code == 2 and "error:" in result.output and "[12]" in result.output
+
+    def test_a_link_for_other_classes_is_refused(self, runner: CliRunner, tmp_path: Path) -> None:
+        # Same count, other names (or order): the labels would not mean the link's classes.
+        swapped = (CIFAR10_CLASSES[1], CIFAR10_CLASSES[0], *CIFAR10_CLASSES[2:])
+        save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student", classes=swapped)
+        data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
+        weights = ["--weights", f"rkd={tmp_path / 'rkd'}"]
+        result = runner.invoke(app, ["eval", "sweep", *weights, *data])
+        assert result.exit_code == 2 and "classifies ['automobile', 'airplane'" in result.output
+        result = runner.invoke(app, ["eval", "table", "--weights", str(tmp_path / "rkd"), *data])
+        assert result.exit_code == 2 and "classifies ['automobile'" in result.output
+        result = runner.invoke(app, ["eval", "sweep", "--pca-images", "-5", *data])
+        assert result.exit_code == 2 and "--pca-images must be >= 0" in result.output
 
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
