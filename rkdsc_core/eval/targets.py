@@ -219,6 +219,38 @@ def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
     }
 
 
+def _check_same_budget(
+    plains: Sequence[dict[str, Any]], kdls: Sequence[dict[str, Any]], lam: float
+) -> None:
+    """Plain DARTS and KDL-DARTS rows must pair up by search seed, each pair searched and
+    trained alike but for the KD and complexity terms (``use_kd``, ``lam``).
+
+    Raises:
+        ValueError: the rows come from different searches or budgets.
+    """
+    seeds = [_search_seed(r) for r in plains], [_search_seed(r) for r in kdls]
+    if sorted(map(repr, seeds[0])) != sorted(map(repr, seeds[1])):
+        raise ValueError(
+            f"plain DARTS and KDL-DARTS lambda={lam:g} come from different searches: "
+            f"seeds {seeds[0]} vs {seeds[1]}"
+        )
+
+    def budget(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        search = r.get("search_config") or {}
+        return {k: v for k, v in search.items() if k not in ("lam", "use_kd")}, r.get(
+            "eval_config"
+        ) or {}
+
+    kdl_by_seed = {repr(_search_seed(r)): r for r in kdls}
+    for plain in plains:
+        if budget(plain) != budget(kdl_by_seed[repr(_search_seed(plain))]):
+            raise ValueError(
+                f"plain DARTS and KDL-DARTS lambda={lam:g} of search seed "
+                f"{_search_seed(plain)} were searched or trained differently (not the same "
+                "budget)"
+            )
+
+
 def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[TargetCheck]:
     size, acc = "KDL-DARTS size vs plain DARTS", "KDL-DARTS accuracy vs plain DARTS [points]"
     if not rows:
@@ -228,12 +260,8 @@ def _nas_checks(rows: Sequence[dict[str, Any]] | None, lam: float) -> list[Targe
     if not plains or not kdls:
         why = f"the table lacks the plain DARTS row or the KDL-DARTS lambda={lam:g} row"
         return [_missing(size, "<= 0.70", why), _missing(acc, ">= -1", why)]
+    _check_same_budget(plains, kdls, lam)
     plain, kdl = _pool(plains, "plain DARTS"), _pool(kdls, f"KDL-DARTS lambda={lam:g}")
-    if len(plains) != len(kdls) or plain.get("search_seeds") != kdl.get("search_seeds"):
-        raise ValueError(
-            f"plain DARTS and KDL-DARTS lambda={lam:g} come from different searches: "
-            f"seeds {[_search_seed(r) for r in plains]} vs {[_search_seed(r) for r in kdls]}"
-        )
     ratio = kdl["params"] / plain["params"]
     points = 100.0 * (kdl["val_accuracy"] - plain["val_accuracy"])
     sizes = f"{kdl['params']:,.0f} / {plain['params']:,.0f}"

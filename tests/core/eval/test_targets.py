@@ -286,6 +286,15 @@ def test_several_search_seeds_are_pooled() -> None:
             lambda rows: [*rows[:3], {**rows[3], "eval_config": {"epochs": 9, "seed": 1}}],
             "not the same budget",
         ),
+        # One row a side is checked too: the same search seed, the same budget.
+        (lambda rows: [rows[0], rows[3]], "different searches"),
+        (
+            lambda rows: [
+                rows[0],
+                {**rows[1], "search_config": {**rows[1]["search_config"], "epochs": 99}},
+            ],
+            "not the same budget",
+        ),
     ],
 )
 def test_tables_that_cannot_be_pooled_are_refused(edit: Any, match: str) -> None:
