@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,13 @@ from rkdsc_core.train import (
 from rkdsc_core.train import teacher as teacher_module
 from rkdsc_core.train.teacher import _make_optimizer
 from tests.core.data.conftest import write_tree
+
+
+def _tiny_fastnet(**overrides: Any) -> TeacherTrainConfig:
+    """The FastNet preset at widths 4/8/8 on a few images, then ``overrides``."""
+    fields = {"batch_size": 8, "eval_images": 8, "whiten_images": 12} | overrides
+    return teacher_config(model_overrides={"widths": (4, 8, 8)}, **fields)
+
 
 _TINY = teacher_config(
     "resnet18-cifar-w32",
@@ -233,14 +241,7 @@ class TestTrainTeacher:
     ) -> None:
         # FastNet holds its whitening stem and its norm scales fixed: the epochs after a
         # frozen start must train the rest of the backbone, not those.
-        cfg = teacher_config(
-            model_overrides={"widths": (4, 8, 8)},
-            epochs=2,
-            batch_size=8,
-            eval_images=8,
-            whiten_images=12,
-            freeze_backbone_epochs=1,
-        )
+        cfg = _tiny_fastnet(epochs=2, freeze_backbone_epochs=1)
         model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=4)
         fresh = build_teacher(cfg, 4)
         fixed = {n for n, p in fresh.named_parameters() if not p.requires_grad}
@@ -258,14 +259,7 @@ class TestFastNetTeacher:
     ) -> None:
         # Not the first ones: image-folder sources are sorted by class (CIFAR-10's JPEG
         # archive: the first 5,000 training images are all airplanes).
-        cfg = teacher_config(
-            model_overrides={"widths": (4, 8, 8)},
-            epochs=1,
-            batch_size=8,
-            eval_images=8,
-            whiten_images=12,
-            crop_padding=0,
-        )
+        cfg = _tiny_fastnet(epochs=1, crop_padding=0)
         model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=1)
         fresh, first = build_teacher(cfg, 4), build_teacher(cfg, 4)
         fresh.init_whitening(to_tensor(colour_dataset.sample(12, seed=cfg.seed).images))  # type: ignore[operator]
