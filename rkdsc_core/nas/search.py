@@ -48,6 +48,7 @@ __all__ = [
     "lr_at",
     "objective",
     "search",
+    "search_inputs",
     "split_search_data",
     "weight_step",
 ]
@@ -376,6 +377,25 @@ def _check_teacher(cfg: SearchConfig, teacher: Teacher | None, n: int) -> Teache
     return teacher
 
 
+def search_inputs(data: ImageDataset, teacher: Teacher | None) -> dict[str, Any]:
+    """What a search ran on besides its config: the data split and the teacher's weights.
+
+    A run folder resumes, and a λ table reuses a row, only for the same inputs.
+    ``teacher``'s ``source`` (:class:`~rkdsc_core.nas.teacher.TeacherOutputs`) names its
+    weights' sha256; a teacher without one is recorded as ``"unknown"``.
+    """
+    source = getattr(teacher, "source", None) or {}
+    return {
+        "data": {
+            "name": data.name,
+            "split": data.split,
+            "source_sha256": data.source_sha256,
+            "num_images": len(data),
+        },
+        "teacher": None if teacher is None else source.get("weights_sha256", "unknown"),
+    }
+
+
 def search(
     cfg: SearchConfig,
     train_data: ImageDataset,
@@ -411,7 +431,7 @@ def search(
 
     Raises:
         ValueError: inconsistent teacher / ``use_kd``, too little data for a batch, or an
-            ``out_dir`` checkpoint made with another config.
+            ``out_dir`` checkpoint made with another config, data split or teacher.
     """
     info = dist if dist is not None else current_dist(device)
     device = info.device
@@ -445,11 +465,13 @@ def search(
     a_loader = BatchLoader(a_data, rank_batch, seed=cfg.seed + 1, **loader_kw)
     steps_per_epoch = min(len(w_loader), len(a_loader))
     total = cfg.epochs * steps_per_epoch
-    config = cfg.to_dict()
+    # Runs from before the inputs were recorded resume as they did (no check possible).
+    inputs = search_inputs(train_data, teacher)
+    config = cfg.to_dict() | {"inputs": inputs}
 
     state = out / "state"
     start_epoch, step, history, wall, progress = resume_training(
-        state, model=modules, optimizer=w_opt, config=config
+        state, model=modules, optimizer=w_opt, config=config, defaults={"inputs": inputs}
     )
     if start_epoch:
         load_training_state(out / progress["arch_state"], model=arch_holder, optimizer=a_opt)

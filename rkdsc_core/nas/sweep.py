@@ -15,7 +15,7 @@ import torch
 from rkdsc_core.data import ImageDataset
 from rkdsc_core.models.genotypes import genotype_to_dict
 from rkdsc_core.nas.evaluate import StudentEvalConfig, evaluate_genotype
-from rkdsc_core.nas.search import SearchConfig, search
+from rkdsc_core.nas.search import SearchConfig, search, search_inputs
 from rkdsc_core.nas.teacher import Teacher
 from rkdsc_core.train.ddp import DistInfo, barrier, current_dist
 
@@ -71,7 +71,8 @@ def sweep(
     Each row gets ``out_dir/<slug>/``: a resumable search folder, one
     ``eval-seed{seed}.json`` per protocol seed (:func:`evaluate_genotype`) and, when done,
     ``genotype.json`` (as ``rkdsc nas search`` writes it) and ``row.json``; rows already
-    done with the same configs are reused. A row's ``val_accuracy`` is the mean over the
+    done with the same configs, data, teacher (:func:`search_inputs`) and ``max_steps``
+    are reused. A row's ``val_accuracy`` is the mean over the
     seeds (``val_accuracies``, ``val_accuracy_std`` give the spread); the search's and each
     protocol run's wall-clock seconds are kept (``search_wall_seconds``,
     ``eval_wall_seconds``). Writes ``out_dir/sweep.json`` and ``out_dir/sweep.md`` (see
@@ -105,12 +106,15 @@ def sweep(
     for label, row_cfg in sweep_rows(cfg, lambdas, with_teacher=teacher is not None):
         folder = out / row_slug(label)
         done = folder / "row.json"
+        inputs = search_inputs(train_data, teacher if row_cfg.use_kd else None)
         if done.is_file():
             row = json.loads(done.read_text())
             if (
                 row.get("search_config") == row_cfg.to_dict()
                 and row.get("eval_config") == ecfg.to_dict()
                 and row.get("eval_seeds") == seeds
+                and row.get("inputs", inputs) == inputs  # older rows did not record them
+                and row.get("max_steps") == max_steps
             ):
                 log.info("%s: reusing %s", label, done)
                 rows.append(row)
@@ -157,6 +161,8 @@ def sweep(
             "genotype": genotype_to_dict(result.genotype),
             "search_config": row_cfg.to_dict(),
             "eval_config": ecfg.to_dict(),
+            "inputs": inputs,
+            "max_steps": max_steps,
             "search_history": result.history,
             "eval_history": [e["history"] for e in evals],
         }

@@ -171,6 +171,23 @@ class TestSearch:
         with pytest.raises(ValueError, match="another config"):
             search(dataclasses.replace(TINY, lam=1.0), search_data, None, tmp_path)
 
+    def test_resume_on_other_data_or_another_teacher_is_refused(
+        self, search_data: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = dataclasses.replace(TINY, use_kd=True)
+        n = len(search_data)
+
+        def teacher(sha: str) -> TeacherOutputs:
+            return TeacherOutputs(torch.zeros(n, 10), torch.zeros(n, 8), {"weights_sha256": sha})
+
+        search(cfg, search_data, teacher("a"), tmp_path, max_steps=2)
+        with pytest.raises(ValueError, match="another config"):
+            search(cfg, search_data, teacher("b"), tmp_path)
+        other = dataclasses.replace(search_data, source_sha256="1" * 64)
+        with pytest.raises(ValueError, match="another config"):
+            search(cfg, other, teacher("a"), tmp_path)
+        search(cfg, search_data, teacher("a"), tmp_path, max_steps=3)  # the same: resumes
+
 
 class TestSearchErrors:
     def test_kd_without_teacher_is_refused(self, search_data: ImageDataset, tmp_path: Path) -> None:

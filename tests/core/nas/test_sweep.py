@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import statistics
 from pathlib import Path
@@ -110,6 +111,33 @@ class TestSweep:
         assert genotype == doc["rows"][1]["genotype"]
         again = sweep(cfg, [5.0], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
         assert [r["params"] for r in again] == [r["params"] for r in rows]
+
+    def test_a_row_of_other_data_or_a_cut_short_search_is_redone(
+        self, search_data: ImageDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        sweep_module = importlib.import_module("rkdsc_core.nas.sweep")  # `sweep` is the function
+        searched: list[str] = []
+        real = sweep_module.search
+
+        def counting(cfg, data, *a, **k):  # type: ignore[no-untyped-def]
+            searched.append(data.source_sha256[:1])
+            return real(cfg, data, *a, **k)
+
+        monkeypatch.setattr(sweep_module, "search", counting)
+        cfg = dataclasses.replace(TINY, epochs=1)
+        sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL, max_steps=1)
+        sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
+        assert searched == ["0", "0"]  # the first stopped after one step: not reused
+        sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
+        assert searched == ["0", "0"]  # the same inputs, a finished row: reused
+        other = dataclasses.replace(search_data, source_sha256="1" * 64)
+        sweep(cfg, [], other, search_data, None, tmp_path / "o", eval_cfg=EVAL)
+        (row,) = sweep(cfg, [], other, search_data, None, tmp_path / "o", eval_cfg=EVAL)
+        assert searched == ["0", "0", "1"] and row["inputs"]["data"]["source_sha256"] == "1" * 64
+        assert row["inputs"]["teacher"] is None  # no KD row, no teacher
+        # Into the first folder: its row is not reused, and its search does not resume.
+        with pytest.raises(ValueError, match="another config"):
+            sweep(cfg, [], other, search_data, None, tmp_path, eval_cfg=EVAL)
 
     def test_several_protocol_seeds_give_mean_and_spread(
         self, search_data: ImageDataset, tmp_path: Path, protocol: _CountingProtocol
