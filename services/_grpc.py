@@ -139,19 +139,27 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if streaming_response and inspect.isasyncgenfunction(fn):
 
                 async def gen(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+                    error: BaseException | None = None
                     try:
                         async for item in fn(req, ctx):
                             yield item
+                    except BaseException as e:
+                        error = e
+                        raise
                     finally:
-                        calls.labels(method, _code(ctx)).inc()
+                        calls.labels(method, _code(ctx, error)).inc()
 
                 return gen
 
             async def unary(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
+                error: BaseException | None = None
                 try:
                     return await fn(req, ctx)
+                except BaseException as e:
+                    error = e
+                    raise
                 finally:
-                    calls.labels(method, _code(ctx)).inc()
+                    calls.labels(method, _code(ctx, error)).inc()
 
             return unary
 
@@ -180,11 +188,16 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-def _code(ctx: grpc.aio.ServicerContext) -> str:
+def _code(ctx: grpc.aio.ServicerContext, error: BaseException | None) -> str:
+    """The status the client gets: the one set on ``ctx`` (an abort sets it), else
+    CANCELLED for a cancelled call, UNKNOWN for any other exception (what gRPC answers
+    for a handler that raises), else OK."""
     code = ctx.code()
-    if code is None:
-        return "OK"
-    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if code is not None:
+        return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "OK" if error is None else "UNKNOWN"
 
 
 async def run_until_signal(
