@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from services.control.api import api_router
 from services.control.api.deps import expected_token
-from services.control.api.errors import service_error_handler
+from services.control.api.errors import request_validation_handler, service_error_handler
 from services.control.clients import Clients, GrpcClients, ServiceError
 from services.control.limits import BodySizeLimitMiddleware
 from services.control.metrics import ControlMetrics, MetricsMiddleware
@@ -120,5 +121,6 @@ def create_app(
             max_age=600,
         )
     app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.include_router(api_router)
     return app

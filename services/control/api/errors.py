@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from fastapi import HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.control.clients import ServiceError
 
-__all__ = ["http_status", "rejected", "service_error_handler", "validation_error"]
+__all__ = [
+    "http_status",
+    "rejected",
+    "request_validation_handler",
+    "service_error_handler",
+    "validation_error",
+]
 
 _LABELS = {"transmitter": "transmitter", "channel": "channel emulator", "receiver": "receiver"}
 
@@ -89,3 +98,23 @@ async def service_error_handler(request: Request, exc: Exception) -> JSONRespons
         detail = _message(exc)
     headers = {"Retry-After": "1"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
     return JSONResponse({"detail": detail}, status_code=code, headers=headers)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by its name (JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a request body that fails validation, also when the rejected
+    value is NaN or infinite (``{"snr_db": NaN}``), which the default handler cannot put
+    into JSON and answers with a 500."""
+    assert isinstance(exc, RequestValidationError)
+    detail = _finite(jsonable_encoder(exc.errors()))
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)

@@ -101,6 +101,19 @@ class TestUpdateChannel:
         assert channel.set_calls == []
         assert channel.settings.version == 1
 
+    @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+    def test_a_non_finite_value_is_422_not_500(
+        self, client: TestClient, channel: FakeChannel, auth: dict[str, str], value: str
+    ) -> None:
+        # JSON has no NaN, but Python's parser reads these; the 422 body must still be JSON.
+        body = f'{{"snr_db": {value}}}'
+        headers = auth | {"Content-Type": "application/json"}
+        resp = client.put("/v1/channel", content=body, headers=headers)
+        assert resp.status_code == 422, resp.text
+        (error,) = resp.json()["detail"]
+        assert error["loc"] == ["body", "snr_db"] and error["input"] in ("nan", "inf", "-inf")
+        assert channel.set_calls == []
+
     def test_update_channel_with_several_fields_applies_none_when_one_is_bad(
         self, client: TestClient, channel: FakeChannel, auth: dict[str, str]
     ) -> None:
