@@ -101,6 +101,31 @@ class TestRestore:
         )
         assert value == 1.0
 
+    def test_an_update_right_after_a_restart_merges_onto_the_stored_config(
+        self, tmp_path: Path
+    ) -> None:
+        # Before the restore loop has run: the update must not merge onto the defaults.
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, tmp_path / "c.sqlite"), clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"model": "rayleigh", "snr_db": 5.0}, headers=AUTH)
+            client.put("/v1/transmitter", json={"fixed_length": 16}, headers=AUTH)
+            fresh = _restart_channel(clients)
+            transmitter = clients.transmitter
+            assert isinstance(transmitter, FakeTransmitter)
+            transmitter.policy.version = 1
+            transmitter.policy.fixed_length = 64  # restarted: its defaults again
+            resp = client.put("/v1/channel", json={"erasure_prob": 0.1}, headers=AUTH)
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert (body["model"], body["snr_db"], body["erasure_prob"]) == ("rayleigh", 5.0, 0.1)
+            assert fresh.settings.snr_db == 5.0
+            resp = client.put("/v1/transmitter", json={"confidence": 0.9}, headers=AUTH)
+            assert resp.status_code == 200 and resp.json()["fixed_length"] == 16
+            # What is stored now is the merged configuration: a later restore keeps all of it.
+            assert asyncio.run(restore_once(app.state.control)) == []
+            assert app.state.control.store.get("channel").body["erasure_prob"] == 0.1
+
     def test_the_policy_confidence_is_stored_and_restored(self, tmp_path: Path) -> None:
         state_file = tmp_path / "control.sqlite"
         clients = fake_clients()

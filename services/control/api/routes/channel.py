@@ -16,7 +16,7 @@ from services.control.api.deps import (
 )
 from services.control.api.errors import rejected, validation_error
 from services.control.clients import ServiceError
-from services.control.persist import remember
+from services.control.persist import remember, restore_locked
 from services.control.schemas import ChannelConfig, ChannelPublic, ChannelUpdate
 
 __all__ = ["router"]
@@ -48,6 +48,7 @@ async def update_channel(
     at once (nothing is half-applied)."""
     changes = update.model_dump(exclude_unset=True)
     async with state.channel_lock:
+        await restore_locked(state, "channel")  # a restarted emulator gets its config back first
         current = channel_public(await channel.get_settings())
         merged = {**current.model_dump(exclude={"version"}), **changes}
         try:

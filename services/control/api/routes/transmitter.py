@@ -15,7 +15,7 @@ from services.control.api.deps import (
 )
 from services.control.api.errors import rejected, validation_error
 from services.control.clients import ServiceError
-from services.control.persist import remember
+from services.control.persist import remember, restore_locked
 from services.control.schemas import TransmitterPublic, TransmitterUpdate
 
 __all__ = ["router"]
@@ -49,6 +49,7 @@ async def update_transmitter(
     """Change the length policy; fields left out keep their values."""
     changes = update.model_dump(exclude_unset=True)
     async with state.policy_lock:
+        await restore_locked(state, "transmitter")  # a restarted transmitter's policy first
         current = transmitter_public(await transmitter.get_policy())
         merged = {**current.model_dump(exclude={"version"}), **changes}
         if merged["length_policy"] not in ("fixed", "adaptive"):
