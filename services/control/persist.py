@@ -131,35 +131,41 @@ async def restore_once(state: ControlState) -> list[Target]:
         return []
     restored: list[Target] = []
     for target in ("channel", "transmitter"):
+        stored = await asyncio.to_thread(store.get, target)
+        if stored is None:
+            continue
         lock = state.channel_lock if target == "channel" else state.policy_lock
         try:
             async with lock:
-                if await restore_locked(state, target):
-                    restored.append(target)
+                version = await _restore(state, stored)
         except ServiceError as err:
             log.debug("cannot check the %s configuration now: %s", target, err)
+            continue
+        if version is not None:
+            restored.append(target)
+            await _restored(state, stored, version)
     return restored
 
 
-async def restore_locked(state: ControlState, target: Target) -> bool:
-    """Re-apply ``target``'s stored configuration if its service restarted since; whether
-    it did. The caller holds ``target``'s lock: an update checks this first, so it merges
+async def restore_locked(state: ControlState, target: Target) -> None:
+    """Re-apply ``target``'s stored configuration if its service restarted since.
+
+    For a REST update, which holds ``target``'s lock: it checks this first, so it merges
     onto the stored configuration, not onto a restarted service's defaults.
 
     Raises:
         ServiceError: the service did not answer.
     """
     if state.store is None or state.clients is None:
-        return False
+        return
     stored = await asyncio.to_thread(state.store.get, target)
-    if stored is None:
-        return False
-    version = await _restore(state, stored)
-    if version is None:
-        return False
-    state.metrics.config_restores.labels(target).inc()
-    await remember(state, target, stored.body, version)
-    return True
+    if stored is not None and (version := await _restore(state, stored)) is not None:
+        await _restored(state, stored, version)
+
+
+async def _restored(state: ControlState, stored: StoredConfig, version: int) -> None:
+    state.metrics.config_restores.labels(stored.target).inc()
+    await remember(state, stored.target, stored.body, version)
 
 
 async def _restore(state: ControlState, stored: StoredConfig) -> int | None:

@@ -276,17 +276,23 @@ class TransmitterEngine:
         )
         if label is not None:
             frame.label = label
-        self.metrics.symbols_per_frame.observe(length)
-        self.metrics.symbols.inc(length)
+        sent = False
+
+        def queued() -> None:  # symbols count as sent once they are on the stream
+            nonlocal sent
+            sent = True
+            self.metrics.symbols_per_frame.observe(length)
+            self.metrics.symbols.inc(length)
+
         start = time.perf_counter()
-        got = await state.link.exchange(frame)
+        got = await state.link.exchange(frame, on_queued=queued)
         elapsed = time.perf_counter() - start
         # The transmitter's own facts win over whatever the far end filled in.
         result.MergeFrom(got)
         result.link_id = link_id
         result.sequence = frame.sequence
         result.image_id = image_id
-        result.num_symbols = length
+        result.num_symbols = length if sent else 0  # runs count the frames sent by this
         result.tx_config_version = policy.version
         result.tx_snr_db = snr_db
         result.timings.encode_seconds = encoded.seconds

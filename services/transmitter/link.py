@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -151,11 +151,15 @@ class ChannelLink:
             self._stream = _Stream(stub, self.link_id)
         return self._stream
 
-    async def exchange(self, frame: frame_pb2.SymbolFrame) -> frame_pb2.FrameResult:
+    async def exchange(
+        self, frame: frame_pb2.SymbolFrame, on_queued: Callable[[], None] | None = None
+    ) -> frame_pb2.FrameResult:
         """Give ``frame`` the next sequence number, send it, and wait for its result.
 
         Never raises for link trouble: a broken stream or a missing result come back as a
         result of fate ``ERROR`` (``UNAVAILABLE: ...``, ``DEADLINE_EXCEEDED: ...``).
+        ``on_queued`` is called once the frame is handed to the stream, so not for a frame
+        that was never sent (emulator unreachable, shutting down).
         """
         if self._closed:
             return error_result(frame, "UNAVAILABLE: the transmitter is shutting down")
@@ -180,6 +184,8 @@ class ChannelLink:
         fut: asyncio.Future[frame_pb2.FrameResult] = loop.create_future()
         stream.pending[frame.sequence] = fut
         stream.queue.put_nowait(frame)
+        if on_queued is not None:
+            on_queued()
         try:
             return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:

@@ -211,15 +211,17 @@ class TestClassify:
         assert second[0].fate == PREDICTED and second[0].sequence == 1
 
     def test_unreachable_channel_gives_unavailable_errors(self, tx_weights: Path) -> None:
-        async def scenario() -> list[frame_pb2.FrameResult]:
+        async def scenario() -> tuple[list[frame_pb2.FrameResult], float | None]:
             async with running_stack(
                 tx_weights, channel_target="127.0.0.1:1", deadline_seconds=1.0
             ) as stack:
-                return await stack.classify([raw_request("a", pixels(0))])
+                results = await stack.classify([raw_request("a", pixels(0))])
+                return results, stack.sample("rkdsc_transmitter_symbols_total")
 
-        (result,) = run(scenario())
+        (result,), symbols = run(scenario())
         assert result.fate == ERROR and result.error.startswith("UNAVAILABLE:")
         assert "not reachable within 1 s; the frame was not sent" in result.error
+        assert result.num_symbols == 0 and symbols == 0  # nothing was sent: nothing counted
 
     def test_in_flight_frames_are_bounded(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[list[frame_pb2.FrameResult], int]:
