@@ -272,7 +272,6 @@ def _pack(mask: Tensor) -> str:
     return np.packbits(mask.cpu().numpy().astype(np.uint8)).tobytes().hex()
 
 
-@torch.no_grad()
 def check_heads(links: Mapping[str, SemanticPipeline], data: ImageDataset) -> None:
     """Refuse links whose student head does not classify ``data``'s classes (a 10-class
     link on CIFAR-100 would score near 0 without a word).
@@ -288,6 +287,7 @@ def check_heads(links: Mapping[str, SemanticPipeline], data: ImageDataset) -> No
             )
 
 
+@torch.no_grad()
 def student_tokens(
     pipeline: SemanticPipeline, subset: ImageDataset, batch_size: int = 250
 ) -> tuple[list[Tensor], list[Tensor]]:

@@ -183,6 +183,14 @@ def _search_seed(row: dict[str, Any]) -> Any:
     return (row.get("search_config") or {}).get("seed")
 
 
+def _budget(row: dict[str, Any], *ignore: str) -> list[dict[str, Any]]:
+    """A λ-table row's search and protocol configs, less the ``ignore``d keys."""
+    return [
+        {k: v for k, v in (row.get(key) or {}).items() if k not in ignore}
+        for key in ("search_config", "eval_config")
+    ]
+
+
 def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
     """One lambda-table row from the same row of several searches (search seeds).
 
@@ -199,14 +207,7 @@ def _pool(rows: Sequence[dict[str, Any]], what: str) -> dict[str, Any]:
     seeds = [_search_seed(r) for r in rows]
     if None in seeds or len(set(seeds)) < len(seeds):
         raise ValueError(f"{what}: pooling needs one row per search seed, got seeds {seeds}")
-
-    def budget(r: dict[str, Any]) -> list[dict[str, Any]]:
-        return [
-            {k: v for k, v in (r.get(key) or {}).items() if k != "seed"}
-            for key in ("search_config", "eval_config")
-        ]
-
-    if any(budget(r) != budget(rows[0]) for r in rows[1:]):
+    if any(_budget(r, "seed") != _budget(rows[0], "seed") for r in rows[1:]):
         raise ValueError(f"{what}: the tables differ in more than the seed; not the same budget")
     runs = [a for r in rows for a in r.get("val_accuracies", [r["val_accuracy"]])]
     return {
@@ -234,16 +235,10 @@ def _check_same_budget(
             f"plain DARTS and KDL-DARTS lambda={lam:g} come from different searches: "
             f"seeds {seeds[0]} vs {seeds[1]}"
         )
-
-    def budget(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        search = r.get("search_config") or {}
-        return {k: v for k, v in search.items() if k not in ("lam", "use_kd")}, r.get(
-            "eval_config"
-        ) or {}
-
     kdl_by_seed = {repr(_search_seed(r)): r for r in kdls}
     for plain in plains:
-        if budget(plain) != budget(kdl_by_seed[repr(_search_seed(plain))]):
+        kdl = kdl_by_seed[repr(_search_seed(plain))]
+        if _budget(plain, "lam", "use_kd") != _budget(kdl, "lam", "use_kd"):
             raise ValueError(
                 f"plain DARTS and KDL-DARTS lambda={lam:g} of search seed "
                 f"{_search_seed(plain)} were searched or trained differently (not the same "

@@ -483,7 +483,8 @@ def train_codec(
     net = _CodecRKD(pipeline, projector, cfg).to(device)
     student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     frozen = cfg.student_lr_scale == 0  # a fixed student: no gradient, no statistics update
-    student.requires_grad_(not frozen)
+    if frozen:  # (otherwise what the model itself fixes, e.g. FastNet's stem, stays fixed)
+        student.requires_grad_(False)
     rest = [p for n, p in net.named_parameters() if not n.startswith("pipeline.student.")]
     scales = (cfg.student_lr_scale, 1.0)  # per param group: the student, the codec + projector
     opt = torch.optim.AdamW(
