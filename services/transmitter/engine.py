@@ -58,12 +58,20 @@ class LinkError(ValueError):
 
 
 class _LinkState:
-    """A link's stream, its in-flight slots and its SNR belief."""
+    """A link's stream, its in-flight slots, its SNR belief and who uses it."""
 
     def __init__(self, link: ChannelLink, max_in_flight: int, snr_db: float) -> None:
         self.link = link
         self.slots = asyncio.Semaphore(max_in_flight)
         self.snr_belief_db = snr_db
+        self.in_flight = 0  # frames holding a slot
+        self.holders = 0  # runs streaming on the link
+        self.last_used = time.monotonic()  # [s], for least-recently-used eviction
+
+    @property
+    def idle(self) -> bool:
+        """Nothing uses the link: it may be closed to make room for another."""
+        return self.in_flight == 0 and self.holders == 0
 
     @property
     def tx_snr_db(self) -> float:
@@ -75,7 +83,12 @@ class TransmitterEngine:
 
     Usage: ``await engine.acquire(link_id)`` (waits while ``max_in_flight`` frames of the
     link are outstanding), then ``await engine.process(link_id, ...)``, which releases the
-    slot when the frame's result is known.
+    slot when the frame's result is known. A run :meth:`hold` s its link from start to end.
+
+    Links: the default link is always available; at most ``max_links`` others are open at
+    once. Opening one more closes the least recently used idle link (no frame in flight,
+    not held by a run); with none idle, :class:`LinkError` ``RESOURCE_EXHAUSTED``. A link
+    opened again numbers its frames from 0 again.
 
     Args:
         settings: the transmitter's settings.
@@ -115,33 +128,72 @@ class TransmitterEngine:
         return self._in_flight
 
     def check_link(self, link_id: str) -> None:
-        """Raise :class:`LinkError` unless ``link_id`` exists or may be opened."""
-        if link_id in self._links:
-            return
+        """Raise :class:`LinkError` unless ``link_id`` is open or may be opened now."""
+        self._evictable(link_id)
+
+    def _evictable(self, link_id: str) -> str | None:
+        """The link to close before ``link_id`` can be opened (``None``: none needs closing).
+
+        Raises:
+            LinkError: ``link_id`` is malformed, or opening it would exceed ``max_links``
+                with every other link in use.
+        """
+        if link_id in self._links or link_id == self.default_link:
+            return None
         if not LINK_ID_PATTERN.match(link_id):
             raise LinkError(
                 f"link_id must be 1-64 characters of letters, digits, '.', '_', '-'; "
                 f"got {link_id!r}"
             )
-        if len(self._links) >= self.settings.max_links:
+        others = {k: v for k, v in self._links.items() if k != self.default_link}
+        if len(others) < self.settings.max_links:
+            return None
+        idle = [k for k, v in others.items() if v.idle]
+        if not idle:
             raise LinkError(
-                f"link_id {link_id!r}: already {len(self._links)} links open "
-                f"(RKDSC_TRANSMITTER_MAX_LINKS={self.settings.max_links})",
+                f"link_id {link_id!r}: {len(others)} links besides {self.default_link!r} are "
+                f"open and in use (RKDSC_TRANSMITTER_MAX_LINKS={self.settings.max_links})",
                 code="RESOURCE_EXHAUSTED",
             )
+        return min(idle, key=lambda k: others[k].last_used)
 
     def _state(self, link_id: str) -> _LinkState:
         state = self._links.get(link_id)
         if state is None:
-            self.check_link(link_id)
+            evict = self._evictable(link_id)
+            if evict is not None:
+                self._close_link(evict)
             s = self.settings
             link = ChannelLink(
                 link_id, s.channel_target, deadline_seconds=s.deadline_seconds, tls=s.tls
             )
             state = _LinkState(link, s.max_in_flight, s.assumed_snr_db)
             self._links[link_id] = state
+            self.metrics.links_open.set(len(self._links))
             self.metrics.snr_estimate_db.labels(link_id).set(state.tx_snr_db)
+        state.last_used = time.monotonic()
         return state
+
+    def _close_link(self, link_id: str) -> None:
+        """Forget the idle link ``link_id`` and close its stream in the background."""
+        state = self._links.pop(link_id)
+        self.metrics.links_open.set(len(self._links))
+        self.metrics.snr_estimate_db.remove(link_id)
+        self.metrics.links_closed.inc()
+        log.info("closing idle link %s to make room for another", link_id)
+        self.spawn(state.link.close())
+
+    def hold(self, link_id: str) -> None:
+        """Open ``link_id`` if needed and keep it open until :meth:`release_hold`.
+
+        Raises:
+            LinkError: as :meth:`check_link`.
+        """
+        self._state(link_id).holders += 1
+
+    def release_hold(self, link_id: str) -> None:
+        """End one :meth:`hold` of ``link_id``."""
+        self._links[link_id].holders -= 1
 
     def tx_snr_db(self, link_id: str) -> float:
         """The SNR the next frame of ``link_id`` will be encoded at [dB]."""
@@ -162,13 +214,21 @@ class TransmitterEngine:
             LinkError: ``link_id`` is malformed or would exceed ``max_links``.
         """
         state = self._state(link_id)
-        await state.slots.acquire()
+        state.in_flight += 1  # counts from here: the link is not idle while we wait
+        try:
+            await state.slots.acquire()
+        except BaseException:
+            state.in_flight -= 1
+            raise
         self._in_flight += 1
         self._idle.clear()
         self.metrics.in_flight.set(self._in_flight)
 
     def _release(self, link_id: str) -> None:
-        self._links[link_id].slots.release()
+        state = self._links[link_id]
+        state.slots.release()
+        state.in_flight -= 1
+        state.last_used = time.monotonic()
         self._in_flight -= 1
         self.metrics.in_flight.set(self._in_flight)
         if self._in_flight == 0:

@@ -63,6 +63,16 @@ class TransmitterMetrics:
             "Frames being encoded or awaiting their result, all links.",
             registry=registry,
         )
+        self.links_open = Gauge(
+            "rkdsc_transmitter_links_open",
+            "Channel links (streams to the emulator) open, the default link included.",
+            registry=registry,
+        )
+        self.links_closed = Counter(
+            "rkdsc_transmitter_links_closed",
+            "Idle links closed to make room for a new one (RKDSC_TRANSMITTER_MAX_LINKS).",
+            registry=registry,
+        )
         self.config_version = Gauge(
             "rkdsc_transmitter_config_version",
             "Version of the length policy.",

@@ -22,7 +22,7 @@ from services._grpc import (
 )
 from services._tls import add_port
 from services.pb import frame_pb2, services_pb2, services_pb2_grpc
-from services.transmitter.engine import LinkError, TransmitterEngine
+from services.transmitter.engine import TransmitterEngine
 from services.transmitter.metrics import TransmitterMetrics
 from services.transmitter.policy import LengthPolicy, Mode, PolicyError, PolicyStore
 from services.transmitter.runs import RunError, RunManager
@@ -109,12 +109,7 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
                             )
                         )
                         continue
-                    try:
-                        await engine.acquire(link_id)
-                    except LinkError as e:  # e.g. max_links links already open
-                        accepted += 1
-                        out.put_nowait(engine.reject(link_id, req.image_id, f"{e.code}: {e}"))
-                        continue
+                    await engine.acquire(link_id)  # the default link: always available
                     accepted += 1
                     in_flight.add(req.image_id)
                     engine.spawn(one(req))

@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     )
     link_id: str = Field(default="default", description="link used by Classify and by runs")
     max_links: int = Field(
-        default=8, ge=1, le=256, description="most distinct links (channel streams) at once"
+        default=8,
+        ge=1,
+        le=256,
+        description="most links open at once besides the default one; idle ones are closed "
+        "to make room",
     )
     dataset: str = Field(default="cifar10", description="dataset streamed by StartRun")
     data_dir: Path | None = Field(

@@ -184,17 +184,17 @@ class TestClassify:
         errors = sorted(r.error.split(":")[0] for r in results)
         assert errors == ["DEADLINE_EXCEEDED", "INVALID_ARGUMENT"]
 
-    def test_images_get_an_error_result_when_the_link_table_is_full(self, tx_weights: Path) -> None:
-        # Runs on other links may hold every slot of max_links before Classify's link opens.
+    def test_runs_holding_every_link_leave_classify_its_default_link(
+        self, tx_weights: Path
+    ) -> None:
         async def scenario() -> list[frame_pb2.FrameResult]:
             async with running_stack(tx_weights, max_links=1) as stack:
-                await stack.tx.engine.acquire("run-1")  # opens the one link allowed
+                stack.tx.engine.hold("run-1")  # a run holds the one other link allowed
                 return await stack.classify([raw_request("a"), raw_request("b")])
 
         results = run(scenario())
-        assert sorted(r.image_id for r in results) == ["a", "b"]  # one fate per image
-        assert all(r.fate == frame_pb2.FRAME_FATE_ERROR for r in results)
-        assert all(r.error.startswith("RESOURCE_EXHAUSTED: ") for r in results), results
+        assert sorted(r.image_id for r in results) == ["a", "b"]
+        assert all(r.fate == PREDICTED and r.link_id == "default" for r in results), results
 
     def test_broken_channel_stream_fails_its_frames_and_reconnects(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[list[frame_pb2.FrameResult], list[frame_pb2.FrameResult]]:

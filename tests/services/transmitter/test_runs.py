@@ -94,6 +94,32 @@ class TestRuns:
         assert {f.link_id for f in fake.frames} == {"lab-2"}
         assert sorted(f.sequence for f in fake.frames) == [0, 1]
 
+    def test_a_finished_run_frees_its_link_for_another(
+        self, tx_weights: Path, image_folder: Path, tmp_path: Path
+    ) -> None:
+        async def scenario() -> tuple[list[str], str]:
+            async with running_stack(
+                tx_weights, max_links=1, data_dir=image_folder, cache_dir=tmp_path / "cache"
+            ) as stack:
+                states = []
+                for link_id in ("lab-1", "lab-2"):
+                    started = await stack.stub.StartRun(
+                        services_pb2.RunRequest(split="train", num_images=2, link_id=link_id),
+                        timeout=10,
+                    )
+                    states.append((await wait_done(stack, started.run_id)).state)
+                stack.tx.engine.hold("lab-3")  # a run in progress on the one link allowed
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stack.stub.StartRun(
+                        services_pb2.RunRequest(split="train", num_images=2, link_id="lab-4"),
+                        timeout=10,
+                    )
+                return states, refused.value.code().name
+
+        states, code = run(scenario())
+        assert states == ["done", "done"]
+        assert code == "RESOURCE_EXHAUSTED"
+
     def test_rate_paces_the_images(
         self, tx_weights: Path, image_folder: Path, tmp_path: Path
     ) -> None:
