@@ -447,8 +447,12 @@ def _panels() -> Iterator[tuple[int, int, dict[str, Any]]]:
         _timeseries(
             "Frame fates by service",
             "Frames per second by service and fate (the channel's forwarded = relayed from the "
-            "receiver).",
-            _targets(("service_fate:rkdsc_frames:rate1m", "{{service}} {{fate}}")),
+            "receiver), and the frames a hop skipped because they had expired (part of its "
+            "errors; a hop that falls behind).",
+            _targets(
+                ("service_fate:rkdsc_frames:rate1m", "{{service}} {{fate}}"),
+                ("service:rkdsc_frames_expired:rate1m", "{{service}} expired, skipped"),
+            ),
             unit="short",
         ),
     )

@@ -28,6 +28,13 @@ class ChannelMetrics:
         )
         for fate in FATES:
             self.frames.labels(fate)
+        self.frames_expired = Counter(
+            "rkdsc_channel_frames_expired",
+            "Frames answered DEADLINE_EXCEEDED without being impaired or forwarded, because "
+            "their expiry (expires_unix_ns) had passed when their turn came (also in "
+            "frames{fate=error}).",
+            registry=registry,
+        )
         self.symbols_per_frame = Histogram(
             "rkdsc_channel_symbols_per_frame",
             "Data symbols L per valid frame.",

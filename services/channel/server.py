@@ -2,7 +2,8 @@
 
 Each ``Transmit`` stream (one per transmitter link) gets one ``Receiver.Decode`` stream;
 impaired frames go to the receiver and its results come back on the transmitter's stream.
-Lost frames are answered here (fate ``LOST``), bad frames too (fate ``ERROR``); every frame
+Lost frames are answered here (fate ``LOST``), bad frames too (fate ``ERROR``), and so are
+frames past their expiry (``DEADLINE_EXCEEDED``, neither impaired nor forwarded); every frame
 gets exactly one result. One channel config serves every link (no per-link settings).
 """
 
@@ -22,6 +23,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from rkdsc_core.channel import Channel, frame_generator
+from services._deadline import expiry_after, overdue_error, seconds_left
 from services._grpc import (
     BuiltServer,
     CallMetricsInterceptor,
@@ -265,6 +267,7 @@ class _Pending:
 
     frame: frame_pb2.SymbolFrame
     receiver: _ReceiverStream
+    timeout: float  # how long the receiver has to answer [s]
     timer: asyncio.TimerHandle | None = None
 
 
@@ -375,6 +378,8 @@ class _TransmitStream:
 
     async def _handle(self, frame: frame_pb2.SymbolFrame) -> None:
         start = time.perf_counter()
+        if self._answer_if_overdue(frame, start):
+            return
         applied = self._servicer.applied  # the config in force when the frame is impaired
         try:
             forwarded = await self._loop.run_in_executor(
@@ -444,22 +449,25 @@ class _TransmitStream:
         self, forwarded: frame_pb2.ChannelFrame, start: float, deadline: float | None = None
     ) -> None:
         """Send ``forwarded`` to the receiver; it is answered within ``deadline`` [s] (default
-        ``deadline_seconds``) or expires."""
-        if self._closed:
+        ``deadline_seconds``), or by the frame's own expiry if sooner, or expires.
+
+        A frame already past its expiry is answered ``DEADLINE_EXCEEDED`` and not sent.
+        """
+        if self._closed or self._answer_if_overdue(forwarded.frame, start):
             return
         forwarded.channel.channel_seconds = time.perf_counter() - start
         if self._receiver is None or self._receiver.ended:
             self._receiver = _ReceiverStream(self._servicer.receiver_stub(), self)
             self._receivers.append(self._receiver)
         frame = forwarded.frame
-        entry = _Pending(frame, self._receiver)
+        timeout = self._settings.deadline_seconds if deadline is None else max(0.0, deadline)
+        left = seconds_left(frame)
+        if left is not None and left < timeout:
+            timeout = left  # the transmitter gives up first: so do we
+        frame.expires_unix_ns = expiry_after(timeout)  # the receiver skips it after that
+        entry = _Pending(frame, self._receiver, timeout)
         key = (frame.link_id, frame.sequence)
-        entry.timer = self._loop.call_later(
-            self._settings.deadline_seconds if deadline is None else max(0.0, deadline),
-            self._expire,
-            key,
-            entry,
-        )
+        entry.timer = self._loop.call_later(timeout, self._expire, key, entry)
         self._pending.setdefault(key, deque()).append(entry)
         self._receiver.send(forwarded)
 
@@ -468,7 +476,8 @@ class _TransmitStream:
         key = (result.link_id, result.sequence)
         entries = self._pending.get(key)
         if not entries:
-            log.warning("dropping a receiver result for an unknown frame %s/%d", *key)
+            # Routine: the frame was answered already (it expired, or its stream broke).
+            log.debug("dropping a late receiver result for frame %s/%d", *key)
             return
         entry = entries.popleft()
         if not entries:
@@ -504,8 +513,17 @@ class _TransmitStream:
         self._answer_own(
             entry.frame,
             f"DEADLINE_EXCEEDED: receiver {self._settings.receiver_target} did not answer "
-            f"within {self._settings.deadline_seconds:g} s",
+            f"within {entry.timeout:.3g} s",
         )
+
+    def _answer_if_overdue(self, frame: frame_pb2.SymbolFrame, start: float) -> bool:
+        """Answer ``frame`` ``DEADLINE_EXCEEDED`` if it has expired; whether it had."""
+        error = overdue_error(frame, "channel emulator")
+        if error is None:
+            return False
+        self._metrics.frames_expired.inc()
+        self._answer_own(frame, error, start)
+        return True
 
     # ---------------------------------------------------------------- answering
 

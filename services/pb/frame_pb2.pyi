@@ -19,7 +19,7 @@ FRAME_FATE_LOST: FrameFate
 FRAME_FATE_ERROR: FrameFate
 
 class SymbolFrame(_message.Message):
-    __slots__ = ("link_id", "sequence", "image_id", "num_symbols", "symbols", "pilots", "config_version", "sent_unix_ns", "label", "tx_snr_db", "encode_seconds")
+    __slots__ = ("link_id", "sequence", "image_id", "num_symbols", "symbols", "pilots", "config_version", "sent_unix_ns", "label", "tx_snr_db", "encode_seconds", "expires_unix_ns")
     LINK_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class SymbolFrame(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TX_SNR_DB_FIELD_NUMBER: _ClassVar[int]
     ENCODE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     link_id: str
     sequence: int
     image_id: str
@@ -42,7 +43,8 @@ class SymbolFrame(_message.Message):
     label: int
     tx_snr_db: float
     encode_seconds: float
-    def __init__(self, link_id: _Optional[str] = ..., sequence: _Optional[int] = ..., image_id: _Optional[str] = ..., num_symbols: _Optional[int] = ..., symbols: _Optional[bytes] = ..., pilots: _Optional[bytes] = ..., config_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., label: _Optional[int] = ..., tx_snr_db: _Optional[float] = ..., encode_seconds: _Optional[float] = ...) -> None: ...
+    expires_unix_ns: int
+    def __init__(self, link_id: _Optional[str] = ..., sequence: _Optional[int] = ..., image_id: _Optional[str] = ..., num_symbols: _Optional[int] = ..., symbols: _Optional[bytes] = ..., pilots: _Optional[bytes] = ..., config_version: _Optional[int] = ..., sent_unix_ns: _Optional[int] = ..., label: _Optional[int] = ..., tx_snr_db: _Optional[float] = ..., encode_seconds: _Optional[float] = ..., expires_unix_ns: _Optional[int] = ...) -> None: ...
 
 class ChannelState(_message.Message):
     __slots__ = ("config_version", "model", "snr_db", "n0", "gains", "received", "frame_lost", "channel_seconds")

@@ -28,6 +28,12 @@ class ReceiverMetrics:
         )
         for fate in FATES:
             self.frames.labels(fate)
+        self.frames_expired = Counter(
+            "rkdsc_receiver_frames_expired",
+            "Frames answered DEADLINE_EXCEEDED without inference, because their expiry "
+            "(expires_unix_ns) had passed when their turn came (also in frames{fate=error}).",
+            registry=registry,
+        )
         self.predictions = Counter(
             "rkdsc_receiver_predictions",
             "Predictions by applied-SNR bin (2 dB, centre in dB) and correctness "

@@ -2,7 +2,9 @@
 
 Each frame is decoded alone (a batch of 1) with :class:`rkdsc_core.link.SemanticPipeline`'s
 ``estimate`` and ``receive``, so results equal the in-process pipeline run frame by frame.
-Inference runs in a one-thread pool, never on the event loop.
+Inference runs in a one-thread pool, never on the event loop. A frame whose expiry
+(``expires_unix_ns``) has passed when its turn comes is answered ``DEADLINE_EXCEEDED``
+without inference, so a receiver that falls behind catches up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from rkdsc_core.channel import ChannelKnowledge, ChannelOutput
 from rkdsc_core.link import LinkBundle, load_link
+from services._deadline import overdue_error
 from services._grpc import (
     BuiltServer,
     CallMetricsInterceptor,
@@ -215,7 +218,11 @@ class ReceiverServicer(services_pb2_grpc.ReceiverServicer):
         try:
             while (cf := await _next_or_stop(it, stop_waiter)) is not None:
                 start = time.perf_counter()
-                result = await loop.run_in_executor(self.executor, self._decode, cf)
+                if (overdue := overdue_error(cf.frame, "receiver")) is not None:
+                    self.metrics.frames_expired.inc()
+                    result = _error(cf, overdue)  # nobody waits: skip the inference
+                else:
+                    result = await loop.run_in_executor(self.executor, self._decode, cf)
                 result.timings.decode_seconds = time.perf_counter() - start
                 self._record(result)
                 yield result

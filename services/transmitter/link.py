@@ -13,7 +13,9 @@ fate, reported once, and nothing is ever resent (so nothing is duplicated):
 * a frame sent but not answered within the deadline is answered ``ERROR``
   ``DEADLINE_EXCEEDED: ...``, and its late result, if any, is dropped.
 
-The deadline counts from :meth:`ChannelLink.exchange` being called, waiting included.
+The deadline counts from :meth:`ChannelLink.exchange` being called, waiting included. Each
+frame carries it (``expires_unix_ns``, :mod:`services._deadline`), so the hops downstream drop
+a frame nobody waits for any more instead of working on it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from services._deadline import expiry_after
 from services._grpc import channel_options, is_ready, wait_until_ready
 from services._tls import TlsSettings, open_channel
 from services.pb import frame_pb2, services_pb2_grpc
@@ -183,6 +186,7 @@ class ChannelLink:
         stream = self._current()
         fut: asyncio.Future[frame_pb2.FrameResult] = loop.create_future()
         stream.pending[frame.sequence] = fut
+        frame.expires_unix_ns = expiry_after(deadline - loop.time())  # hops drop it after
         stream.queue.put_nowait(frame)
         if on_queued is not None:
             on_queued()

@@ -43,6 +43,7 @@ METRICS_USED = (
     "rkdsc_transmitter_grpc_calls_total",  # {method, code}
     # channel emulator
     "rkdsc_channel_frames_total",  # {fate}: forwarded | lost | error
+    "rkdsc_channel_frames_expired_total",
     "rkdsc_channel_processing_seconds_bucket",  # histogram
     "rkdsc_channel_queue_depth",
     "rkdsc_channel_config_version",
@@ -51,6 +52,7 @@ METRICS_USED = (
     # receiver
     "rkdsc_receiver_predictions_total",  # {snr_db_bin, correct}: true | false | unknown
     "rkdsc_receiver_frames_total",  # {fate}
+    "rkdsc_receiver_frames_expired_total",
     "rkdsc_receiver_decode_seconds_bucket",  # histogram
     "rkdsc_receiver_grpc_calls_total",
     # control plane

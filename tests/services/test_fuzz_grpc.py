@@ -341,6 +341,7 @@ def symbol_frames(draw: st.DrawFn) -> frame_pb2.SymbolFrame:
         image_id=draw(texts),
         config_version=draw(uint64s),
         sent_unix_ns=draw(st.integers(-(2**63), 2**63 - 1)),
+        expires_unix_ns=draw(st.one_of(st.just(0), st.integers(-(2**63), 2**63 - 1))),
         tx_snr_db=draw(floats32),
         encode_seconds=draw(st.floats()),
     )

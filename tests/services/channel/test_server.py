@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -195,6 +196,43 @@ class TestTransmit:
         results, _ = with_fake(body, FakeReceiver(mute=True), deadline_seconds=0.3)
         assert [r.fate for r in results.values()] == [ERROR, ERROR]
         assert all(r.error.startswith("DEADLINE_EXCEEDED: receiver") for r in results.values())
+
+    def test_expired_frames_are_neither_impaired_nor_forwarded(
+        self, tiny_link: LinkBundle, with_fake: Any
+    ) -> None:
+        frames = [f.message for f in symbol_frames(tiny_link, 3, length=8)]
+        now = time.time_ns()
+        frames[0].expires_unix_ns = now - 1_000_000  # expired 1 ms ago
+        frames[1].expires_unix_ns = now + 60 * 10**9  # a minute left: the emulator's 8 s win
+
+        async def body(emu: Running, fake: FakeReceiver) -> Any:
+            results = await transmit(stub(emu), frames)
+            return results, emu.sample("rkdsc_channel_frames_expired_total")
+
+        (results, expired), fake = with_fake(body, deadline_seconds=8.0)
+        assert [results[i].fate for i in range(3)] == [ERROR, PREDICTED, PREDICTED]
+        assert results[0].error.startswith("DEADLINE_EXCEEDED: the frame expired ")
+        assert "before the channel emulator" in results[0].error
+        assert expired == 1
+        forwarded = {cf.frame.sequence: cf.frame.expires_unix_ns for cf in fake.frames}
+        assert sorted(forwarded) == [1, 2]
+        for expires in forwarded.values():  # the receiver is told when the emulator gives up
+            assert now + 7 * 10**9 < expires <= time.time_ns() + 8 * 10**9
+
+    def test_a_silent_receiver_is_given_up_on_at_the_frames_own_expiry(
+        self, tiny_link: LinkBundle, with_fake: Any
+    ) -> None:
+        (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
+        frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s, well before 8 s
+
+        async def body(emu: Running, fake: FakeReceiver) -> tuple[Any, float]:
+            start = time.perf_counter()
+            results = await transmit(stub(emu), [frame])
+            return results[0], time.perf_counter() - start
+
+        (result, seconds), _ = with_fake(body, FakeReceiver(mute=True), deadline_seconds=8.0)
+        assert result.error.startswith("DEADLINE_EXCEEDED: receiver")
+        assert 0.2 < seconds < 4.0
 
     def test_reads_at_most_queue_size_frames_ahead(
         self, tiny_link: LinkBundle, with_fake: Any

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,13 @@ from services.channel.settings import ChannelParams
 from services.pb import frame_pb2, services_pb2_grpc
 from services.receiver.server import SERVICE_NAME, FrameDecoder
 
-from ..channel.helpers import Running, reference_decode, running_receiver, symbol_frames
+from ..channel.helpers import (
+    Running,
+    reference_decode,
+    running_channel,
+    running_receiver,
+    symbol_frames,
+)
 
 PREDICTED, LOST, ERROR = (
     frame_pb2.FRAME_FATE_PREDICTED,
@@ -203,6 +210,30 @@ class TestReceiverService:
         assert rx.sample("rkdsc_receiver_snr_estimate_error_db_count") == 4
         assert rx.sample("rkdsc_receiver_grpc_calls_total", method="Decode", code="OK") == 1
 
+    def test_expired_frames_are_answered_without_inference(
+        self, tiny_link: LinkBundle, tiny_weights: Any, run_async: Any
+    ) -> None:
+        frames = channel_frames(tiny_link, 3, length=16)
+        now = time.time_ns()
+        frames[0].frame.expires_unix_ns = now - 1_000_000  # 1 ms ago
+        frames[1].frame.expires_unix_ns = now + 60 * 10**9  # in a minute
+
+        async def main() -> tuple[list[frame_pb2.FrameResult], Running, int]:
+            async with running_receiver(tiny_weights) as rx:
+                decoder = rx.built.servicer.decoder
+                calls = []
+                real = decoder.decode
+                decoder.decode = lambda cf: calls.append(cf.frame.sequence) or real(cf)
+                return await decode(rx, frames), rx, calls
+
+        results, rx, calls = run_async(main())
+        assert [r.fate for r in results] == [ERROR, PREDICTED, PREDICTED]  # 0 = never expires
+        assert results[0].error.startswith("DEADLINE_EXCEEDED: the frame expired ")
+        assert "before the receiver" in results[0].error
+        assert calls == [1, 2]
+        assert rx.sample("rkdsc_receiver_frames_expired_total") == 1
+        assert rx.sample("rkdsc_receiver_frames_total", fate="error") == 1
+
     def test_unknown_weights_dir_fails_at_build(self, tmp_path: Any, run_async: Any) -> None:
         async def main() -> None:
             async with running_receiver(tmp_path / "nothing"):
@@ -210,3 +241,54 @@ class TestReceiverService:
 
         with pytest.raises(FileNotFoundError, match="no link weights"):
             run_async(main())
+
+
+class TestSlowReceiver:
+    def test_a_slow_receiver_catches_up_by_skipping_expired_frames(
+        self, tiny_link: LinkBundle, tiny_weights: Any, run_async: Any
+    ) -> None:
+        """A burst 10x what the receiver can decode in time, then one frame: it is answered.
+
+        Frames live 0.5 s and a decode takes 0.2 s: of the burst only the first few are
+        decoded, the rest are skipped as expired, and the frame sent 1 s later is predicted
+        (decoding the whole burst would take 6 s and expire it too).
+        """
+        burst = [f.message for f in symbol_frames(tiny_link, 31, length=16)]
+
+        async def frames() -> AsyncIterator[frame_pb2.SymbolFrame]:
+            expires = time.time_ns() + 500_000_000
+            for f in burst[:30]:
+                f.expires_unix_ns = expires
+                yield f
+            await asyncio.sleep(1.0)
+            burst[30].expires_unix_ns = time.time_ns() + 2 * 10**9
+            yield burst[30]
+
+        async def main() -> tuple[list[frame_pb2.FrameResult], list[int], Running]:
+            async with running_receiver(tiny_weights) as rx:
+                decoder = rx.built.servicer.decoder
+                decoded: list[int] = []
+                real = decoder.decode
+
+                def slow(cf: frame_pb2.ChannelFrame) -> frame_pb2.FrameResult:
+                    decoded.append(cf.frame.sequence)
+                    time.sleep(0.2)
+                    return real(cf)
+
+                decoder.decode = slow
+                target = f"127.0.0.1:{rx.built.port}"
+                async with running_channel(target, deadline_seconds=8.0) as emu:
+                    call = services_pb2_grpc.ChannelEmulatorStub(emu.channel).Transmit(
+                        frames(), timeout=20
+                    )
+                    return [r async for r in call], decoded, rx
+
+        results, decoded, rx = run_async(main())
+        by_sequence = {r.sequence: r for r in results}
+        assert sorted(by_sequence) == list(range(31))
+        assert by_sequence[30].fate == PREDICTED
+        assert 1 <= len(decoded) <= 5, decoded
+        assert all(
+            r.fate == PREDICTED or r.error.startswith("DEADLINE_EXCEEDED: ") for r in results
+        )
+        assert rx.sample("rkdsc_receiver_frames_expired_total") == 31 - len(decoded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,17 @@ class TestClassify:
         results = run(scenario())
         assert sorted(r.image_id for r in results) == ["a", "b"]
         assert all(r.fate == PREDICTED and r.link_id == "default" for r in results), results
+
+    def test_frames_carry_the_time_the_transmitter_stops_waiting(self, tx_weights: Path) -> None:
+        async def scenario() -> tuple[int, int, int]:
+            fake = FakeChannel()
+            async with running_stack(tx_weights, fake, deadline_seconds=3.0) as stack:
+                before = time.time_ns()
+                await stack.classify([raw_request("a")])
+                return before, fake.frames[0].expires_unix_ns, time.time_ns()
+
+        before, expires, after = run(scenario())
+        assert before + 2 * 10**9 < expires <= after + 3 * 10**9
 
     def test_broken_channel_stream_fails_its_frames_and_reconnects(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[list[frame_pb2.FrameResult], list[frame_pb2.FrameResult]]:
