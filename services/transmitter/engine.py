@@ -338,14 +338,14 @@ class TransmitterEngine:
             frame.label = label
         sent = False
 
-        def queued() -> None:  # symbols count as sent once they are on the stream
+        def sent_now() -> None:  # symbols count as sent once gRPC has the frame
             nonlocal sent
             sent = True
             self.metrics.symbols_per_frame.observe(length)
             self.metrics.symbols.inc(length)
 
         start = time.perf_counter()
-        got = await state.link.exchange(frame, on_queued=queued)
+        got = await state.link.exchange(frame, on_sent=sent_now)
         elapsed = time.perf_counter() - start
         # The transmitter's own facts win over whatever the far end filled in.
         result.MergeFrom(got)

@@ -12,6 +12,8 @@ fate, reported once, and nothing is ever resent (so nothing is duplicated):
   unanswered: ``ERROR`` ``UNAVAILABLE: ...``; the next frame opens a new stream;
 * a frame sent but not answered within the deadline is answered ``ERROR``
   ``DEADLINE_EXCEEDED: ...``, and its late result, if any, is dropped.
+* a frame whose deadline passes while it waits behind others for the stream (a slow
+  emulator reads slowly) is answered ``DEADLINE_EXCEEDED`` too, and is never sent.
 
 The deadline counts from :meth:`ChannelLink.exchange` being called, waiting included. Each
 frame carries it (``expires_unix_ns``, :mod:`services._deadline`), so the hops downstream drop
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 _CLOSE = None
 """Queue sentinel: half-close the stream."""
 
+_Outgoing = tuple[frame_pb2.SymbolFrame, Callable[[], None] | None]
+"""A frame waiting to go out on the stream, and what to call once it does."""
+
 
 def error_result(frame: frame_pb2.SymbolFrame, error: str) -> frame_pb2.FrameResult:
     """A ``FrameResult`` of fate ``ERROR`` for ``frame`` with message ``error``."""
@@ -56,7 +61,7 @@ class _Stream:
 
     def __init__(self, stub: services_pb2_grpc.ChannelEmulatorStub, link_id: str) -> None:
         self.link_id = link_id
-        self.queue: asyncio.Queue[frame_pb2.SymbolFrame | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self.pending: dict[int, asyncio.Future[frame_pb2.FrameResult]] = {}
         self.broken = False
         self.call = stub.Transmit(self._requests())
@@ -64,9 +69,17 @@ class _Stream:
 
     async def _requests(self) -> AsyncIterator[frame_pb2.SymbolFrame]:
         while True:
-            frame = await self.queue.get()
-            if frame is _CLOSE:
+            item = await self.queue.get()
+            if item is _CLOSE:
                 return
+            frame, on_sent = item
+            if frame.sequence not in self.pending:
+                # Its sender was answered already (deadline passed, stream failed): do not
+                # load a congested emulator with a frame nobody waits for.
+                log.debug("link %s: frame %d dropped unsent", self.link_id, frame.sequence)
+                continue
+            if on_sent is not None:
+                on_sent()
             yield frame
 
     async def _read(self) -> None:
@@ -155,14 +168,15 @@ class ChannelLink:
         return self._stream
 
     async def exchange(
-        self, frame: frame_pb2.SymbolFrame, on_queued: Callable[[], None] | None = None
+        self, frame: frame_pb2.SymbolFrame, on_sent: Callable[[], None] | None = None
     ) -> frame_pb2.FrameResult:
         """Give ``frame`` the next sequence number, send it, and wait for its result.
 
         Never raises for link trouble: a broken stream or a missing result come back as a
         result of fate ``ERROR`` (``UNAVAILABLE: ...``, ``DEADLINE_EXCEEDED: ...``).
-        ``on_queued`` is called once the frame is handed to the stream, so not for a frame
-        that was never sent (emulator unreachable, shutting down).
+        ``on_sent`` is called when the frame is handed to gRPC to send, so not for a frame
+        that was never sent (emulator unreachable, shutting down, or its deadline passed
+        while it waited behind other frames: such a frame is dropped unsent).
         """
         if self._closed:
             return error_result(frame, "UNAVAILABLE: the transmitter is shutting down")
@@ -187,9 +201,7 @@ class ChannelLink:
         fut: asyncio.Future[frame_pb2.FrameResult] = loop.create_future()
         stream.pending[frame.sequence] = fut
         frame.expires_unix_ns = expiry_after(deadline - loop.time())  # hops drop it after
-        stream.queue.put_nowait(frame)
-        if on_queued is not None:
-            on_queued()
+        stream.queue.put_nowait((frame, on_sent))
         try:
             return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except TimeoutError:
