@@ -13,7 +13,7 @@ import time
 
 from services.pb import frame_pb2
 
-__all__ = ["expiry_after", "overdue_error", "seconds_left"]
+__all__ = ["expired_error", "expiry_after", "overdue_error", "seconds_left"]
 
 
 def expiry_after(seconds: float) -> int:
@@ -28,12 +28,20 @@ def seconds_left(frame: frame_pb2.SymbolFrame) -> float | None:
     return (frame.expires_unix_ns - time.time_ns()) / 1e9
 
 
-def overdue_error(frame: frame_pb2.SymbolFrame, hop: str) -> str | None:
-    """A ``DEADLINE_EXCEEDED`` message if ``frame`` expired before ``hop`` reached it, else None."""
+def overdue_error(frame: frame_pb2.SymbolFrame, where: str) -> str | None:
+    """The :func:`expired_error` of ``frame`` if it has expired, else ``None``."""
     left = seconds_left(frame)
     if left is None or left > 0:
         return None
+    return expired_error(where, -left)
+
+
+def expired_error(where: str, late_seconds: float = 0.0) -> str:
+    """``DEADLINE_EXCEEDED: the frame expired <where>, <late> s ago; ...``.
+
+    ``where``: e.g. ``"before the receiver reached it"``.
+    """
     return (
-        f"DEADLINE_EXCEEDED: the frame expired {-left:.3f} s before the {hop} reached it; "
+        f"DEADLINE_EXCEEDED: the frame expired {where}, {late_seconds:.3f} s ago; "
         "nobody waits for its result"
     )

@@ -30,8 +30,9 @@ class ChannelMetrics:
             self.frames.labels(fate)
         self.frames_expired = Counter(
             "rkdsc_channel_frames_expired",
-            "Frames answered DEADLINE_EXCEEDED without being impaired or forwarded, because "
-            "their expiry (expires_unix_ns) had passed when their turn came (also in "
+            "Frames answered DEADLINE_EXCEEDED and never forwarded, because their expiry "
+            "(expires_unix_ns) passed before they left: on arrival (then not impaired either), "
+            "during the added delay or while the receiver was unreachable (also in "
             "frames{fate=error}).",
             registry=registry,
         )

@@ -23,7 +23,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from rkdsc_core.channel import Channel, frame_generator
-from services._deadline import expiry_after, overdue_error, seconds_left
+from services._deadline import expired_error, expiry_after, overdue_error, seconds_left
 from services._grpc import (
     BuiltServer,
     CallMetricsInterceptor,
@@ -378,7 +378,7 @@ class _TransmitStream:
 
     async def _handle(self, frame: frame_pb2.SymbolFrame) -> None:
         start = time.perf_counter()
-        if self._answer_if_overdue(frame, start):
+        if self._answer_if_overdue(frame, start, "before the channel emulator reached it"):
             return
         applied = self._servicer.applied  # the config in force when the frame is impaired
         try:
@@ -426,22 +426,35 @@ class _TransmitStream:
 
         A frame is only sent on a connected channel: while the receiver is down (restarting)
         frames wait here, gRPC reconnecting with backoff, and one still waiting after
-        ``deadline_seconds`` is answered ``UNAVAILABLE`` without being sent.
+        ``deadline_seconds`` is answered ``UNAVAILABLE`` without being sent. A frame whose
+        expiry comes first is answered ``DEADLINE_EXCEEDED`` at its expiry, not sent.
         """
+        frame = forwarded.frame
+        left = seconds_left(frame)
         if delay > 0:
+            if left is not None and left < delay:  # it expires during the delay
+                await asyncio.sleep(max(0.0, left))
+                self._answer_expired(frame, "while the channel emulator delayed it", start)
+                return
             await asyncio.sleep(delay)
         seconds = self._settings.deadline_seconds
+        left = seconds_left(frame)
+        wait = seconds if left is None else max(0.0, min(seconds, left))
         waited = time.perf_counter()
         try:
-            await asyncio.wait_for(wait_until_ready(self._servicer.receiver_channel()), seconds)
+            await asyncio.wait_for(wait_until_ready(self._servicer.receiver_channel()), wait)
         except TimeoutError:
             target = self._settings.receiver_target
-            self._answer_own(
-                forwarded.frame,
-                f"UNAVAILABLE: receiver {target} not reachable within {seconds:g} s; "
-                "the frame was not sent",
-                start,
-            )
+            if wait < seconds:
+                where = f"while the channel emulator waited for receiver {target}"
+                self._answer_expired(frame, where, start)
+            else:
+                self._answer_own(
+                    frame,
+                    f"UNAVAILABLE: receiver {target} not reachable within {seconds:g} s; "
+                    "the frame was not sent",
+                    start,
+                )
             return
         self._forward(forwarded, start, deadline=seconds - (time.perf_counter() - waited))
 
@@ -453,7 +466,9 @@ class _TransmitStream:
 
         A frame already past its expiry is answered ``DEADLINE_EXCEEDED`` and not sent.
         """
-        if self._closed or self._answer_if_overdue(forwarded.frame, start):
+        if self._closed:
+            return
+        if self._answer_if_overdue(forwarded.frame, start, "before it left the channel emulator"):
             return
         forwarded.channel.channel_seconds = time.perf_counter() - start
         if self._receiver is None or self._receiver.ended:
@@ -516,14 +531,20 @@ class _TransmitStream:
             f"within {entry.timeout:.3g} s",
         )
 
-    def _answer_if_overdue(self, frame: frame_pb2.SymbolFrame, start: float) -> bool:
+    def _answer_if_overdue(self, frame: frame_pb2.SymbolFrame, start: float, where: str) -> bool:
         """Answer ``frame`` ``DEADLINE_EXCEEDED`` if it has expired; whether it had."""
-        error = overdue_error(frame, "channel emulator")
+        error = overdue_error(frame, where)
         if error is None:
             return False
         self._metrics.frames_expired.inc()
         self._answer_own(frame, error, start)
         return True
+
+    def _answer_expired(self, frame: frame_pb2.SymbolFrame, where: str, start: float) -> None:
+        """Answer ``frame`` ``DEADLINE_EXCEEDED``: it expired ``where``."""
+        left = seconds_left(frame)
+        self._metrics.frames_expired.inc()
+        self._answer_own(frame, expired_error(where, max(0.0, -(left or 0.0))), start)
 
     # ---------------------------------------------------------------- answering
 

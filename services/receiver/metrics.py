@@ -43,7 +43,8 @@ class ReceiverMetrics:
         )
         self.decode_seconds = Histogram(
             "rkdsc_receiver_decode_seconds",
-            "Time from a frame's arrival to its result: validation, CSI and inference [s].",
+            "Time from a frame's arrival to its result: validation, CSI and inference [s]; "
+            "frames skipped as expired are not observed.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

@@ -218,13 +218,15 @@ class ReceiverServicer(services_pb2_grpc.ReceiverServicer):
         try:
             while (cf := await _next_or_stop(it, stop_waiter)) is not None:
                 start = time.perf_counter()
-                if (overdue := overdue_error(cf.frame, "receiver")) is not None:
+                overdue = overdue_error(cf.frame, "before the receiver reached it")
+                if overdue is not None:  # nobody waits: skip the inference
                     self.metrics.frames_expired.inc()
-                    result = _error(cf, overdue)  # nobody waits: skip the inference
+                    self.metrics.frames.labels("error").inc()
+                    result = _error(cf, overdue)
                 else:
                     result = await loop.run_in_executor(self.executor, self._decode, cf)
-                result.timings.decode_seconds = time.perf_counter() - start
-                self._record(result)
+                    result.timings.decode_seconds = time.perf_counter() - start
+                    self._record(result)
                 yield result
         finally:
             stop_waiter.cancel()

@@ -85,10 +85,11 @@ class TransmitterEngine:
     link are outstanding), then ``await engine.process(link_id, ...)``, which releases the
     slot when the frame's result is known. A run :meth:`hold` s its link from start to end.
 
-    Links: the default link is always available; at most ``max_links`` others are open at
-    once. Opening one more closes the least recently used idle link (no frame in flight,
-    not held by a run); with none idle, :class:`LinkError` ``RESOURCE_EXHAUSTED``. A link
-    opened again numbers its frames from 0 again.
+    Links: the default link is always available (opened by its first frame, never closed
+    to make room); at most ``max_links`` others are open at once. Opening one more closes
+    the least recently used idle link (no frame in flight, not held by a run); with none
+    idle, :class:`LinkError` ``RESOURCE_EXHAUSTED``. A link opened again numbers its frames
+    from 0 again.
 
     Args:
         settings: the transmitter's settings.
@@ -117,6 +118,7 @@ class TransmitterEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing_links: set[asyncio.Task[None]] = set()  # links closed to make room
 
     @property
     def default_link(self) -> str:
@@ -181,7 +183,9 @@ class TransmitterEngine:
         self.metrics.snr_estimate_db.remove(link_id)
         self.metrics.links_closed.inc()
         log.info("closing idle link %s to make room for another", link_id)
-        self.spawn(state.link.close())
+        task = asyncio.create_task(state.link.close())
+        self._closing_links.add(task)
+        task.add_done_callback(self._closing_links.discard)
 
     def hold(self, link_id: str) -> None:
         """Open ``link_id`` if needed and keep it open until :meth:`release_hold`.
@@ -390,4 +394,6 @@ class TransmitterEngine:
         self.closing = True
         for state in list(self._links.values()):
             await state.link.close(timeout)
+        if self._closing_links:  # idle links still closing (each bounded by its own timeout)
+            await asyncio.wait(self._closing_links, timeout=timeout + 1.0)
         self.executor.shutdown(wait=False, cancel_futures=True)

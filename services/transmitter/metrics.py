@@ -65,7 +65,7 @@ class TransmitterMetrics:
         )
         self.links_open = Gauge(
             "rkdsc_transmitter_links_open",
-            "Channel links (streams to the emulator) open, the default link included.",
+            "Channel links (streams to the emulator) open; the default one once it sent a frame.",
             registry=registry,
         )
         self.links_closed = Counter(

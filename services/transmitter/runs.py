@@ -166,6 +166,10 @@ class RunManager:
                 f"rate must be >= 0 images/s (0 = as fast as possible); got {rate}",
             )
         link_id = link_id or self.engine.default_link
+        try:
+            self.engine.check_link(link_id)
+        except LinkError as err:
+            raise RunError(err.code, str(err)) from err
         if self._stopping or self.engine.closing:
             raise RunError("UNAVAILABLE", "the transmitter is shutting down")
         active = sum(1 for r in self._runs.values() if not r.finished)
@@ -175,23 +179,19 @@ class RunManager:
                 f"{active} runs are active (RKDSC_TRANSMITTER_MAX_ACTIVE_RUNS="
                 f"{self.settings.max_active_runs}); wait for one to finish",
             )
-        try:
-            self.engine.hold(link_id)  # released when the run's task ends, or here on failure
-        except LinkError as err:
+        dataset = await self._dataset(split)
+        if num_images > len(dataset):
+            raise RunError(
+                "INVALID_ARGUMENT",
+                f"num_images={num_images} exceeds the {len(dataset)} images of "
+                f"{dataset.name} {split}",
+            )
+        # A fixed seeded sample, not the first N: sources are often sorted by class.
+        images = await asyncio.to_thread(dataset.sample, num_images)
+        try:  # after the last await: a refused run closes no idle link
+            self.engine.hold(link_id)
+        except LinkError as err:  # the table filled up while the dataset loaded
             raise RunError(err.code, str(err)) from err
-        try:
-            dataset = await self._dataset(split)
-            if num_images > len(dataset):
-                raise RunError(
-                    "INVALID_ARGUMENT",
-                    f"num_images={num_images} exceeds the {len(dataset)} images of "
-                    f"{dataset.name} {split}",
-                )
-            # A fixed seeded sample, not the first N: sources are often sorted by class.
-            images = await asyncio.to_thread(dataset.sample, num_images)
-        except BaseException:
-            self.engine.release_hold(link_id)
-            raise
         run = Run(uuid.uuid4().hex[:16], split, link_id, num_images, float(rate))
         self._runs[run.run_id] = run
         task = asyncio.create_task(self._stream(run, images), name=f"run-{run.run_id}")

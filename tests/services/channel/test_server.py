@@ -185,6 +185,45 @@ class TestTransmit:
             assert r.fate == ERROR
             assert r.error.startswith("UNAVAILABLE: receiver 127.0.0.1:")
 
+    def test_a_frame_expiring_while_the_receiver_is_unreachable_is_answered_at_its_expiry(
+        self, tiny_link: LinkBundle, run_async: Any
+    ) -> None:
+        (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
+        frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s; the emulator waits 3
+
+        async def main() -> tuple[frame_pb2.FrameResult, float, float | None]:
+            target = f"127.0.0.1:{free_port()}"
+            async with running_channel(target, deadline_seconds=3.0) as emu:
+                start = time.perf_counter()
+                results = await transmit(stub(emu), [frame])
+                seconds = time.perf_counter() - start
+                return results[0], seconds, emu.sample("rkdsc_channel_frames_expired_total")
+
+        result, seconds, expired = run_async(main())
+        assert result.error.startswith(
+            "DEADLINE_EXCEEDED: the frame expired while the channel emulator waited for receiver"
+        )
+        assert 0.2 < seconds < 2.0
+        assert expired == 1
+
+    def test_a_frame_expiring_during_the_delay_is_not_forwarded(
+        self, tiny_link: LinkBundle, with_fake: Any
+    ) -> None:
+        (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
+        frame.expires_unix_ns = time.time_ns() + 200_000_000  # 0.2 s, the delay is 1 s
+
+        async def body(emu: Running, fake: FakeReceiver) -> tuple[Any, float]:
+            start = time.perf_counter()
+            results = await transmit(stub(emu), [frame])
+            return results[0], time.perf_counter() - start
+
+        (result, seconds), fake = with_fake(body, delay_seconds=1.0)
+        assert result.error.startswith(
+            "DEADLINE_EXCEEDED: the frame expired while the channel emulator delayed it"
+        )
+        assert seconds < 0.9
+        assert fake.frames == []
+
     def test_silent_receiver_times_out_each_frame(
         self, tiny_link: LinkBundle, with_fake: Any
     ) -> None:

@@ -233,6 +233,7 @@ class TestReceiverService:
         assert calls == [1, 2]
         assert rx.sample("rkdsc_receiver_frames_expired_total") == 1
         assert rx.sample("rkdsc_receiver_frames_total", fate="error") == 1
+        assert rx.sample("rkdsc_receiver_decode_seconds_count") == 2  # skips not timed
 
     def test_unknown_weights_dir_fails_at_build(self, tmp_path: Any, run_async: Any) -> None:
         async def main() -> None:

@@ -120,6 +120,28 @@ class TestRuns:
         assert states == ["done", "done"]
         assert code == "RESOURCE_EXHAUSTED"
 
+    def test_a_refused_run_closes_no_link(
+        self, tx_weights: Path, image_folder: Path, tmp_path: Path
+    ) -> None:
+        async def scenario() -> tuple[str, bool, float | None]:
+            async with running_stack(
+                tx_weights, max_links=1, data_dir=image_folder, cache_dir=tmp_path / "cache"
+            ) as stack:
+                engine = stack.tx.engine
+                await engine.acquire("lab-1")  # the one other link, idle once answered
+                await engine.process("lab-1", "x", np.zeros((32, 32, 3), np.uint8))
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stack.stub.StartRun(
+                        services_pb2.RunRequest(split="train", num_images=999, link_id="lab-2"),
+                        timeout=10,
+                    )
+                closed = stack.sample("rkdsc_transmitter_links_closed_total")
+                return refused.value.code().name, engine.link("lab-1") is not None, closed
+
+        code, kept, closed = run(scenario())
+        assert code == "INVALID_ARGUMENT"
+        assert kept and closed == 0.0
+
     def test_rate_paces_the_images(
         self, tx_weights: Path, image_folder: Path, tmp_path: Path
     ) -> None:
