@@ -53,6 +53,13 @@ class ControlMetrics:
             ["resource"],
             registry=registry,
         )
+        self.config_restores_rejected = Counter(
+            "rkdsc_control_config_restores_rejected",
+            "Stored configurations a restarted service refused (or that could not be read), "
+            "discarded, by resource.",
+            ["resource"],
+            registry=registry,
+        )
         self.runs_started = Counter(
             "rkdsc_control_runs_started",
             "Runs started through the control plane.",

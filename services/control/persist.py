@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import grpc
+from pydantic import ValidationError
+
 from services.control._convert import (
     channel_public,
     channel_settings_message,
@@ -97,6 +100,11 @@ class ConfigStore:
                 (target, json.dumps(body, sort_keys=True), int(version), time.time()),
             )
 
+    def delete(self, target: Target) -> None:
+        """Forget ``target``'s stored configuration (no error if there is none)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM config WHERE target = ?", (target,))
+
     def get(self, target: Target) -> StoredConfig | None:
         """``target``'s stored configuration, if any."""
         with self._connect() as db:
@@ -136,14 +144,15 @@ async def restore_once(state: ControlState) -> list[Target]:
             continue
         lock = state.channel_lock if target == "channel" else state.policy_lock
         try:
-            async with lock:
+            async with lock:  # the store too: a REST update must not be overwritten by this
                 version = await _restore(state, stored)
+                if version is not None:
+                    await _restored(state, stored, version)
         except ServiceError as err:
             log.debug("cannot check the %s configuration now: %s", target, err)
             continue
         if version is not None:
             restored.append(target)
-            await _restored(state, stored, version)
     return restored
 
 
@@ -169,7 +178,48 @@ async def _restored(state: ControlState, stored: StoredConfig, version: int) -> 
 
 
 async def _restore(state: ControlState, stored: StoredConfig) -> int | None:
-    """Apply ``stored`` if its service reports an older version; the new version, if so."""
+    """Apply ``stored`` if its service reports an older version; the new version, if so.
+
+    A configuration the restarted service refuses (``INVALID_ARGUMENT``,
+    ``FAILED_PRECONDITION``, ``OUT_OF_RANGE``) or that cannot be read is discarded with a
+    warning and counted (``rkdsc_control_config_restores_rejected_total``): returns ``None``.
+
+    Raises:
+        ServiceError: the service did not answer (try again later).
+    """
+    try:
+        return await _apply_if_restarted(state, stored)
+    except ServiceError as err:
+        if err.code not in _REJECTED:
+            raise
+        reason = f"{err.code.name}: {err.message}"
+    except (ValidationError, ValueError) as err:  # a body this version cannot read
+        reason = f"unreadable: {err}"
+    # The restarted service refuses what was stored (new weights, other lengths, ...): forget
+    # it, so that REST updates apply to the service's own configuration from now on.
+    log.warning(
+        "the restarted %s rejects the stored configuration %s (%s); discarded",
+        stored.target,
+        stored.body,
+        reason,
+    )
+    state.metrics.config_restores_rejected.labels(stored.target).inc()
+    if state.store is not None:
+        await asyncio.to_thread(state.store.delete, stored.target)
+    return None
+
+
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+"""Status codes by which a service refuses a configuration (others: try again later)."""
+
+
+async def _apply_if_restarted(state: ControlState, stored: StoredConfig) -> int | None:
     clients = state.clients
     assert clients is not None
     body = stored.body

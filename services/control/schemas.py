@@ -144,7 +144,9 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     split: Literal["train", "test"] = "test"
-    num_images: int = Field(default=100, ge=1, le=1_000_000, description="images from the start")
+    num_images: int = Field(
+        default=100, ge=1, le=1_000_000, description="images: a fixed seeded sample of the split"
+    )
     rate: float = Field(
         default=0.0, ge=0, allow_inf_nan=False, description="images per second (0 = max)"
     )

@@ -210,3 +210,61 @@ class TestRestore:
             _restart_channel(clients)
             assert asyncio.run(restore_once(app.state.control)) == []
         assert not list(tmp_path.glob("*.sqlite"))
+
+    def test_a_stored_config_the_restarted_service_refuses_is_discarded(
+        self, tmp_path: Path
+    ) -> None:
+        clients = fake_clients()
+        registry = CollectorRegistry()
+        app = create_app(
+            _settings(tmp_path, tmp_path / "c.sqlite"), registry=registry, clients=clients
+        )
+        transmitter = clients.transmitter
+        assert isinstance(transmitter, FakeTransmitter)
+        with TestClient(app) as client:
+            first = client.put("/v1/transmitter", json={"fixed_length": 128}, headers=AUTH)
+            assert first.status_code == 200, first.text
+            # Restarted with a codec that has no L = 128: the stored policy cannot come back.
+            transmitter.policy.version = 1
+            transmitter.policy.fixed_length = 64
+            transmitter.allowed_lengths = {16, 32, 64}
+            resp = client.put("/v1/transmitter", json={"fixed_length": 32}, headers=AUTH)
+            assert resp.status_code == 200, resp.text  # not blocked by the stored 128
+            assert resp.json()["fixed_length"] == 32
+            stored = app.state.control.store.get("transmitter")
+            assert stored is not None and stored.body["fixed_length"] == 32
+            assert asyncio.run(restore_once(app.state.control)) == []
+        rejected = registry.get_sample_value(
+            "rkdsc_control_config_restores_rejected_total", {"resource": "transmitter"}
+        )
+        assert rejected == 1.0
+
+    def test_a_restore_never_overwrites_a_newer_update_in_the_store(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clients = fake_clients()
+        app = create_app(_settings(tmp_path, tmp_path / "c.sqlite"), clients=clients)
+        with TestClient(app) as client:
+            client.put("/v1/channel", json={"snr_db": 5.0}, headers=AUTH)
+        _restart_channel(clients)
+        state = app.state.control
+        store = state.store
+        put = store.put
+
+        def slow_put(target: str, body: dict, version: int) -> None:  # type: ignore[type-arg]
+            if body.get("snr_db") == 5.0:
+                time.sleep(0.3)  # the restore's write comes late
+            put(target, body, version)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "put", slow_put)
+
+        async def race() -> None:
+            restoring = asyncio.create_task(restore_once(state))
+            await asyncio.sleep(0.1)  # the restore has applied 5 dB and is storing it
+            async with state.channel_lock:  # a REST update, as the route makes it
+                await asyncio.to_thread(put, "channel", {"snr_db": 20.0}, 3)
+            await restoring
+
+        asyncio.run(race())
+        stored = store.get("channel")
+        assert stored is not None and stored.body["snr_db"] == 20.0

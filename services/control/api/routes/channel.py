@@ -25,9 +25,9 @@ router = APIRouter(prefix="/v1/channel", tags=["channel"], route_class=TokenFirs
 
 _FIELDS = {name: (name,) for name in ChannelConfig.model_fields}
 _ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "a body that cannot be read as JSON text"},
+    400: {"description": "a request the server cannot parse (a body that is not JSON is a 422)"},
     401: {"description": "missing or wrong bearer token"},
-    422: {"description": "an invalid value; the body names the field"},
+    422: {"description": "an invalid value, or a body that is not JSON; names the field"},
     503: {"description": "the channel emulator is unavailable"},
 }
 

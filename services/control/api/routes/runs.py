@@ -37,9 +37,9 @@ RunId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     status_code=status.HTTP_201_CREATED,
     dependencies=[RequireToken],
     responses={
-        400: {"description": "a body that cannot be read as JSON text"},
+        400: {"description": "a request the server cannot parse (non-JSON bodies are 422)"},
         401: {"description": "missing or wrong bearer token"},
-        422: {"description": "an invalid request; names the field"},
+        422: {"description": "an invalid request, or a body that is not JSON; names the field"},
         503: {"description": "the transmitter is unavailable"},
     },
 )

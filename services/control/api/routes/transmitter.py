@@ -29,9 +29,12 @@ _FIELDS = {
     "confidence": ("confidence",),
 }
 _ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "a body that cannot be read as JSON text"},
+    400: {"description": "a request the server cannot parse (a body that is not JSON is a 422)"},
     401: {"description": "missing or wrong bearer token"},
-    422: {"description": "an invalid value (e.g. an L the codec cannot send); names the field"},
+    422: {
+        "description": "an invalid value (e.g. an L the codec cannot send), or a body that is "
+        "not JSON; names the field"
+    },
     503: {"description": "the transmitter is unavailable"},
 }
 
