@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from rkdsc_core._validate import check_complex
 from rkdsc_core.channel.mapping import snr_db_to_n0
 from rkdsc_core.channel.rng import GeneratorLike, draw
 
@@ -40,5 +41,6 @@ class AWGN(nn.Module):
         Outputs:
             ``[batch, n]`` complex64, ``x + noise``.
         """
+        check_complex("x", x, ndim=2)
         n0 = snr_db_to_n0(snr_db, x.shape[0]).to(x.device)
         return x + complex_noise((x.shape[0], x.shape[1]), n0, generator)

@@ -88,6 +88,8 @@ def ber_theory(
         float64 array, shape of ``snr_db``.
     """
     k = _check_modulation(modulation)
+    if not math.isfinite(k_factor) or k_factor < 0:
+        raise ValueError(f"k_factor must be a finite K >= 0 (linear), got {k_factor!r}")
     gamma_b = np.power(10.0, np.asarray(snr_db, dtype=np.float64) / 10.0) / k
     if channel == "awgn":
         return _q(np.sqrt(2.0 * gamma_b))

@@ -30,7 +30,12 @@ class ChannelKnowledge(StrEnum):
     PERFECT = "perfect"
     """The true gains ``h`` and noise power ``N0`` (side information from the channel)."""
     NONE = "none"
-    """Nothing: ``h`` is taken as 1 and N0 is estimated blindly from the received power."""
+    """Nothing: ``h`` is taken as 1 and N0 is estimated blindly from the received power.
+
+    The blind estimate assumes ``|h| = 1`` (AWGN): ``N0 = E|y|^2 - Es``. Under fading it
+    cannot tell a fade from a quiet channel, so a deep fade reads as a high SNR (up to the
+    60 dB cap); use ``pilot`` there. A frame with nothing received reads -30 dB.
+    """
     PILOT = "pilot"
     """Least-squares ``h`` and ``N0`` from the known pilot block at the start of the frame."""
 
@@ -139,8 +144,10 @@ def receiver_csi(
         return CSIEstimate(out.h, out.n0, _to_snr_db(out.n0))
     if k is ChannelKnowledge.NONE:
         rx = out.received.float()
-        power = (out.y.abs().square() * rx).sum(1) / rx.sum(1).clamp_min(1.0)
+        count = rx.sum(1)
+        power = (out.y.abs().square() * rx).sum(1) / count.clamp_min(1.0)
         n0 = (power - 1.0).clamp_min(10 ** (-SNR_DB_MAX / 10))  # E|h x|^2 = Es = 1
+        n0 = torch.where(count > 0, n0, torch.full_like(n0, 10 ** (-SNR_DB_MIN / 10)))
         h = torch.ones_like(out.y)
         return CSIEstimate(h, n0, _to_snr_db(n0))
     if pilots is None:
@@ -155,8 +162,10 @@ def equalize(y: Tensor, h: Tensor, n0: Tensor | None = None) -> Tensor:
     """One-tap equaliser: zero-forcing ``y / h`` or, with ``n0``, MMSE ``conj(h) y / (|h|^2 + N0)``.
 
     Inputs: y, h ``[batch, n]`` complex64; n0 ``[batch]`` float32 or None.
-    Outputs: ``[batch, n]`` complex64.
+    Outputs: ``[batch, n]`` complex64; 0 where ``|h| <= 1e-12`` (no estimate, e.g. every
+    pilot erased), for both.
     """
     if n0 is None:
-        return y / torch.where(h.abs() > 1e-12, h, torch.full_like(h, 1e-12))
+        known = h.abs() > 1e-12
+        return torch.where(known, y / torch.where(known, h, torch.ones_like(h)), 0)
     return h.conj() * y / (h.abs().square() + n0.unsqueeze(1)).clamp_min(1e-12)

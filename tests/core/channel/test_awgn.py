@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rkdsc_core.channel import AWGN, frame_generator
@@ -23,3 +24,9 @@ class TestAWGN:
         x = torch.randn(2, 8, dtype=torch.complex64, requires_grad=True)
         AWGN()(x, 10.0).abs().sum().backward()
         assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
+
+    def test_real_or_misshapen_input_is_refused_by_name(self) -> None:
+        with pytest.raises(TypeError, match="x must be complex"):
+            AWGN()(torch.zeros(2, 8), 10.0)
+        with pytest.raises(ValueError, match="x must have 2 dims"):
+            AWGN()(torch.zeros(2, 3, 8, dtype=torch.complex64), 10.0)

@@ -41,6 +41,11 @@ class TestTheory:
         k_big = ber_theory(snrs, "qpsk", "rician", k_factor=1e4)
         assert np.allclose(k_big, ber_theory(snrs, "qpsk", "awgn"), rtol=0.02)
 
+    @pytest.mark.parametrize("k_factor", [-2.0, math.nan, math.inf])
+    def test_an_impossible_k_factor_is_refused(self, k_factor: float) -> None:
+        with pytest.raises(ValueError, match="k_factor must be a finite K >= 0"):
+            ber_theory(5.0, "bpsk", "rician", k_factor=k_factor)
+
 
 # (channel, modulation, snr_db, fading): BER between ~1e-3 and ~0.2 so 4M bits suffice.
 _CASES = [

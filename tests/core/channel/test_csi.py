@@ -130,3 +130,20 @@ class TestDegenerateFrames:
         x_hat = equalize(split_pilots(out.y, 4)[1], csi.h, csi.n0)
         assert torch.isfinite(torch.view_as_real(x_hat)).all()
         assert torch.isfinite(csi.snr_db).all()
+
+
+def test_blind_estimate_of_a_frame_with_nothing_received_is_the_floor() -> None:
+    x = normalize_power(torch.randn(2, 16, dtype=torch.complex64))
+    out = Channel()(x, 20.0, generator=frame_generator(0, 0, 2))
+    out = out._replace(received=torch.tensor([[False] * 16, [True] * 16]))
+    csi = receiver_csi(ChannelKnowledge.NONE, out)
+    assert float(csi.snr_db[0]) == -30.0  # nothing to go on: the cautious end, as pilots do
+    assert float(csi.snr_db[1]) > 5.0  # 20 dB, read from 16 symbols
+
+
+def test_zero_forcing_without_an_estimate_gives_zero_not_a_blow_up() -> None:
+    y = torch.tensor([[1 + 1j, 2 - 1j]], dtype=torch.complex64)
+    h = torch.tensor([[0j, 0.5j]], dtype=torch.complex64)
+    z = equalize(y, h)
+    assert z[0, 0] == 0
+    assert torch.allclose(z[0, 1], y[0, 1] / h[0, 1])
