@@ -27,9 +27,22 @@ LengthPolicyName = Literal["fixed", "adaptive"]
 SnrDb = Annotated[
     float, Field(ge=-30, le=60, allow_inf_nan=False, description="Es/N0 [dB], in [-30, 60]")
 ]
-Probability = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+# The services hold these as float32: bounds that still hold after the rounding, so that a
+# value this schema accepts is never refused (or made infinite) on the way.
+_BELOW_ONE = 1.0 - 2.0**-24
+"""The largest float32 below 1."""
+_FLOAT32_SAFE = 1e30
+"""A bound far inside float32's range (3.4e38)."""
+
+Probability = Annotated[float, Field(ge=0, le=_BELOW_ONE, allow_inf_nan=False)]
 KFactor = Annotated[
-    float, Field(ge=0, allow_inf_nan=False, description="Rician K factor (linear, >= 0)")
+    float,
+    Field(
+        ge=0,
+        le=_FLOAT32_SAFE,
+        allow_inf_nan=False,
+        description="Rician K factor (linear, >= 0)",
+    ),
 ]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="noise seed, in [0, 2**63)")]
 Delay = Annotated[
@@ -46,7 +59,7 @@ Confidence = Annotated[
     float,
     Field(
         ge=0.5,
-        lt=1,
+        le=_BELOW_ONE,
         allow_inf_nan=False,
         description="one-sided confidence in [0.5, 1) that the adaptive policy's L reaches "
         "target_accuracy (0.5 = no margin)",
@@ -148,7 +161,11 @@ class RunCreate(BaseModel):
         default=100, ge=1, le=1_000_000, description="images: a fixed seeded sample of the split"
     )
     rate: float = Field(
-        default=0.0, ge=0, allow_inf_nan=False, description="images per second (0 = max)"
+        default=0.0,
+        ge=0,
+        le=_FLOAT32_SAFE,
+        allow_inf_nan=False,
+        description="images per second (0 = max)",
     )
     link_id: str = Field(
         default="",

@@ -78,6 +78,8 @@ class TestUpdateChannel:
             ("fading", "slow"),
             ("k_factor", -1),
             ("erasure_prob", 1.0),
+            ("erasure_prob", 0.99999999),  # 1.0 as the float32 the emulator holds
+            ("k_factor", 3.5e38),  # infinite as a float32
             ("frame_loss_prob", -0.1),
             ("delay_seconds", -0.01),
             ("seed", -1),

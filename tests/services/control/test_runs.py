@@ -45,10 +45,11 @@ class TestRuns:
     def test_create_run_invalid_is_422_and_sends_nothing(
         self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
     ) -> None:
-        resp = client.post("/v1/runs", json={"split": "val", "num_images": 0}, headers=auth)
+        body = {"split": "val", "num_images": 0, "rate": 1e39}  # rate: inf as a float32
+        resp = client.post("/v1/runs", json=body, headers=auth)
         assert resp.status_code == 422
         fields = {e["loc"][-1] for e in resp.json()["detail"]}
-        assert fields == {"split", "num_images"}
+        assert fields == {"split", "num_images", "rate"}
         assert transmitter.run_requests == []
 
     def test_create_run_without_the_token_is_401(

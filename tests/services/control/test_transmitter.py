@@ -71,6 +71,7 @@ class TestTransmitterPolicy:
             ("target_accuracy", 1.5),
             ("confidence", 0.3),
             ("confidence", 1.0),
+            ("confidence", 0.99999999),  # 1.0 as a float32
             ("length_policy", "greedy"),
         ],
     )
