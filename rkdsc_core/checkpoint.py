@@ -181,6 +181,7 @@ def save_checkpoint(
         name: the registered model name (``create_model(name, **config)`` rebuilds it).
         config: a dataclass or dict of constructor arguments; default ``model.config``.
         fp16: store floating-point tensors as float16 (halves the size; loading casts back).
+            Raises ValueError naming the tensor if a finite value would overflow float16.
         dataset: e.g. ``{"name": "cifar10", "sha256": ...}``.
         command: the command that made it; default: this process's argv.
     """
@@ -193,7 +194,13 @@ def save_checkpoint(
     for key, t in model.state_dict().items():
         t = t.detach().cpu()
         if fp16 and t.is_floating_point():
-            t = t.half()
+            half = t.half()
+            if not torch.isfinite(half).all() and torch.isfinite(t).all():
+                raise ValueError(
+                    f"{key}: values up to {float(t.abs().max()):.3g} overflow float16 "
+                    "(max 65504); save this model with fp16=False"
+                )
+            t = half
         tensors[key] = t.contiguous()
     write_tensors(tensors, weights, {"format": "rkdsc", "model": name})
     doc = {

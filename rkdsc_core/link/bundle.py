@@ -67,10 +67,14 @@ def save_link(
         metrics=metrics,
     )
     save_checkpoint(weights_dir / "codec", pipeline.codec, name="cat-codec", fp16=fp16)
-    doc = {"num_pilots": pipeline.num_pilots, "classes": list(classes), **(meta or {})}
+    # The pipeline's and the arguments' facts win over a ``meta`` copied from an older bundle.
+    doc = {**(meta or {}), "num_pilots": pipeline.num_pilots, "classes": list(classes)}
     (weights_dir / "link.json").write_text(json.dumps(doc, indent=2) + "\n")
+    table = weights_dir / "eval_table.json"
     if eval_table is not None:
-        eval_table.save(weights_dir / "eval_table.json")
+        eval_table.save(table)
+    else:
+        table.unlink(missing_ok=True)  # an old table measured other weights
 
 
 def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "cpu") -> LinkBundle:
@@ -93,14 +97,26 @@ def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "
     codec = load_model(folder / "codec")
     if not isinstance(student, Backbone) or not isinstance(codec, CATCodec):
         raise TypeError(f"{folder}: student must be a Backbone and codec a CATCodec")
+    if len(classes) != student.num_classes:
+        raise CheckpointError(
+            f"{link_json}: {len(classes)} class names for a student with "
+            f"{student.num_classes} classes"
+        )
     pipeline = SemanticPipeline(student, codec, num_pilots=num_pilots).to(device)
     table_path = folder / "eval_table.json"
     table = None
     if table_path.is_file():
         try:
             table = EvalTable.load(table_path)
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
             raise CheckpointError(f"{table_path} is not a valid eval table: {e!r}") from e
+        sent = set(codec.config.lengths)
+        for model in table.accuracy:
+            if not set(table.lengths(model)) <= sent:
+                raise CheckpointError(
+                    f"{table_path}: {model} lengths {table.lengths(model)} are not all "
+                    f"lengths the codec sends ({sorted(sent)})"
+                )
     return LinkBundle(pipeline.eval(), classes, table, meta, folder)
 
 
@@ -110,7 +126,9 @@ def _read_link_json(path: Path) -> tuple[dict[str, Any], int, tuple[str, ...]]:
         meta = json.loads(path.read_text())
         if not isinstance(meta, dict):
             raise TypeError(f"expected a JSON object, got {type(meta).__name__}")
-        num_pilots, classes = int(meta["num_pilots"]), meta["classes"]
+        num_pilots, classes = meta["num_pilots"], meta["classes"]
+        if type(num_pilots) is not int or num_pilots < 2:
+            raise ValueError(f"'num_pilots' must be an integer >= 2, got {num_pilots!r}")
         if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise TypeError("'classes' must be a list of class names")
     except (ValueError, TypeError, KeyError) as e:

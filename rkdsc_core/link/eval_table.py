@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,14 +30,21 @@ class EvalTable:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if list(self.snr_db) != sorted(self.snr_db) or not self.snr_db:
-            raise ValueError("snr_db must be a non-empty increasing sequence")
+        snr = list(self.snr_db)
+        if not snr or any(b <= a for a, b in itertools.pairwise(snr)):
+            raise ValueError(f"snr_db must be a non-empty strictly increasing sequence: {snr}")
+        if not all(math.isfinite(s) for s in snr):
+            raise ValueError(f"snr_db must be finite: {snr}")
         for model, by_len in self.accuracy.items():
             for length, row in by_len.items():
                 if len(row) != len(self.snr_db):
                     raise ValueError(
                         f"accuracy[{model!r}][{length}] has {len(row)} values for "
                         f"{len(self.snr_db)} SNRs"
+                    )
+                if not all(0.0 <= a <= 1.0 for a in row):  # NaN fails too
+                    raise ValueError(
+                        f"accuracy[{model!r}][{length}] must lie in [0, 1]: {list(row)}"
                     )
 
     def lengths(self, model: str) -> list[int]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -209,7 +209,9 @@ class _SNREmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(1, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
     def forward(self, snr_db: Tensor) -> Tensor:
-        return self.mlp((snr_db / 20.0).unsqueeze(-1)).unsqueeze(1)  # type: ignore[no-any-return]
+        first = cast(nn.Linear, self.mlp[0])
+        x = (snr_db / 20.0).unsqueeze(-1).to(first.weight.dtype)  # the model's dtype
+        return self.mlp(x).unsqueeze(1)  # type: ignore[no-any-return]
 
 
 def _init_embedding(t: Tensor) -> None:

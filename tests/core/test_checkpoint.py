@@ -68,6 +68,14 @@ class TestSaveLoad:
         x = torch.rand(2, 3, 32, 32)
         assert torch.allclose(model(x), loaded(x), atol=1e-2, rtol=1e-2)
 
+    def test_fp16_refuses_values_float16_cannot_hold(self, tmp_path: Path) -> None:
+        model = _model()
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var.fill_(1e5)  # > 65504: would load back as inf
+        with pytest.raises(ValueError, match=r"running_var: values up to 1e\+05 overflow"):
+            save_checkpoint(tmp_path / "a", model, name="resnet18-cifar", fp16=True)
+        save_checkpoint(tmp_path / "b", model, name="resnet18-cifar")  # float32 is fine
+
     def test_suffix_is_optional(self, tmp_path: Path) -> None:
         save_checkpoint(tmp_path / "c", _model(), name="resnet18-cifar")
         state, _ = load_checkpoint(tmp_path / "c.safetensors")

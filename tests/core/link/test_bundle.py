@@ -1,8 +1,10 @@
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from rkdsc_core.checkpoint import CheckpointError
 from rkdsc_core.link import EvalTable, SemanticPipeline, load_link, save_link
 from rkdsc_core.models import create_model
 from tests.core.conftest import CLASSES
@@ -34,6 +36,61 @@ class TestLinkBundle:
     def test_missing_folder_is_a_clear_error(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match=r"link\.json"):
             load_link(tmp_path / "nope")
+
+    def test_resaving_with_old_meta_keeps_the_new_classes_and_drops_the_old_table(
+        self, tmp_path: Path
+    ) -> None:
+        save_link(
+            tmp_path,
+            _pipeline(),
+            student_name="darts-student",
+            classes=CLASSES,
+            eval_table=_table(),
+        )
+        old = load_link(tmp_path)
+        renamed = tuple(f"c{i}" for i in range(len(CLASSES)))
+        save_link(
+            tmp_path, _pipeline(), student_name="darts-student", classes=renamed, meta=old.meta
+        )  # new weights, nothing measured yet
+        again = load_link(tmp_path)
+        assert again.classes == renamed
+        assert again.eval_table is None  # the old table measured other weights
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"classes": ["a", "b", "c"]}, "3 class names for a student with"),
+            ({"num_pilots": 4.9}, "num_pilots"),
+            ({"num_pilots": "8"}, "num_pilots"),
+            ({"num_pilots": True}, "num_pilots"),
+            ({"num_pilots": 1}, "num_pilots"),
+        ],
+    )
+    def test_a_link_json_that_does_not_fit_the_models_is_refused(
+        self, tmp_path: Path, change: dict[str, object], message: str
+    ) -> None:
+        save_link(tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES)
+        doc = json.loads((tmp_path / "link.json").read_text())
+        (tmp_path / "link.json").write_text(json.dumps({**doc, **change}))
+        with pytest.raises(CheckpointError, match=message):
+            load_link(tmp_path)
+
+    def test_an_eval_table_with_lengths_the_codec_cannot_send_is_refused(
+        self, tmp_path: Path
+    ) -> None:
+        table = EvalTable((0.0, 10.0), {"awgn": {12: (0.2, 0.5)}})
+        save_link(
+            tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES, eval_table=table
+        )
+        with pytest.raises(CheckpointError, match=r"awgn lengths \[12\] are not all"):
+            load_link(tmp_path)
+
+    @pytest.mark.parametrize("body", ['{"snr_db": [0], "accuracy": []}', '{"snr_db": [0]}'])
+    def test_a_malformed_eval_table_is_a_checkpoint_error(self, tmp_path: Path, body: str) -> None:
+        save_link(tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES)
+        (tmp_path / "eval_table.json").write_text(body)
+        with pytest.raises(CheckpointError, match="not a valid eval table"):
+            load_link(tmp_path)
 
 
 class TestEvalTable:
@@ -85,3 +142,18 @@ class TestEvalTable:
     def test_row_length_must_match_snrs(self) -> None:
         with pytest.raises(ValueError, match="values for"):
             EvalTable((0.0, 10.0), {"awgn": {8: (0.2,)}})
+
+    @pytest.mark.parametrize(
+        ("snr_db", "row", "message"),
+        [
+            ((0.0, 0.0), (0.2, 0.3), "strictly increasing"),
+            ((0.0, 10.0), (0.2, float("nan")), r"in \[0, 1\]"),
+            ((0.0, 10.0), (0.2, 1.5), r"in \[0, 1\]"),
+            ((0.0, float("inf")), (0.2, 0.3), "finite"),
+        ],
+    )
+    def test_snrs_and_accuracies_are_checked(
+        self, snr_db: tuple[float, ...], row: tuple[float, ...], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            EvalTable(snr_db, {"awgn": {8: row}})

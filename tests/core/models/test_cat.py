@@ -262,3 +262,13 @@ class TestCATCodec:
         dec = sum(p.numel() for p in codec.decoder.parameters())
         print(f"cat-codec default params: encoder {enc}, decoder {dec}")
         assert enc < 200_000 and dec < 200_000
+
+
+def test_the_codec_runs_in_half_precision_close_to_float32() -> None:
+    codec = create_model("cat-codec", token_dim=16, d_model=32, heads=2).eval()
+    tokens = torch.randn(2, codec.config.num_tokens, 16)
+    with torch.no_grad():
+        full = codec(tokens, 10.0)
+        half = codec.half()(tokens, 10.0)
+    assert half.dtype == torch.float32  # the decoder hands back float32 features
+    assert torch.allclose(half, full, atol=0.05)
