@@ -135,7 +135,6 @@ def _measure_saved(dest: Path, test: Any, limit: int) -> None:
     from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import load_link
 
-    (dest / "eval_table.json").unlink(missing_ok=True)  # a stale one would not load
     table = measure_eval_table(load_link(dest).pipeline, test, limit=limit)
     table.meta["command"] = command_line()
     table.save(dest / "eval_table.json")
