@@ -33,6 +33,7 @@ from rkdsc_core.train.ddp import (
     wrap_ddp,
 )
 from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.memory_format import training_memory_format
 
 __all__ = [
     "LinkTrainConfig",
@@ -169,7 +170,8 @@ def train_link(
     device = info.device
     torch.manual_seed(cfg.seed)  # parameter initialisation only
     pipeline = build_pipeline(cfg).to(device)
-    pipeline.student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fmt = training_memory_format(pipeline.student, device)
+    pipeline.student.to(memory_format=fmt)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(pipeline.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=True)
     total = cfg.epochs * len(loader)
@@ -188,7 +190,7 @@ def train_link(
                 group["lr"] = lr_at(loop.step, total, cfg)
             channel, snr, length, knowledge = draw_conditions(cfg, lengths, len(y), g)
             out = model(
-                x.to(device).contiguous(memory_format=torch.channels_last),
+                x.to(device).contiguous(memory_format=fmt),
                 channel,
                 snr.to(device),
                 length=length.to(device),

@@ -72,6 +72,7 @@ from rkdsc_core.train.link import (
     evaluate_clean_channel,
 )
 from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.memory_format import training_memory_format
 from rkdsc_core.train.teacher import evaluate_teacher
 
 __all__ = [
@@ -326,7 +327,8 @@ def train_student(
     student = build_student(cfg, num_classes=int(cache.logits.shape[-1]))
     projector = FeatureProjector(student.feature_dim, int(cache.features.shape[-1]))
     net = _StudentKD(student, projector, cfg).to(device)
-    student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fmt = training_memory_format(student, device)
+    student.to(memory_format=fmt)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = train_loader(train, cfg.batch_size, info, seed=cfg.seed, augment=False)
     total = cfg.epochs * len(loader)
@@ -349,7 +351,7 @@ def train_student(
             for group in opt.param_groups:
                 group["lr"] = lr_at(loop.step, total, cfg)
             out = model(
-                b.images.contiguous(memory_format=torch.channels_last),
+                b.images.contiguous(memory_format=fmt),
                 b.labels,
                 b.logits,
                 b.features,
@@ -481,7 +483,8 @@ def train_codec(
         else:
             warm = _stage1_projector(student_ckpt, projector, cache)
     net = _CodecRKD(pipeline, projector, cfg).to(device)
-    student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fmt = training_memory_format(student, device)
+    student.to(memory_format=fmt)  # type: ignore[call-overload]
     frozen = cfg.student_lr_scale == 0  # a fixed student: no gradient, no statistics update
     if frozen:  # (otherwise what the model itself fixes, e.g. FastNet's stem, stays fixed)
         student.requires_grad_(False)
@@ -523,7 +526,7 @@ def train_codec(
                 conditions, pipeline.lengths, len(idx), g
             )
             out = model(
-                b.images.contiguous(memory_format=torch.channels_last),
+                b.images.contiguous(memory_format=fmt),
                 b.labels,
                 b.logits,
                 b.features,

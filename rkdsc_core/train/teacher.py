@@ -53,6 +53,7 @@ from rkdsc_core.train.ddp import (
     wrap_ddp,
 )
 from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.memory_format import training_memory_format
 
 __all__ = [
     "TEACHER_PRESETS",
@@ -426,7 +427,10 @@ def train_teacher(
     if callable(init_whitening):  # the same sample on every rank: the same stem
         whiten = train.images[train.sample_indices(cfg.whiten_images, seed=cfg.seed)]
         init_whitening(to_tensor(whiten).to(dev))
-    if cfg.channels_last:
+    channels_last = cfg.channels_last and (
+        training_memory_format(model, dev) is torch.channels_last
+    )
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     fixed = {name for name, p in model.named_parameters() if not p.requires_grad}
     opt = _make_optimizer(model, cfg)
@@ -482,7 +486,7 @@ def train_teacher(
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            if cfg.channels_last:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = ddp_model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -509,7 +513,7 @@ def train_teacher(
             limit=cfg.eval_images,
             flip_tta=cfg.flip_tta,
             batch_size=cfg.eval_batch_size,
-            channels_last=cfg.channels_last,
+            channels_last=channels_last,
             dist=info,
         )
         seen = max(1.0, float(sums[2]))
