@@ -17,6 +17,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -114,7 +115,8 @@ def up_cmd(
         typer.Option(
             "--token-file",
             help="where the generated token goes (default: $XDG_RUNTIME_DIR/rkdsc/control-token "
-            "or ~/.cache/rkdsc/control-token)",
+            "or ~/.cache/rkdsc/control-token; control-token-<port> for a control port other "
+            "than 8000)",
         ),
     ] = None,
     weights: WeightsOpt = None,
@@ -209,14 +211,14 @@ def _parse_snrs(values: list[str] | None) -> tuple[float, ...] | None:
     return tuple(out)
 
 
-def _api_token(token: str | None) -> str | None:
+def _api_token(token: str | None, port: int) -> str | None:
     from services.control.settings import default_token_file
 
     for candidate in (token, os.environ.get("RKDSC_CONTROL_TOKEN")):
         if candidate:
             return candidate
     try:
-        return default_token_file().read_text().strip() or None
+        return default_token_file(port).read_text().strip() or None
     except OSError:
         return None
 
@@ -339,7 +341,7 @@ def demo_cmd(
     with ControlClient(url) as probe:
         running = probe.is_ready()
     if running:
-        api_token = _api_token(token)
+        api_token = _api_token(token, urlsplit(url).port or ports.control)
         if api_token is None:
             _fail(
                 f"a stack is running at {url} but no API token was found: pass --token, set "

@@ -204,7 +204,7 @@ class Stack:
             token: the API token; if ``None``, a random one is generated and written to
                 ``token_file`` (mode 0600).
             token_file: where a generated token goes (default:
-                :func:`~services.control.settings.default_token_file`).
+                :func:`~services.control.settings.default_token_file` of the control port).
             weights_dir: link weights for the transmitter and receiver (default: theirs).
             data_dir: the dataset source the transmitter streams runs from.
             run_dir: logs and ``stack.json`` (default: ``runs/stack-<timestamp>``).
@@ -238,7 +238,9 @@ class Stack:
         generated = token is None
         if token is None:
             token = secrets.token_urlsafe(32)
-            token_file = Path(token_file) if token_file is not None else default_token_file()
+            if token_file is None:  # one per control port: stacks side by side keep theirs
+                token_file = default_token_file(ports.control)
+            token_file = Path(token_file)
             write_token_file(token_file, token)
         else:
             token_file = None

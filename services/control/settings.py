@@ -17,16 +17,22 @@ __all__ = ["Settings", "default_token_file", "get_settings"]
 _ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", re.ASCII)
 
 
-def default_token_file() -> Path:
+DEFAULT_PORT = 8000
+"""The control plane's HTTP port unless configured."""
+
+
+def default_token_file(port: int | None = None) -> Path:
     """Where ``rkdsc up`` writes the generated API token and the control plane looks for it.
 
     ``$XDG_RUNTIME_DIR/rkdsc/control-token`` when that directory exists (per-user, tmpfs),
-    else ``~/.cache/rkdsc/control-token``.
+    else ``~/.cache/rkdsc/control-token``; for a control plane on another ``port`` than
+    8000, ``control-token-<port>`` there, so that stacks side by side keep their own.
     """
+    name = "control-token" if port in (None, DEFAULT_PORT) else f"control-token-{port}"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "rkdsc" / "control-token"
-    return Path.home() / ".cache" / "rkdsc" / "control-token"
+        return Path(runtime) / "rkdsc" / name
+    return Path.home() / ".cache" / "rkdsc" / name
 
 
 class Settings(BaseSettings):
@@ -37,7 +43,9 @@ class Settings(BaseSettings):
     )
 
     host: str = Field(default="127.0.0.1", description="HTTP listen address.")
-    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (REST and /metrics).")
+    port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="HTTP port (REST and /metrics)."
+    )
     transmitter_target: str = Field(
         default="127.0.0.1:50051", min_length=1, description="gRPC target of the transmitter."
     )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from services.control import Settings
+from services.control.settings import default_token_file
+from services.stack import write_token_file
 
 
 class TestSettings:
@@ -27,3 +31,25 @@ class TestSettings:
     def test_nonpositive_deadline_fails_fast(self) -> None:
         with pytest.raises(ValidationError, match="deadline_seconds"):
             Settings(deadline_seconds=0)
+
+
+class TestTokenFile:
+    def test_each_control_port_but_the_default_has_its_own_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        assert default_token_file() == tmp_path / "rkdsc" / "control-token"
+        assert default_token_file(8000) == default_token_file()
+        assert default_token_file(18006) == tmp_path / "rkdsc" / "control-token-18006"
+
+    def test_clients_read_the_token_of_the_stack_they_talk_to(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from services.cli import _api_token
+
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        monkeypatch.delenv("RKDSC_CONTROL_TOKEN", raising=False)
+        write_token_file(default_token_file(18006), "second-stack")
+        assert _api_token(None, 18006) == "second-stack"
+        assert _api_token(None, 8000) is None  # the default stack's file is not touched
+        assert _api_token("given", 18006) == "given"
