@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "Resumed",
     "checkpoint_paths",
+    "current_umask",
     "git_commit",
     "load_checkpoint",
     "load_model",
@@ -117,18 +118,50 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> str:
     """Write ``tensors`` to the safetensors file ``path`` via a temporary and a rename.
 
     The bytes depend only on the tensors and ``metadata`` (see :func:`_canonical`), so the
     sha256 the manifests record is the same each time the same weights are saved. The file
     gets the usual mode (0666 less the umask), not safetensors' owner-only 0600, so that
-    weights written by one user, or one container, can be served by another.
+    weights written by one user, or one container, can be served by another. Returns the
+    file's sha256.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_canonical(save(tensors, metadata=metadata)))
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp, digest = _stage_tensors(tensors, path, metadata)
     os.replace(tmp, path)
+    return digest
+
+
+def _stage_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
+) -> tuple[Path, str]:
+    """Write what :func:`write_tensors` writes to a synced temporary beside ``path``;
+    ``(temporary, sha256)``."""
+    blob = _canonical(save(tensors, metadata=metadata))
+    tmp = path.with_name(path.name + ".tmp")
+    _write_synced(tmp, blob)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    return tmp, hashlib.sha256(blob).hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit_pair(weights_tmp: Path, weights: Path, manifest: Path, doc: dict[str, Any]) -> None:
+    """Put a staged weights file and its manifest in place, back to back.
+
+    Everything slow (hashing, ``git``, the machine facts) is done before: a process killed
+    while saving leaves the previous pair whole, or, in the instant between the two renames,
+    new weights beside the old manifest, which :func:`load_checkpoint` names as such.
+    """
+    tmp_m = manifest.with_name(manifest.name + ".tmp")
+    _write_synced(tmp_m, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    os.replace(weights_tmp, weights)
+    os.replace(tmp_m, manifest)
 
 
 def _canonical(blob: bytes) -> bytes:
@@ -149,7 +182,7 @@ def _canonical(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask, read without changing it where Linux shows it."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -202,7 +235,7 @@ def save_checkpoint(
                 )
             t = half
         tensors[key] = t.contiguous()
-    write_tensors(tensors, weights, {"format": "rkdsc", "model": name})
+    staged, digest = _stage_tensors(tensors, weights, {"format": "rkdsc", "model": name})
     doc = {
         "format_version": FORMAT_VERSION,
         "model": name,
@@ -214,15 +247,13 @@ def save_checkpoint(
         "dtype": "float16" if fp16 else "float32",
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_file": weights.name,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": digest,
         "git_commit": git_commit(),
         "machine": machine_info(),
         "command": command if command is not None else shlex.join(sys.argv),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    tmp_m = manifest.with_name(manifest.name + ".tmp")
-    tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_m, manifest)
+    _commit_pair(staged, weights, manifest, doc)
     return manifest
 
 
@@ -250,7 +281,8 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
     if digest != doc["weights_sha256"]:
         raise CheckpointError(
             f"{weights} is corrupt or was replaced: sha256 {digest[:12]}... differs from the "
-            f"manifest's {str(doc['weights_sha256'])[:12]}..."
+            f"manifest's {str(doc['weights_sha256'])[:12]}... (or a process was killed in the "
+            f"instant between writing it and its manifest)"
         )
     try:
         state = load_file(str(weights))
@@ -291,7 +323,8 @@ def save_training_state(
     Tensors go to ``NAME.safetensors`` as ``model.<key>``, ``optim.<param>.<key>`` and,
     for each module of ``extra`` (e.g. a weight average), ``extra.<name>.<key>``; the
     optimizer's hyper-parameters, non-tensor state and ``progress`` (epoch, step,
-    config, ...) to ``NAME.json``, written last via a rename.
+    config, ...) to ``NAME.json``; both are staged and synced first, then renamed into
+    place back to back (see :func:`_commit_pair`).
     """
     weights, manifest = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -309,19 +342,17 @@ def save_training_state(
                 tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
-    write_tensors(tensors, weights, {"format": "rkdsc-training-state"})
+    staged, digest = _stage_tensors(tensors, weights, {"format": "rkdsc-training-state"})
     doc = {
         "format_version": FORMAT_VERSION,
         "kind": "training-state",
         "param_groups": opt["param_groups"],
         "optimizer_scalars": scalars,
         "progress": progress,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": digest,
         "git_commit": git_commit(),
     }
-    tmp_m = manifest.with_name(manifest.name + ".tmp")
-    tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_m, manifest)
+    _commit_pair(staged, weights, manifest, doc)
     return manifest
 
 

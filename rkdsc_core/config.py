@@ -38,13 +38,17 @@ class Settings(BaseSettings):
     """All of rkdsc's settings; nested sections map to ``RKDSC_<SECTION>__<KEY>``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RKDSC_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="RKDSC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,  # Settings(data_dir=...), without reading a bare DATA_DIR
     )
 
     data: DataSettings = Field(default_factory=DataSettings)
     data_dir: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("RKDSC_DATA_DIR", "data_dir"),
+        validation_alias=AliasChoices("RKDSC_DATA_DIR"),
         description="Shorthand for data.dir (the documented RKDSC_DATA_DIR).",
         exclude=True,
     )
@@ -89,7 +93,8 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         node[leaf] = value
     env = Settings()
     merged = _deep_merge(env.model_dump(exclude={"data_dir"}), values)
-    if env.data_dir is not None and merged["data"].get("dir") is None:
+    file_dir = "data_dir" in values  # the file's (or an override's) shorthand beats the env's
+    if env.data_dir is not None and merged["data"].get("dir") is None and not file_dir:
         merged["data"]["dir"] = env.data_dir
     return Settings.model_validate(merged)
 

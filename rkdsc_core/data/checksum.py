@@ -43,7 +43,9 @@ def _fingerprint(root: Path, rel: Sequence[str]) -> str:
     h = hashlib.sha256()
     for name in rel:
         st = os.stat(os.path.join(root, name))
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+        # ctime too: a rewrite in place that restores the mtime (cp -p) still changes it
+        stamp = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+        h.update(f"{name}\0{stamp}\n".encode())
     return h.hexdigest()
 
 
@@ -55,7 +57,7 @@ def sha256_tree(root: Path, files: Sequence[str], *, memo_dir: Path | None = Non
         files: the files that make up the source, as ``/``-separated paths relative to
             ``root`` (other files in ``root`` are ignored).
         memo_dir: if given, the digest is remembered there against a cheap fingerprint
-            (relative path, size, mtime, inode of each file), so an unchanged tree is not
+            (relative path, size, mtime, ctime, inode of each file), so an unchanged tree is not
             re-read on every load.
     """
     rel = sorted(files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from rkdsc_core.checkpoint import current_umask
 from rkdsc_core.data.errors import source_error
 from rkdsc_core.data.specs import RemoteFile, get_spec
 
@@ -43,6 +45,7 @@ def _fetch(remote: RemoteFile, dest: Path, timeout: float) -> None:
             raise ValueError(
                 f"checksum mismatch for {remote.url}: md5 {h.hexdigest()}, expected {remote.md5}"
             )
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from others
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -98,9 +101,11 @@ def download(
             _fetch(remote, dest, timeout)
         except ValueError as err:
             raise source_error(spec, f"download of {spec.title} failed: {err}") from err
-        except (OSError, urllib.error.URLError) as err:
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
             raise source_error(
-                spec, f"could not download {remote.url} ({err}); fetch it by hand into {dest_dir}"
+                spec,
+                f"could not download {remote.url} ({type(err).__name__}: {err}); fetch it by "
+                f"hand into {dest_dir}",
             ) from err
     if len(spec.downloads) == 1:
         return dest_dir / remotes[0].filename

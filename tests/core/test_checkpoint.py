@@ -181,6 +181,26 @@ class TestTrainingState:
                 tmp_path / "s", model=model2, optimizer=opt2, extra={"swa": _model()}
             )
 
+    def test_a_save_interrupted_midway_leaves_the_previous_state_loadable(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import rkdsc_core.checkpoint as checkpoint
+
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        save_training_state(tmp_path / "s", model=model, optimizer=opt, progress={"epoch": 1})
+
+        def killed() -> str:  # the process dies while the manifest is being prepared
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(checkpoint, "git_commit", killed)
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)  # epoch 2's weights differ
+        with pytest.raises(KeyboardInterrupt):
+            save_training_state(tmp_path / "s", model=model, optimizer=opt, progress={"epoch": 2})
+        progress = load_training_state(tmp_path / "s", model=_model(), optimizer=opt)
+        assert progress == {"epoch": 1}
+
     def test_save_epoch_is_what_resume_training_reads(self, tmp_path: Path) -> None:
         model = _model()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -18,6 +18,22 @@ class TestLoadSettings:
         monkeypatch.setenv("RKDSC_DATA_DIR", str(tmp_path))
         assert load_settings().resolved_data().dir == tmp_path
 
+    def test_an_unprefixed_data_dir_variable_is_not_read(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("RKDSC_DATA_DIR", raising=False)
+        monkeypatch.delenv("RKDSC_DATA__DIR", raising=False)
+        monkeypatch.setenv("DATA_DIR", "/some/other/tool")
+        assert load_settings().resolved_data().dir is None
+
+    def test_the_files_data_dir_beats_the_environments(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("RKDSC_DATA_DIR", "/from/env")
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"data_dir: {tmp_path}\n")
+        assert load_settings(cfg).resolved_data().dir == tmp_path
+
     def test_nested_environment_variables(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 
+from rkdsc_core.checkpoint import current_umask
 from rkdsc_core.data import DataSourceError, download, load_dataset
 from rkdsc_core.data.download import md5_file
 
@@ -18,6 +21,7 @@ class TestDownload:
         assert path == dest / "cifar-10-binary.tar.gz"
         assert path.read_bytes() == cifar10_binary_tar.path.read_bytes()
         assert len(load_dataset("cifar10", "train", source=path, cache_dir=cache_dir)) == 10
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~current_umask()  # not 0600
 
     def test_checksum_mismatch_raises_and_leaves_nothing(
         self, tmp_path, cifar10_binary_tar
