@@ -457,7 +457,7 @@ def resume_training(
     saved = saved_progress(state).get("config")
     if isinstance(saved, dict) and defaults:
         saved = {k: v for k, v in defaults.items() if k in config and k not in saved} | saved
-    if saved != config:
+    if saved != json.loads(json.dumps(config)):  # as saved: tuples are lists, keys strings
         raise ValueError(f"{state} was made with another config; use a new --out")
     progress = load_training_state(state, model=model, optimizer=optimizer, extra=extra)
     return Resumed(

@@ -217,3 +217,14 @@ class TestTrainingState:
         assert torch.equal(fresh.state_dict()["head.weight"], model.state_dict()["head.weight"])
         with pytest.raises(ValueError, match="another config"):
             resume_training(tmp_path / "s", model=fresh, optimizer=opt2, config={"lr": 0.2})
+
+    def test_a_config_with_tuples_resumes_as_it_was_saved(self, tmp_path: Path) -> None:
+        config = {"widths": (4, 8), "pairs": [(1, 2)], "by_len": {8: 0.5}}
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        save_epoch(
+            tmp_path / "s", model=model, optimizer=opt, epoch=1, step=1, history=[],
+            wall_seconds=1.0, config=config, world_size=1,
+        )  # fmt: skip
+        resumed = resume_training(tmp_path / "s", model=_model(), optimizer=opt, config=config)
+        assert resumed[0] == 1

@@ -46,3 +46,9 @@ class TestSimulateCommand:
         result = runner.invoke(app, ["channel", "simulate", "--snr-db", "99"])
         assert result.exit_code == 2
         assert "[-30, 60]" in result.stderr
+
+
+def test_help_keeps_the_units_in_brackets() -> None:
+    result = CliRunner().invoke(app, ["channel", "simulate", "--help"])
+    assert result.exit_code == 0
+    assert "Es/N0 [dB]" in " ".join(result.output.split())
