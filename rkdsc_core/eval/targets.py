@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rkdsc_core.eval.sweep import SweepRow, margins
+from rkdsc_core.eval.table import DEFAULT_SNRS
 from rkdsc_core.nas.sweep import row_accuracy
 
 __all__ = ["TargetCheck", "check_targets", "format_targets"]
@@ -107,7 +108,8 @@ def check_targets(
             the links are scored).
         teacher_params: the teacher's parameters, > 0.
         encoder_params: the student's plus the CAT encoder's parameters (what transmits).
-        baselines: the systems RKD must beat at every SNR up to 5 dB.
+        baselines: the systems RKD must beat at every SNR up to 5 dB: every point of the
+            sweep's grid there (-10 to 4 dB in 2 dB steps) must be measured.
         knowledge: the receiver's channel knowledge the accuracy targets are read at.
         nas_rows: ``rkdsc nas sweep`` rows (``label``, ``lambda``, ``use_kd``, ``params``,
             ``val_accuracy``); the plain DARTS row has ``use_kd`` false and lambda 0. The
@@ -154,20 +156,25 @@ def check_targets(
     else:
         ratio = at0 / at20
         checks.append(TargetCheck(name, ratio, ">= 0.90", ratio >= 0.90, f"{at0:.4f} / {at20:.4f}"))
+    grid = [s for s in DEFAULT_SNRS if s <= 5.0]  # the sweep's grid: -10 to 4 dB
     for channel in ("awgn", "rayleigh"):
-        snrs = sorted({r.snr_db for r in mine if r.channel == channel and r.snr_db <= 5.0})
+        measured = {r.snr_db for r in mine if r.channel == channel and r.snr_db <= 5.0}
+        snrs = sorted(measured | set(grid))  # every grid point must be there to say "every"
         name = f"beats {' and '.join(baselines)} at every SNR <= 5 dB, {channel}"
         leads, missing = [], []
         for snr in snrs:
             ours = _row(mine, rkd, channel, knowledge, snr, length)
+            if ours is None:
+                missing.append(f"{rkd}@{snr:g} dB, L={length}")
+                continue
             for base in baselines:
                 theirs = _row(rows, base, channel, knowledge, snr, length)
-                if ours is None or theirs is None:
+                if theirs is None:
                     missing.append(f"{base}@{snr:g} dB, L={length}")
                     continue
                 leads.append((ours.accuracy - theirs.accuracy, base, snr))
-        if not snrs or missing:
-            why = "no RKD rows at or below 5 dB" if not snrs else f"missing {', '.join(missing)}"
+        if missing:
+            why = f"missing {', '.join(missing)}"
             checks.append(_missing(name, "> 0 at every SNR", why))
             continue
         worst = min(leads)

@@ -18,7 +18,8 @@ from rkdsc_core.link import SemanticPipeline, save_link
 from rkdsc_core.models import count_parameters, create_model
 from tests.core.conftest import CLASSES
 
-SNRS = (-4.0, 0.0, 4.0, 20.0)
+SNRS = (-10.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 20.0)
+"""The sweep's grid up to 5 dB (every point of it is needed), and 20 dB."""
 
 
 def _rows(
@@ -34,8 +35,9 @@ def _rows(
     ]
 
 
-GOOD = {-4.0: 0.80, 0.0: 0.86, 4.0: 0.88, 20.0: 0.90}
-WORSE = {-4.0: 0.50, 0.0: 0.60, 4.0: 0.70, 20.0: 0.89}
+GOOD = {-10.0: 0.6, -8.0: 0.7, -6.0: 0.75, -4.0: 0.80, -2.0: 0.83, 0.0: 0.86, 2.0: 0.87, 4.0: 0.88}
+GOOD[20.0] = 0.90
+WORSE = {snr: acc - 0.2 for snr, acc in GOOD.items() if snr <= 5} | {0.0: 0.60, 20.0: 0.89}
 NAS = [
     {
         "label": "plain-darts",
@@ -86,6 +88,14 @@ def test_each_target_can_fail() -> None:
     )
     met = {c.name: c.met for c in checks}
     assert list(met.values()) == [False, False, False, True, False, False, False], met
+
+    # A sweep without every grid point up to 5 dB cannot say "every SNR".
+    sparse = [r for r in _rows("rkd", GOOD) + _rows("stage1-only", WORSE) + _rows("ce-only", WORSE)
+              if r.snr_db in (0.0, 20.0)]  # fmt: skip
+    kw: dict[str, Any] = {"teacher_accuracy": 0.92, "teacher_params": 10**6, "encoder_params": 1}
+    beats = [c for c in check_targets(sparse, **kw) if c.name.startswith("beats")]
+    assert len(beats) == 2
+    assert all(c.met is None and "missing rkd@-10 dB" in c.detail for c in beats)
     rayleigh = next(c for c in checks if c.name.endswith("rayleigh"))
     assert "ce-only at 4 dB, L=64" in rayleigh.detail
 
@@ -106,11 +116,11 @@ def test_paired_evidence_when_the_rows_carry_per_image_records() -> None:
     kw: dict[str, Any] = {"teacher_accuracy": 0.92, "teacher_params": 10**6, "encoder_params": 1}
     plain = [c for c in check_targets(rows, **kw) if c.name.startswith("beats")]
     assert all("McNemar" not in c.detail for c in plain)
-    # 100 images, margins of 16 to 36 points, every discordant image RKD's: all significant.
+    # 100 images, margins of 20 to 26 points, every discordant image RKD's: all significant.
     paired = [c for c in check_targets(_with_records(rows), **kw) if c.name.startswith("beats")]
     for c in paired:
         for base in ("stage1-only", "ce-only"):
-            assert f"vs {base} better at 3, worse at 0 of 3 SNRs" in c.detail, c.detail
+            assert f"vs {base} better at 8, worse at 0 of 8 SNRs" in c.detail, c.detail
     # Stage-1-only 2 points behind at -4 dB, right on other images (RKD alone on 22, it
     # alone on 20): not significant.
     close = _with_records(_rows("stage1-only", {**WORSE, -4.0: 0.78}))
@@ -118,7 +128,7 @@ def test_paired_evidence_when_the_rows_carry_per_image_records() -> None:
     close = [dataclasses.replace(r, correct=other) if r.snr_db == -4.0 else r for r in close]
     rows = _with_records(_rows("rkd", GOOD) + _rows("ce-only", WORSE)) + close
     for c in [c for c in check_targets(rows, **kw) if c.name.startswith("beats")]:
-        assert "vs stage1-only better at 2, worse at 0 of 3 SNRs" in c.detail, c.detail
+        assert "vs stage1-only better at 7, worse at 0 of 8 SNRs" in c.detail, c.detail
 
 
 def test_paired_evidence_is_per_baseline_and_never_stops_the_check() -> None:
@@ -129,7 +139,7 @@ def test_paired_evidence_is_per_baseline_and_never_stops_the_check() -> None:
     checks = [c for c in check_targets(rkd + stage1 + _rows("ce-only", WORSE), **kw)]
     beats = [c for c in checks if c.name.startswith("beats")]
     for c in beats:
-        assert "vs stage1-only better at 3" in c.detail and "vs ce-only better" not in c.detail
+        assert "vs stage1-only better at 8" in c.detail and "vs ce-only better" not in c.detail
     # A record that is not its row's: no evidence for that baseline, the targets still checked.
     bad = [dataclasses.replace(r, correct="ff") for r in _rows("ce-only", WORSE)]
     beats = [c for c in check_targets(rkd + stage1 + bad, **kw) if c.name.startswith("beats")]
