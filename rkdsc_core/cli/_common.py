@@ -160,11 +160,14 @@ def run_settings(
 ) -> Settings:
     """The settings of a command that trains or measures: files and environment, then options.
 
-    An option left ``None`` keeps the value from ``RKDSC_*`` (or the default).
+    An option left ``None`` keeps the value from ``RKDSC_*`` (or the default). Exits with
+    a clear error for a device torch does not know or cannot use here.
     """
+    import torch
+
     from rkdsc_core.config import load_settings
 
-    return load_settings(
+    settings = load_settings(
         overrides={
             "data.dir": data,
             "data.cache_dir": cache_dir,
@@ -172,3 +175,13 @@ def run_settings(
             "compile": compile_model,
         }
     )
+    try:
+        dev = torch.device(settings.device)
+    except RuntimeError:
+        fail(f"device {settings.device!r} is not a torch device (cpu, cuda, cuda:1, mps)")
+        raise
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        fail(f"device {settings.device!r}: this torch ({torch.__version__}) sees no CUDA GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        fail(f"device {settings.device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return settings

@@ -33,9 +33,9 @@ def simulate_cmd(
     fading: Annotated[str, typer.Option(help="block or fast (fading channels).")] = "fast",
     k_factor: Annotated[float, typer.Option(help="Rician K (linear).")] = 3.0,
     min_errors: Annotated[
-        int, typer.Option(help="Stop a point after this many bit errors.")
+        int, typer.Option(min=1, help="Stop a point after this many bit errors.")
     ] = 1000,
-    max_bits: Annotated[int, typer.Option(help="...or after this many bits.")] = 4_000_000,
+    max_bits: Annotated[int, typer.Option(min=1, help="...or after this many bits.")] = 4_000_000,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:

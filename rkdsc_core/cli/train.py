@@ -550,7 +550,7 @@ def eval_table_cmd(
     weights: Annotated[
         Path | None, typer.Option(help="Link weights folder (default shipped).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Test images.")] = 1000,
+    limit: Annotated[int, typer.Option(min=1, help="Test images.")] = 1000,
     knowledge: Annotated[str, typer.Option(help="perfect | pilot | none")] = "pilot",
     out: Annotated[Path | None, typer.Option(help="Write the table JSON here.")] = None,
     dataset: DatasetOpt = "cifar10",
@@ -559,9 +559,12 @@ def eval_table_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy per channel model, L and SNR (-10..24 dB) on the test split."""
+    from rkdsc_core.channel import ChannelKnowledge
     from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import load_link
 
+    if knowledge not in {k.value for k in ChannelKnowledge}:
+        fail(f"--knowledge must be perfect, pilot or none, got {knowledge!r}")
     _, test = _datasets(data, cache_dir, dataset)
     bundle = load_link(weights)
     pipeline = _pipelines({"link": bundle}, test)["link"]
@@ -588,7 +591,8 @@ def eval_clean_cmd(
         ),
     ],
     limit: Annotated[
-        int | None, typer.Option(help="A fixed sample of this many test images (default all).")
+        int | None,
+        typer.Option(min=1, help="A fixed sample of this many test images (default all)."),
     ] = None,
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
@@ -682,7 +686,7 @@ def eval_sweep_cmd(
         list[int] | None, typer.Option(help="L, repeatable (default each link's lengths).")
     ] = None,
     limit: Annotated[int, typer.Option(help="Test images (a seeded sample).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Image sample and channel noise seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Image sample and channel noise seed.")] = 0,
     out: Annotated[
         Path | None, typer.Option(help="Write sweep.csv, sweep.json and plots here.")
     ] = None,
@@ -812,7 +816,7 @@ def eval_feature_gap_cmd(
     limit: Annotated[
         int, typer.Option(help="N training images: a seeded sample (sources are class-sorted).")
     ] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of the image sample and the noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the image sample and the noise.")] = 0,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,

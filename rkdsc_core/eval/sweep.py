@@ -672,12 +672,19 @@ def format_sweep(
     keep the sweep's order; ``snr_db`` picks columns (default every SNR of the sweep).
 
     Raises:
-        ValueError: no row at this ``length`` and ``knowledge``.
+        ValueError: no row at this ``length`` and ``knowledge``, or at an ``snr_db``.
     """
     picked = [r for r in rows if (r.L, r.knowledge) == (length, knowledge)]
     if not picked:
         raise ValueError(f"the sweep has no rows at L={length} with {knowledge} CSI")
-    snrs = sorted({r.snr_db for r in picked}) if snr_db is None else [float(s) for s in snr_db]
+    measured = sorted({r.snr_db for r in picked})
+    snrs = measured if snr_db is None else [float(s) for s in snr_db]
+    unknown = [s for s in snrs if s not in measured]
+    if unknown:
+        raise ValueError(
+            f"the sweep has no rows at {', '.join(f'{s:g}' for s in unknown)} dB; "
+            f"its SNRs: {', '.join(f'{s:g}' for s in measured)}"
+        )
     acc = {(r.channel, r.system, r.snr_db): r for r in picked}
     images = {r.images for r in picked}
     lines: list[str] = []

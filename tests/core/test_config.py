@@ -85,3 +85,27 @@ class TestLoadSettings:
 def test_every_training_command_takes_compile(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--compile" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["channel", "simulate", "--max-bits", "0"], "--max-bits"),
+        (["channel", "simulate", "--min-errors", "0"], "--min-errors"),
+        (["eval", "sweep", "--seed", "-1"], "--seed"),
+        (["eval", "table", "--limit", "0"], "--limit"),
+        (["eval", "clean", "x", "--limit", "0"], "--limit"),
+        (["eval", "table", "--knowledge", "genie"], "--knowledge must be perfect, pilot or none"),
+        (["train", "teacher", "--device", "gpu"], "'gpu' is not a torch device"),
+    ],
+)
+def test_plausible_mistakes_get_one_clear_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app, [*args, *(["--out", str(tmp_path / "o")] if "teacher" in args else [])]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "o").exists()  # nothing left behind

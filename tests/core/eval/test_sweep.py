@@ -325,6 +325,8 @@ class TestCli:
         assert "| 0 dB | 20 dB |" in awgn and "| digital-qpsk-b2 |" in awgn
         result = runner.invoke(app, [*compare[:-1], "9"])
         assert result.exit_code != 0 and "no rows at L=9" in result.output
+        result = runner.invoke(app, [*compare, "--snr-db", "7"])
+        assert result.exit_code != 0 and "no rows at 7 dB; its SNRs: 0, 20" in result.output
 
     def test_update_swaps_one_links_rows(self, runner: CliRunner, tmp_path: Path) -> None:
         for name, seed in (("rkd", 0), ("ce", 1), ("ce2", 2)):
