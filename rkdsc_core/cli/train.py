@@ -677,7 +677,8 @@ def eval_sweep_cmd(
     ] = None,
     channel: Annotated[list[str] | None, typer.Option(help="awgn | rayleigh, repeatable.")] = None,
     knowledge: Annotated[
-        list[str] | None, typer.Option(help="perfect | pilot, repeatable (default both).")
+        list[str] | None,
+        typer.Option(help="perfect | pilot | none, repeatable (default perfect and pilot)."),
     ] = None,
     snr_db: Annotated[
         list[float] | None, typer.Option("--snr-db", help="SNR [dB], repeatable (-10..24).")
@@ -905,7 +906,8 @@ def eval_margins_cmd(
     against: Annotated[list[str], typer.Option(help="The systems compared with, repeatable.")],
     system: Annotated[str, typer.Option(help="The system whose lead is measured.")] = "rkd",
     knowledge: Annotated[
-        list[str] | None, typer.Option(help="perfect | pilot, repeatable (default both).")
+        list[str] | None,
+        typer.Option(help="perfect | pilot | none, repeatable (default perfect and pilot)."),
     ] = None,
     length: Annotated[list[int] | None, typer.Option(help="L, repeatable (default all).")] = None,
     max_snr_db: Annotated[

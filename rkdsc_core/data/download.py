@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from rkdsc_core.checkpoint import current_umask
-from rkdsc_core.data.errors import source_error
+from rkdsc_core.data.errors import DataSourceError
 from rkdsc_core.data.specs import RemoteFile, get_spec
 
 __all__ = ["download", "md5_file"]
@@ -99,13 +99,15 @@ def download(
         logger.info("downloading %s to %s", remote.url, dest)
         try:
             _fetch(remote, dest, timeout)
-        except ValueError as err:
-            raise source_error(spec, f"download of {spec.title} failed: {err}") from err
+        except ValueError as err:  # not source_error: its hint is to run this very download
+            raise DataSourceError(
+                f"download of {spec.title} failed: {err}; fetch {remote.url} by hand into "
+                f"{dest_dir} (md5 {remote.md5})"
+            ) from err
         except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
-            raise source_error(
-                spec,
+            raise DataSourceError(
                 f"could not download {remote.url} ({type(err).__name__}: {err}); fetch it by "
-                f"hand into {dest_dir}",
+                f"hand into {dest_dir} (md5 {remote.md5}), then pass --data {dest_dir}"
             ) from err
     if len(spec.downloads) == 1:
         return dest_dir / remotes[0].filename
