@@ -147,6 +147,8 @@ def up_cmd(
     from services.stack import Stack, StackCancelled, StackError
 
     _quiet_http_logs()
+    if data is not None and not data.exists():
+        _fail(f"--data {data} does not exist")
     ports = _ports(base_port)
     stop = threading.Event()
 

@@ -47,6 +47,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not self.snr_db:
             raise ValueError("snr_db: give at least one SNR")
+        bad = [s for s in self.snr_db if not -30.0 <= s <= 60.0]  # the channel's range
+        if bad:
+            raise ValueError(f"snr_db: {bad} outside the channel's [-30, 60] dB")
         if self.images < 1:
             raise ValueError(f"images must be >= 1, got {self.images}")
         if self.channel not in (None, "awgn", "rayleigh", "rician"):

@@ -49,6 +49,11 @@ class TestDemo:
         with pytest.raises(ValueError, match="confidence"):
             DemoConfig(confidence=confidence)
 
+    @pytest.mark.parametrize("snr_db", [100.0, -31.0])
+    def test_demo_config_refuses_an_snr_the_channel_cannot_apply(self, snr_db: float) -> None:
+        with pytest.raises(ValueError, match=r"outside the channel's \[-30, 60\] dB"):
+            DemoConfig(snr_db=(0.0, snr_db))
+
     def test_demo_writes_csv_json_and_plot(self, control: ControlClient, tmp_path: Path) -> None:
         result = run_demo(control, DemoConfig(snr_db=(0.0, 10.0), images=5))
         paths = write_outputs(result, tmp_path / "out")
