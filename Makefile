@@ -43,6 +43,9 @@ weights: setup
 	$(MAKE) ship-weights
 
 ship-weights: setup
+	@for f in rkd/weights/link.json stage1-only/weights/link.json ce-only/weights/link.json \
+	  sweep/sweep.json sweep/sweep.csv; do test -f $(SHIP_RUNS)/$$f || \
+	  { echo "ship-weights: $(SHIP_RUNS)/$$f is missing; nothing was changed"; exit 2; }; done
 	for pair in rkd:default stage1-only:stage1-only ce-only:ce-only; do \
 	  dest=rkdsc_core/weights/$${pair#*:}; rm -rf $$dest; \
 	  cp -r $(SHIP_RUNS)/$${pair%%:*}/weights $$dest || exit 1; \
@@ -60,7 +63,9 @@ ship-weights: setup
 # link is the digital baselines' reference: `make weights` redoes everything for it). The
 # update runs first, so a refused one leaves the shipped weights as they were.
 ship-link: setup
-	@test -n "$(LINK)" -a -f "$(LINK_RUN)/weights/link.json" || \
+	@case "$(LINK)" in stage1-only|ce-only) ;; *) \
+	  echo "ship-link: LINK must be stage1-only or ce-only, got '$(LINK)'"; exit 2;; esac
+	@test -f "$(LINK_RUN)/weights/link.json" || \
 	  { echo "usage: make ship-link LINK=ce-only LINK_RUN=<a run folder with weights/>"; exit 2; }
 	$(BIN)/rkdsc eval sweep --update --out docs/results/sweep \
 	  --weights $(LINK)=$(LINK_RUN)/weights > /dev/null
@@ -108,6 +113,9 @@ sweep-full-docs: setup
 NAS_RUN ?= $(SHIP_RUNS)/nas
 NAS_DOCS ?= docs/results/nas
 ship-nas:
+	@for f in sweep.json sweep.md sweep-command.txt; do test -f $(NAS_RUN)/$$f || \
+	  { echo "ship-nas: $(NAS_RUN)/$$f is missing (run rkdsc nas sweep there); nothing was changed"; \
+	    exit 2; }; done
 	rm -rf $(NAS_DOCS); mkdir -p $(NAS_DOCS)
 	cp $(NAS_RUN)/sweep.json $(NAS_RUN)/sweep.md $(NAS_RUN)/sweep-command.txt $(NAS_DOCS)/
 	for row in $(NAS_RUN)/*/row.json; do d=$$(dirname $$row); \

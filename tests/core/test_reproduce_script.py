@@ -162,3 +162,17 @@ def test_editing_the_script_mid_run_does_not_change_the_run(tmp_path: Path) -> N
     assert "rewritten" in script.read_text()  # the file did change under the run
     calls = [shlex.split(line) for line in log.read_text().splitlines()]
     assert calls[-1][:2] == ["eval", "sweep"] and len(calls) == 8
+
+
+def test_ship_nas_without_a_sweep_changes_nothing(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kept.json").write_text("{}")
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "ship-nas", f"NAS_RUN={tmp_path / 'nope'}",
+         f"NAS_DOCS={docs}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "nothing was changed" in result.stdout + result.stderr
+    assert (docs / "kept.json").is_file()

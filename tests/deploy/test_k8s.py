@@ -174,6 +174,8 @@ class TestManifests:
             (metric,) = hpa["spec"]["metrics"]
             assert metric["resource"]["name"] == "cpu"
             assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+            # No replicas in the Deployment: each `kubectl apply` would reset the HPA's count.
+            assert "replicas" not in objects["Deployment", name]["spec"]
 
     def test_channel_emulator_is_a_singleton(
         self, objects: dict[tuple[str, str], dict[str, Any]]
