@@ -196,12 +196,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _teacher_sha256(teacher: Path | str) -> str:
+def _teacher_identity(teacher: Path | str) -> tuple[str, Any]:
+    """``(weights sha256, config)`` of checkpoint ``teacher``: the same weights under another
+    config (a logit scale) make other outputs."""
     manifest = checkpoint_paths(teacher)[1]
     try:
         doc = json.loads(manifest.read_text())
-        return str(doc["weights_sha256"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        return str(doc["weights_sha256"]), doc.get("config")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise TeacherCacheError(
             f"cannot read the teacher checkpoint manifest {manifest}: {e}"
         ) from e
@@ -331,11 +333,19 @@ class TeacherCache:
 
     def check_teacher(self, teacher: Path | str) -> None:
         """Raise :class:`TeacherCacheError` unless the cache is from checkpoint ``teacher``."""
-        got, want = _teacher_sha256(teacher), self.manifest["teacher"]["weights_sha256"]
+        got, config = _teacher_identity(teacher)
+        want = self.manifest["teacher"]["weights_sha256"]
         if got != want:
             raise TeacherCacheError(
                 f"the teacher cache was built from another teacher (weights sha256 "
                 f"{want[:12]}..., {teacher} has {got[:12]}...); rebuild it with "
+                f"`rkdsc train cache-teacher --teacher {teacher}`"
+            )
+        built = self.manifest["teacher"].get("config", config)  # caches before it: sha only
+        if built != config:
+            raise TeacherCacheError(
+                f"the teacher cache was built from the same weights under another config "
+                f"({built} vs {teacher}'s {config}); rebuild it with "
                 f"`rkdsc train cache-teacher --teacher {teacher}`"
             )
 
@@ -419,8 +429,14 @@ def build_teacher_cache(
             idx = np.arange(start, min(n, start + batch_size), dtype=np.int64)
             x = to_tensor(augment_view(dataset.images[idx], idx, v, seed, padding=padding))
             tokens = model.forward_tokens(x.to(device))
-            features[v, idx] = model.pool(tokens).float().cpu().half()
-            logits[v, idx] = model.forward_head(tokens).float().cpu().half()
+            feats, logs = model.pool(tokens).float().cpu(), model.forward_head(tokens).float().cpu()
+            if not (torch.isfinite(feats.half()).all() and torch.isfinite(logs.half()).all()):
+                raise TeacherCacheError(
+                    f"teacher outputs overflow float16 (max |feature| "
+                    f"{float(feats.abs().max()):.3g}, max |logit| {float(logs.abs().max()):.3g}, "
+                    "float16 holds 65504); the cache stores float16"
+                )
+            features[v, idx], logits[v, idx] = feats.half(), logs.half()
             bar.update(len(idx))
         partial_dir.mkdir(parents=True, exist_ok=True)
         write_tensors(
@@ -444,6 +460,7 @@ def build_teacher_cache(
             "model": teacher_doc.get("model"),
             "path": str(teacher),
             "weights_sha256": teacher_doc["weights_sha256"],
+            "config": teacher_doc.get("config"),
             "metrics": {k: v for k, v in teacher_doc.get("metrics", {}).items() if k != "history"},
         },
         "dataset": fingerprint,

@@ -87,7 +87,7 @@ class AirBenchResult:
 
     def figures(self) -> list[Figure]:
         figs = []
-        for row in (self.lengths[-1], self.lengths[0]):
+        for row in dict.fromkeys((self.lengths[-1], self.lengths[0])):  # one row if one L
             label = f"L={row.length} complex float32 (8L)"
             figs.append(
                 Figure(

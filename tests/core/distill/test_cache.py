@@ -233,6 +233,15 @@ class TestTeacherCache:
         with pytest.raises(TeacherCacheError, match="another teacher"):
             load_teacher_cache(cache_path, teacher=other)
 
+    def test_the_same_weights_under_another_config_are_refused(
+        self, cache_path: Path, teacher: tuple[Path, Backbone], tmp_path: Path
+    ) -> None:
+        other = {"width": 4, "num_classes": 10, "logit_scale": 9.0}  # same weights, other use
+        save_checkpoint(tmp_path / "same", teacher[1], name="resnet18-cifar", config=other)
+        with pytest.raises(TeacherCacheError, match="same weights under another config"):
+            load_teacher_cache(cache_path, teacher=tmp_path / "same")
+        load_teacher_cache(cache_path, teacher=teacher[0])  # its own teacher still fits
+
     def test_corrupt_file_is_refused(self, cache_path: Path, tmp_path: Path) -> None:
         for suffix in (".json", ".safetensors"):
             shutil.copy(cache_path.with_name("cache" + suffix), tmp_path / ("cache" + suffix))
