@@ -129,9 +129,12 @@ def _detail(resp: httpx.Response) -> str:
     except ValueError:
         return resp.text[:500]
     if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', [])[1:]) or 'body'}: {e.get('msg', e)}"
-            for e in detail
-            if isinstance(e, dict)
-        )
+        return "; ".join(_named(e) for e in detail if isinstance(e, dict))
     return str(detail)
+
+
+def _named(error: dict[str, Any]) -> str:
+    """``field: message`` of one validation error (a message naming its field is kept)."""
+    where = ".".join(str(p) for p in error.get("loc", [])[1:]) or "body"
+    msg = str(error.get("msg", error))
+    return msg if msg.startswith(f"{where}: ") else f"{where}: {msg}"
