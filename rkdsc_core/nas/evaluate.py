@@ -218,8 +218,8 @@ def evaluate_genotype(
     key = {
         "genotype": genotype_to_dict(genotype),
         "eval_config": cfg.to_dict(),
-        "train_data": _data_key(train),
-        "eval_data": _data_key(val),
+        "train_data": data_key(train),
+        "eval_data": data_key(val),
         "max_steps": max_steps,
     }
     path = Path(folder) / f"eval-seed{cfg.seed}.json"
@@ -243,7 +243,8 @@ def evaluate_genotype(
     return result
 
 
-def _data_key(data: ImageDataset) -> str:
+def data_key(data: ImageDataset) -> str:
+    """Which split an evaluation ran on: name, split, size and source sha256."""
     return f"{data.name}/{data.split}/{len(data)}/{data.source_sha256}"
 
 

@@ -63,7 +63,7 @@ class SearchConfig:
     Attributes:
         C, layers: supernet width (initial node channels) and depth (cells).
         partial_channels: PC-DARTS ``K``: ``1/K`` of each edge's channels go through the
-            mixed op (1 = plain DARTS, every channel).
+            mixed op (1 = every channel, as in DARTS; edge normalisation stays on).
         input_size: images are resized to this many pixels square. The default 16 makes a
             step ~2.8x cheaper than 32 (measured, docs/nas.md); the student still runs at 32.
         epochs: passes over the weight split.
@@ -130,8 +130,8 @@ class SearchConfig:
             )
         if self.cost not in COST_KINDS:
             raise ValueError(f"cost must be one of {', '.join(COST_KINDS)}, got {self.cost!r}")
-        if self.lam < 0:
-            raise ValueError(f"lam (lambda) must be >= 0, got {self.lam}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam (lambda) must be finite and >= 0, got {self.lam}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 < self.train_fraction < 1.0:
@@ -382,9 +382,15 @@ def search_inputs(data: ImageDataset, teacher: Teacher | None) -> dict[str, Any]
 
     A run folder resumes, and a λ table reuses a row, only for the same inputs.
     ``teacher``'s ``source`` (:class:`~rkdsc_core.nas.teacher.TeacherOutputs`) names its
-    weights' sha256; a teacher without one is recorded as ``"unknown"``.
+    weights' sha256 and, for caches that record it, its config (the same weights under
+    another logit scale give other targets): ``{"weights_sha256", "config"}`` then, the
+    bare sha256 for older caches; a teacher without either is recorded as ``"unknown"``.
     """
     source = getattr(teacher, "source", None) or {}
+    sha = source.get("weights_sha256", "unknown")
+    key: Any = sha
+    if "config" in source:
+        key = {"weights_sha256": sha, "config": source["config"]}
     return {
         "data": {
             "name": data.name,
@@ -392,7 +398,7 @@ def search_inputs(data: ImageDataset, teacher: Teacher | None) -> dict[str, Any]
             "source_sha256": data.source_sha256,
             "num_images": len(data),
         },
-        "teacher": None if teacher is None else source.get("weights_sha256", "unknown"),
+        "teacher": None if teacher is None else key,
     }
 
 

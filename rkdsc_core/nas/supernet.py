@@ -182,7 +182,7 @@ class SearchNetwork(nn.Module):
     Args:
         C: initial node channels. num_classes: classifier outputs. layers: cells (>= 2).
         stem_multiplier: stem outputs ``stem_multiplier * C`` channels.
-        partial_channels: PC-DARTS ``K`` (1 = plain DARTS); must divide ``C``.
+        partial_channels: PC-DARTS ``K`` (1 = every channel, as in DARTS; edge normalisation stays on); must divide ``C``.
         input_size: images are resized to ``input_size`` pixels square.
         generator: draws the initial architecture logits (``1e-3 * N(0, 1)``).
     Inputs:
@@ -309,7 +309,8 @@ def derive_cell(op_weights: Tensor, edge_weights: Tensor) -> tuple[tuple[str, in
 
     Inputs:
         op_weights ``[num_edges, len(PRIMITIVES)]`` (softmax(alpha)); edge_weights
-        ``[num_edges]`` (per-node softmax(beta); all ones for plain DARTS).
+        ``[num_edges]`` (the per-node softmax(beta) of edge normalisation, which the search
+        applies at every K, so also without partial channels).
     Outputs:
         ``2 * NODES`` edges ``(op_name, input_state)``.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from rkdsc_core.data import ImageDataset
 from rkdsc_core.models.genotypes import genotype_to_dict
-from rkdsc_core.nas.evaluate import StudentEvalConfig, evaluate_genotype
+from rkdsc_core.nas.evaluate import StudentEvalConfig, data_key, evaluate_genotype
 from rkdsc_core.nas.search import SearchConfig, search, search_inputs
 from rkdsc_core.nas.teacher import Teacher
 from rkdsc_core.train.ddp import DistInfo, barrier, current_dist
@@ -34,8 +35,11 @@ def sweep_rows(
     Plain DARTS is ``use_kd=False, lam=0``. The lambda rows use KD when there is a teacher;
     without one they are plain DARTS + lambda * cost, and ``lam=0`` is not repeated.
     """
-    if any(lam < 0 for lam in lambdas):
-        raise ValueError(f"lambdas must be >= 0, got {list(lambdas)}")
+    if any(not (math.isfinite(lam) and lam >= 0) for lam in lambdas):
+        raise ValueError(f"lambdas must be finite and >= 0, got {list(lambdas)}")
+    labels = [f"{float(v):g}" for v in dict.fromkeys(float(v) for v in lambdas)]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"lambdas {list(lambdas)} collide at 6 significant digits (labels)")
     rows = [(PLAIN_LABEL, dataclasses.replace(cfg, use_kd=False, lam=0.0))]
     for lam in dict.fromkeys(float(v) for v in lambdas):
         if not with_teacher and lam == 0.0:
@@ -114,6 +118,7 @@ def sweep(
                 and row.get("eval_config") == ecfg.to_dict()
                 and row.get("eval_seeds") == seeds
                 and row.get("inputs", inputs) == inputs  # older rows did not record them
+                and row.get("eval_data", data_key(eval_data)) == data_key(eval_data)
                 and row.get("max_steps") == max_steps
             ):
                 log.info("%s: reusing %s", label, done)
@@ -162,6 +167,7 @@ def sweep(
             "search_config": row_cfg.to_dict(),
             "eval_config": ecfg.to_dict(),
             "inputs": inputs,
+            "eval_data": data_key(eval_data),
             "max_steps": max_steps,
             "search_history": result.history,
             "eval_history": [e["history"] for e in evals],

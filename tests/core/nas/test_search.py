@@ -177,9 +177,17 @@ class TestSearch:
         cfg = dataclasses.replace(TINY, use_kd=True)
         n = len(search_data)
 
-        def teacher(sha: str) -> TeacherOutputs:
-            return TeacherOutputs(torch.zeros(n, 10), torch.zeros(n, 8), {"weights_sha256": sha})
+        def teacher(sha: str, config: dict[str, float] | None = None) -> TeacherOutputs:
+            source: dict[str, object] = {"weights_sha256": sha}
+            if config is not None:  # caches built since their manifests record it
+                source["config"] = config
+            return TeacherOutputs(torch.zeros(n, 10), torch.zeros(n, 8), source)
 
+        search(cfg, search_data, teacher("a", {"logit_scale": 1.0}), tmp_path, max_steps=2)
+        with pytest.raises(ValueError, match="another config"):  # same weights, other scale
+            search(cfg, search_data, teacher("a", {"logit_scale": 9.0}), tmp_path)
+        search(cfg, search_data, teacher("a", {"logit_scale": 1.0}), tmp_path, max_steps=2)
+        tmp_path = tmp_path / "older-cache"
         search(cfg, search_data, teacher("a"), tmp_path, max_steps=2)
         with pytest.raises(ValueError, match="another config"):
             search(cfg, search_data, teacher("b"), tmp_path)

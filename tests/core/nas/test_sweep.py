@@ -130,10 +130,15 @@ class TestSweep:
         assert searched == ["0", "0"]  # the first stopped after one step: not reused
         sweep(cfg, [], search_data, search_data, None, tmp_path, eval_cfg=EVAL)
         assert searched == ["0", "0"]  # the same inputs, a finished row: reused
+        elsewhere = dataclasses.replace(search_data, split="val")
+        (row,) = sweep(cfg, [], search_data, elsewhere, None, tmp_path, eval_cfg=EVAL)
+        assert searched == ["0", "0", "0"]  # not reused: scored anew (its search resumes done)
+        assert row["eval_data"].startswith(f"{search_data.name}/val/")
         other = dataclasses.replace(search_data, source_sha256="1" * 64)
         sweep(cfg, [], other, search_data, None, tmp_path / "o", eval_cfg=EVAL)
         (row,) = sweep(cfg, [], other, search_data, None, tmp_path / "o", eval_cfg=EVAL)
-        assert searched == ["0", "0", "1"] and row["inputs"]["data"]["source_sha256"] == "1" * 64
+        assert searched == ["0", "0", "0", "1"]
+        assert row["inputs"]["data"]["source_sha256"] == "1" * 64
         assert row["inputs"]["teacher"] is None  # no KD row, no teacher
         # Into the first folder: its row is not reused, and its search does not resume.
         with pytest.raises(ValueError, match="another config"):
@@ -163,6 +168,16 @@ class TestSweep:
         table = (tmp_path / "sweep.md").read_text()
         assert "`fastnet-cifar` (`weights/teacher`, weights sha256 abababababab" in table
         assert "accuracy 0.9095), through the cache `runs/tc`" in table
+
+    @pytest.mark.parametrize(
+        ("lambdas", "message"),
+        [([float("nan")], "finite"), ([float("inf")], "finite"), ([0.1, 0.1000001], "collide")],
+    )
+    def test_lambdas_that_cannot_label_a_row_are_refused(
+        self, lambdas: list[float], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            sweep_rows(TINY, lambdas, with_teacher=True)
 
     def test_no_protocol_seed_is_refused(self, search_data: ImageDataset, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="eval_seeds"):
