@@ -182,7 +182,8 @@ class SearchNetwork(nn.Module):
     Args:
         C: initial node channels. num_classes: classifier outputs. layers: cells (>= 2).
         stem_multiplier: stem outputs ``stem_multiplier * C`` channels.
-        partial_channels: PC-DARTS ``K`` (1 = every channel, as in DARTS; edge normalisation stays on); must divide ``C``.
+        partial_channels: PC-DARTS ``K`` (1 = every channel, as in DARTS; edge
+            normalisation stays on); must divide ``C``.
         input_size: images are resized to ``input_size`` pixels square.
         generator: draws the initial architecture logits (``1e-3 * N(0, 1)``).
     Inputs:
