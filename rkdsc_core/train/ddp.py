@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast, overload
@@ -148,13 +149,15 @@ def current_dist(device: torch.device | str = "cpu") -> DistInfo:
     """The :class:`DistInfo` of an already initialised process group, else one process.
 
     For recipes called without an explicit ``DistInfo``: the rank and world size come from
-    ``torch.distributed`` (set up by :func:`init_distributed` or the caller), ``device``
-    as given.
+    ``torch.distributed`` (set up by :func:`init_distributed` or the caller); a bare
+    ``cuda`` device becomes ``cuda:LOCAL_RANK`` (torchrun's variable, else the rank).
     """
     if tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1:
         rank = tdist.get_rank()
-        dev = torch.device(device)
-        local = dev.index if dev.type == "cuda" and dev.index is not None else rank
+        local = int(os.environ.get("LOCAL_RANK", rank))  # torchrun's; else one node
+        dev = _rank_device(device, local)
+        if dev.type == "cuda" and dev.index is not None:
+            local = dev.index
         return DistInfo(
             rank=rank,
             world_size=tdist.get_world_size(),

@@ -133,6 +133,7 @@ def evaluate_clean_channel(
     Under DDP (``dist``) each rank scores its shard of the images; the counts are summed.
     """
     info = dist if dist is not None else DistInfo.single()
+    was_training = pipeline.training
     pipeline.eval()
     device = next(pipeline.parameters()).device
     loader = BatchLoader(
@@ -144,7 +145,7 @@ def evaluate_clean_channel(
         out = pipeline(x.to(device), Channel(), snr_db, generator=g)
         correct += int((out.logits.argmax(1).cpu() == y).sum())
         total += len(y)
-    pipeline.train()
+    pipeline.train(was_training)
     counts = all_reduce_sum(torch.tensor([correct, total], dtype=torch.float64), info)
     return float(counts[0]) / max(1.0, float(counts[1]))
 
@@ -184,7 +185,7 @@ def train_link(
     lengths = pipeline.lengths
     for epoch in loop.epochs(loader):
         g = channel_generator(cfg.seed, epoch, info)
-        running = 0.0
+        running, loss_sum, steps = 0.0, 0.0, 0
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             for group in opt.param_groups:
                 group["lr"] = lr_at(loop.step, total, cfg)
@@ -203,9 +204,10 @@ def train_link(
             torch.nn.utils.clip_grad_norm_(pipeline.parameters(), 5.0)
             opt.step()
             running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
+            loss_sum, steps = loss_sum + loss.item(), steps + 1
             loop.postfix(loss=f"{running:.3f}")
         broadcast_buffers(pipeline, info)
-        row = {"loss": all_reduce_mean(running, info)}
+        row = {"loss": all_reduce_mean(loss_sum / max(1, steps), info)}  # the epoch's mean
         row["acc_awgn_20db"] = evaluate_clean_channel(
             pipeline, test, limit=cfg.eval_images, dist=info
         )

@@ -109,6 +109,8 @@ class EpochLoop:
         would draw differently from an uninterrupted one.
         """
         for epoch in range(self.start_epoch, self.num_epochs):
+            if self.stopped:  # a resumed run whose budget was spent before: nothing to do
+                return
             self._epoch, self._t0 = epoch, time.time()
             seed_epoch(self.seed, epoch, self.info)
             for loader in loaders:

@@ -304,6 +304,7 @@ def evaluate_teacher(
     info = dist if dist is not None else DistInfo.single(device)
     subset = data if limit is None or limit >= len(data) else data.sample(limit)
     loader = BatchLoader(subset, batch_size, rank=info.rank, world_size=info.world_size)
+    was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64)  # correct (single view), correct (TTA), seen
     for x, y in loader:
@@ -316,7 +317,7 @@ def evaluate_teacher(
             mean = 0.5 * (logits + model(x.flip(3)))
             counts[1] += int((mean.argmax(1) == y).sum())
         counts[2] += len(y)
-    model.train()
+    model.train(was_training)
     counts = all_reduce_sum(counts, info)
     seen = max(1.0, float(counts[2]))
     single = float(counts[0]) / seen

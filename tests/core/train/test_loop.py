@@ -107,6 +107,10 @@ def test_the_step_budget_closes_the_epoch_in_progress_and_stops(tmp_path: Path) 
     assert loop.step == 6 and loop.stopped
     assert [(r["epoch"], r["steps"]) for r in loop.history] == [(1, 4), (2, 6)]
     assert saved_progress(tmp_path / "state")["epoch"] == 2
+    # Run again with the same budget: it was spent, so nothing more is trained or recorded.
+    again = _loop(tmp_path / "state", 5, max_steps=6)
+    _run(again, _Loader())
+    assert again.step == 6 and [r["epoch"] for r in again.history] == [1, 2]
 
 
 def test_saved_progress_carries_the_extra_entries(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from rkdsc_core.checkpoint import load_model
 from rkdsc_core.cli import app
 from rkdsc_core.data import ImageDataset, to_tensor
 from rkdsc_core.distill import load_teacher_cache
+from rkdsc_core.models import create_model
 from rkdsc_core.train import (
     TeacherTrainConfig,
     build_teacher,
@@ -384,3 +385,10 @@ class TestCli:
         args = ["train", "teacher", "--out", str(tmp_path), "--model", "clip-vit-b32"]
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "--clip-checkpoint" in result.output
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_scoring_leaves_the_model_in_the_mode_it_found(training: bool, tiny_dataset: Any) -> None:
+    model = create_model("resnet18-cifar", width=8).train(training)
+    evaluate_teacher(model, tiny_dataset, limit=8, batch_size=4)
+    assert model.training is training
