@@ -75,7 +75,10 @@ else  # a finished cache is kept, but only for the teacher it was made from
     if ! python3 - "$RUNS/teacher-cache.json" "$manifest" <<'PY'
 import json, sys
 cache, teacher = (json.load(open(path)) for path in sys.argv[1:])
-sys.exit(cache["teacher"]["weights_sha256"] != teacher["weights_sha256"])
+built = cache["teacher"]
+same = built["weights_sha256"] == teacher["weights_sha256"]
+# the config too (a logit scale), where the cache records it
+sys.exit(not (same and built.get("config", teacher.get("config")) == teacher.get("config")))
 PY
     then
         echo "error: $RUNS/teacher-cache holds the outputs of another teacher than $TEACHER;" \

@@ -24,16 +24,14 @@ def epoch_generator(seed: int, epoch: int, *stream: int) -> torch.Generator:
     """A fresh CPU ``torch.Generator`` seeded from ``(seed, epoch, *stream)``.
 
     The integers are mixed by ``numpy.random.SeedSequence``, so nearby seeds/epochs give
-    unrelated streams; the global RNG is never touched. Each must lie in [0, 2**32):
-    SeedSequence splits larger ones into 32-bit words, so ``(2**32, 0)`` would be ``(0, 1)``.
-    (It also pads with zeros: ``(s, e)`` and ``(s, e, 0)`` give the same stream, so callers
-    use stream ids of a fixed length per purpose.)
+    unrelated streams; the global RNG is never touched. SeedSequence splits integers of
+    2**32 and more into 32-bit words and pads with zeros, so ``(2**32, 0)`` gives the stream
+    of ``(0, 1)`` and ``(s, e)`` that of ``(s, e, 0)``: keep seeds below 2**32, and use
+    stream ids of one length per purpose (the recipes do).
     """
     values = (seed, epoch, *stream)
-    if any(not 0 <= v < 2**32 for v in values):
-        raise ValueError(
-            f"seed, epoch and stream ids must lie in [0, 2**32), got {seed}, {epoch}, {stream}"
-        )
+    if any(v < 0 for v in values):
+        raise ValueError(f"seed, epoch and stream ids must be >= 0, got {seed}, {epoch}, {stream}")
     state = np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0]))
 

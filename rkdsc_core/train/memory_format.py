@@ -5,8 +5,8 @@ batches to it. One oneDNN kernel is wrong there: the CPU backward pass of a 1x1 
 with stride > 1 and fewer input channels than its channel block (8 with AVX2) computes wrong
 weight gradients with several threads (relative error ~0.9 on the project's AVX2 machine)
 and corrupts the heap with one (oneDNN issue #6035, in torch 2.13.0). Only tiny widths have
-such layers (a DARTS student with C = 4, a ResNet of width 4); for them training stays in
-the default (NCHW) format. The bound below is the AVX-512 block (16), to be safe on both.
+such layers (a ResNet of width 4 or 8, a DARTS student with C = 2); for them training stays
+in the default (NCHW) format. The bound below is the AVX-512 block (16), to be safe on both.
 """
 
 from __future__ import annotations

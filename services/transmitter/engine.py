@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SNR_RANGE_DB = (-30.0, 60.0)
 """The SNR the encoder may be conditioned on, Es/N0 [dB] (the CAT encoder's range)."""
+
+_REMEMBERED_LINKS = 4096
+"""Closed links whose next sequence number is kept (bounded: link ids come from clients)."""
 
 _FATE_LABEL = {
     frame_pb2.FRAME_FATE_PREDICTED: "predicted",
@@ -88,8 +92,9 @@ class TransmitterEngine:
     Links: the default link is always available (opened by its first frame, never closed
     to make room); at most ``max_links`` others are open at once. Opening one more closes
     the least recently used idle link (no frame in flight, not held by a run); with none
-    idle, :class:`LinkError` ``RESOURCE_EXHAUSTED``. A link opened again numbers its frames
-    from 0 again.
+    idle, :class:`LinkError` ``RESOURCE_EXHAUSTED``. A link opened again goes on with the
+    sequence numbers where it stopped (the emulator seeds its noise by link id and
+    sequence), for the last :data:`_REMEMBERED_LINKS` closed ones.
 
     Args:
         settings: the transmitter's settings.
@@ -119,6 +124,7 @@ class TransmitterEngine:
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_links: set[asyncio.Task[None]] = set()  # links closed to make room
+        self._closed_sequences: OrderedDict[str, int] = OrderedDict()  # link id -> next seq
 
     @property
     def default_link(self) -> str:
@@ -167,7 +173,11 @@ class TransmitterEngine:
                 self._close_link(evict)
             s = self.settings
             link = ChannelLink(
-                link_id, s.channel_target, deadline_seconds=s.deadline_seconds, tls=s.tls
+                link_id,
+                s.channel_target,
+                deadline_seconds=s.deadline_seconds,
+                tls=s.tls,
+                first_sequence=self._closed_sequences.pop(link_id, 0),
             )
             state = _LinkState(link, s.max_in_flight, s.assumed_snr_db)
             self._links[link_id] = state
@@ -179,6 +189,9 @@ class TransmitterEngine:
     def _close_link(self, link_id: str) -> None:
         """Forget the idle link ``link_id`` and close its stream in the background."""
         state = self._links.pop(link_id)
+        self._closed_sequences[link_id] = state.link.next_sequence
+        while len(self._closed_sequences) > _REMEMBERED_LINKS:
+            self._closed_sequences.popitem(last=False)
         self.metrics.links_open.set(len(self._links))
         self.metrics.snr_estimate_db.remove(link_id)
         self.metrics.links_closed.inc()

@@ -128,13 +128,16 @@ class _StreamBroken(Exception):
 class ChannelLink:
     """Frames of one ``link_id`` to the channel emulator at ``target``, results back.
 
-    Sequence numbers start at 0 and increase by one per frame sent (across reconnects).
+    Sequence numbers start at ``first_sequence`` and increase by one per frame (across
+    reconnects).
 
     Args:
         link_id: the link's name (in every frame).
         target: ``host:port`` of the channel emulator.
         deadline_seconds: how long a frame waits for its result [s].
         tls: TLS towards the emulator (``None`` or empty: plaintext).
+        first_sequence: the sequence number of the first frame (a link reopened after it
+            was closed goes on where it stopped, so its channel noise does not repeat).
     """
 
     def __init__(
@@ -144,12 +147,13 @@ class ChannelLink:
         *,
         deadline_seconds: float,
         tls: TlsSettings | None = None,
+        first_sequence: int = 0,
     ) -> None:
         self.link_id = link_id
         self.target = target
         self.deadline_seconds = deadline_seconds
         self.tls = tls
-        self._next_sequence = 0
+        self._next_sequence = first_sequence
         self._channel: grpc.aio.Channel | None = None
         self._stream: _Stream | None = None
         self._closed = False

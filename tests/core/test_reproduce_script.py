@@ -111,6 +111,10 @@ def test_a_kept_cache_must_be_the_given_teachers(tmp_path: Path) -> None:
     cache.write_text(json.dumps({"teacher": {"weights_sha256": "b" * 64}}))
     (tmp_path / "calls.txt").unlink()
     assert _run(tmp_path, status=2, **knobs) == []  # another teacher's: stop before stage 1
+    # The same weights under another config (a logit scale): another teacher too.
+    (tmp_path / "t.json").write_text(json.dumps({"weights_sha256": "a" * 64, "config": {"s": 1}}))
+    cache.write_text(json.dumps({"teacher": {"weights_sha256": "a" * 64, "config": {"s": 9}}}))
+    assert _run(tmp_path, status=2, **knobs) == []
 
 
 def test_teacher_ensemble_trains_the_three_members_and_joins_them(tmp_path: Path) -> None:

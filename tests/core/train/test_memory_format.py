@@ -29,16 +29,18 @@ def test_other_devices_always_use_channels_last() -> None:
     assert training_memory_format(model, "cuda") is torch.channels_last
 
 
-def test_the_chosen_format_gives_the_nchw_gradients() -> None:
+@pytest.mark.parametrize("width", [4, 16])  # NCHW kept / channels-last chosen
+def test_the_chosen_format_gives_the_nchw_gradients(width: int) -> None:
     torch.manual_seed(0)
-    model = create_model("resnet18-cifar", width=4)
+    model = create_model("resnet18-cifar", width=width)
     x = torch.rand(4, 3, 32, 32)
     fmt = training_memory_format(model, "cpu")
     grads = []
     for memory_format in (torch.contiguous_format, fmt):
-        m = create_model("resnet18-cifar", width=4)
+        m = create_model("resnet18-cifar", width=width)
         m.load_state_dict(model.state_dict())
         m.to(memory_format=memory_format)  # type: ignore[call-overload]
         m(x.contiguous(memory_format=memory_format)).square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))  # type: ignore[union-attr]
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    # Summation order differs between kernels; the bug this guards against is off by ~100%.
+    assert float((grads[0] - grads[1]).abs().max()) < 1e-3 * float(grads[0].abs().max())

@@ -189,11 +189,11 @@ class TestTransmit:
         self, tiny_link: LinkBundle, run_async: Any
     ) -> None:
         (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
-        frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s; the emulator waits 3
 
         async def main() -> tuple[frame_pb2.FrameResult, float, float | None]:
             target = f"127.0.0.1:{free_port()}"
             async with running_channel(target, deadline_seconds=3.0) as emu:
+                frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s; it waits 3
                 start = time.perf_counter()
                 results = await transmit(stub(emu), [frame])
                 seconds = time.perf_counter() - start
@@ -210,9 +210,9 @@ class TestTransmit:
         self, tiny_link: LinkBundle, with_fake: Any
     ) -> None:
         (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
-        frame.expires_unix_ns = time.time_ns() + 200_000_000  # 0.2 s, the delay is 1 s
 
         async def body(emu: Running, fake: FakeReceiver) -> tuple[Any, float]:
+            frame.expires_unix_ns = time.time_ns() + 200_000_000  # 0.2 s, the delay is 1 s
             start = time.perf_counter()
             results = await transmit(stub(emu), [frame])
             return results[0], time.perf_counter() - start
@@ -262,9 +262,9 @@ class TestTransmit:
         self, tiny_link: LinkBundle, with_fake: Any
     ) -> None:
         (frame,) = [f.message for f in symbol_frames(tiny_link, 1, length=8)]
-        frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s, well before 8 s
 
         async def body(emu: Running, fake: FakeReceiver) -> tuple[Any, float]:
+            frame.expires_unix_ns = time.time_ns() + 300_000_000  # 0.3 s, well before 8 s
             start = time.perf_counter()
             results = await transmit(stub(emu), [frame])
             return results[0], time.perf_counter() - start

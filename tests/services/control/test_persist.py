@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -251,8 +252,11 @@ class TestRestore:
         store = state.store
         put = store.put
 
+        storing = threading.Event()
+
         def slow_put(target: str, body: dict, version: int) -> None:  # type: ignore[type-arg]
             if body.get("snr_db") == 5.0:
+                storing.set()
                 time.sleep(0.3)  # the restore's write comes late
             put(target, body, version)  # type: ignore[arg-type]
 
@@ -260,7 +264,8 @@ class TestRestore:
 
         async def race() -> None:
             restoring = asyncio.create_task(restore_once(state))
-            await asyncio.sleep(0.1)  # the restore has applied 5 dB and is storing it
+            # the restore has applied 5 dB and is storing it
+            assert await asyncio.to_thread(storing.wait, 10.0)
             async with state.channel_lock:  # a REST update, as the route makes it
                 await asyncio.to_thread(put, "channel", {"snr_db": 20.0}, 3)
             await restoring
