@@ -1009,11 +1009,17 @@ def eval_targets_cmd(
     except (OSError, KeyError, TypeError, ValueError, CheckpointError) as e:
         fail(f"cannot read the results: {e}")
         raise
-    # The links are scored on one view of each image: so is the teacher's accuracy here.
+    # The links are scored on one view of each image: so is the teacher's accuracy here, of
+    # the weights as shipped (float16) where the manifest has it, else at the end of training.
     metrics = manifest.get("metrics", {})
-    accuracy = metrics.get("test_accuracy_single_view", metrics.get("test_accuracy"))
+    accuracy = (metrics.get("shipped") or {}).get(
+        "test_accuracy_single_view", metrics.get("test_accuracy_single_view")
+    )
     if accuracy is None:
-        fail(f"{teacher}: its manifest has no metrics.test_accuracy(_single_view)")
+        fail(
+            f"{teacher}: its manifest has no single-view accuracy "
+            "(metrics.test_accuracy_single_view); the links are scored on one view"
+        )
     try:
         checks = check_targets(
             rows,

@@ -29,6 +29,7 @@ from services.transmitter.runs import RunError, RunManager
 from services.transmitter.settings import Settings
 
 __all__ = [
+    "MAX_IMAGE_ID",
     "SERVICE_NAME",
     "TransmitterServer",
     "TransmitterServicer",
@@ -63,6 +64,10 @@ def _code(name: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
 
 
+MAX_IMAGE_ID = 256
+"""Longest ``image_id`` a ``Classify`` request may carry [characters]."""
+
+
 class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
     """``rkdsc.v1.Transmitter``: the client API, the length policy and dataset runs."""
 
@@ -77,12 +82,16 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
     ) -> AsyncIterator[frame_pb2.FrameResult]:
         """One result per request, in completion order; bad images give ``ERROR`` results.
 
-        Reading the requests pauses while ``max_in_flight`` frames of the link are
-        outstanding (back-pressure reaches the client through gRPC flow control).
+        Reading the requests pauses while ``max_in_flight`` images of the stream are being
+        processed or have results the client has not read yet (back-pressure reaches the
+        client through gRPC flow control: a client that stops reading stops the stream, and
+        the results held for it stay bounded). An ``image_id`` longer than
+        :data:`MAX_IMAGE_ID` characters is refused (``INVALID_ARGUMENT``).
         """
         engine = self.engine
         link_id = engine.default_link
         out: asyncio.Queue[frame_pb2.FrameResult | None] = asyncio.Queue()
+        room = asyncio.Semaphore(engine.settings.max_in_flight)  # accepted, not yet delivered
         in_flight: set[str] = set()
         accepted = 0
 
@@ -98,6 +107,19 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
             nonlocal accepted
             try:
                 async for req in request_iterator:
+                    await room.acquire()  # released once the client has its result
+                    if len(req.image_id) > MAX_IMAGE_ID:
+                        accepted += 1
+                        out.put_nowait(
+                            engine.reject(
+                                link_id,
+                                req.image_id[:MAX_IMAGE_ID],
+                                f"INVALID_ARGUMENT: image_id has {len(req.image_id)} "
+                                f"characters; at most {MAX_IMAGE_ID} (the result carries "
+                                "its first ones)",
+                            )
+                        )
+                        continue
                     if req.image_id in in_flight:
                         accepted += 1
                         out.put_nowait(
@@ -127,6 +149,7 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
                     continue
                 delivered += 1
                 yield item
+                room.release()
             await feeder  # re-raises a failure reading the requests
         finally:
             if not feeder.done():

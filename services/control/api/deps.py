@@ -77,7 +77,8 @@ ChannelDep = Annotated[ChannelAPI, Depends(get_channel)]
 
 
 def expected_token(settings: Settings) -> str | None:
-    """The bearer token: ``settings.token`` when set, else the first line of ``token_file``."""
+    """The bearer token: ``settings.token`` when set, else the whole of ``token_file``, its
+    surrounding whitespace stripped."""
     if settings.token is not None:
         return settings.token.get_secret_value()
     if settings.token_file is None:
@@ -106,7 +107,8 @@ def require_token(
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "no API token is configured on the control plane, so changes are refused: set "
-            f"RKDSC_CONTROL_TOKEN, or write one to {settings.token_file} (`rkdsc up` does)",
+            "RKDSC_CONTROL_TOKEN, or write one to its RKDSC_CONTROL_TOKEN_FILE (`rkdsc up` "
+            "does)",
             headers=challenge,
         )
     if credentials is None:

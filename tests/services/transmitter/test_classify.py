@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from rkdsc_core.data import to_tensor
 from rkdsc_core.link import load_link
 from services._wire import from_wire
 from services.pb import frame_pb2, services_pb2
+from services.transmitter.server import MAX_IMAGE_ID
 
 from ._support import FAKE_CLASS, FakeChannel, raw_request, run, running_stack
 
@@ -207,6 +209,41 @@ class TestClassify:
 
         before, expires, after = run(scenario())
         assert before + 2 * 10**9 < expires <= after + 3 * 10**9
+
+    def test_a_client_that_stops_reading_stops_the_stream(self, tx_weights: Path) -> None:
+        """Results the client has not read are bounded: the server stops taking requests."""
+        taken = 0
+
+        async def requests() -> Any:
+            nonlocal taken
+            bad = services_pb2.Image(raw=services_pb2.RawImage(height=1, width=1, channels=3))
+            for i in range(300):  # invalid images: quick results
+                taken += 1
+                yield services_pb2.ClassifyRequest(image_id=str(i), image=bad)
+
+        async def scenario() -> tuple[int, int]:
+            async with running_stack(tx_weights, max_in_flight=2) as stack:
+                results = stack.tx.servicer.Classify(requests(), None)  # type: ignore[arg-type]
+                await anext(results)  # the client reads one result, then nothing
+                await asyncio.sleep(0.5)
+                seen = taken
+                more = [await anext(results) for _ in range(10)]  # reading again goes on
+                await results.aclose()
+                return seen, len(more)
+
+        seen, more = run(scenario())
+        assert seen <= 2 + 2  # max_in_flight undelivered, the one read, one in hand
+        assert more == 10
+
+    def test_an_overlong_image_id_is_refused(self, tx_weights: Path) -> None:
+        async def scenario() -> list[frame_pb2.FrameResult]:
+            async with running_stack(tx_weights) as stack:
+                return await stack.classify([raw_request("x" * 300), raw_request("ok")])
+
+        results = {r.image_id: r for r in run(scenario())}
+        assert results["ok"].fate == PREDICTED
+        long = results["x" * MAX_IMAGE_ID]
+        assert long.fate == ERROR and long.error.startswith("INVALID_ARGUMENT: image_id has 300")
 
     def test_broken_channel_stream_fails_its_frames_and_reconnects(self, tx_weights: Path) -> None:
         async def scenario() -> tuple[list[frame_pb2.FrameResult], list[frame_pb2.FrameResult]]:
