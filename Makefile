@@ -134,4 +134,4 @@ reproduce: setup
 
 # The README's results section: demo sweeps (fixed and adaptive) and Prometheus figures.
 results: setup
-	scripts/measure_readme.sh docs/results
+	VENV=$(VENV) scripts/measure_readme.sh docs/results

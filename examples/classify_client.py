@@ -63,10 +63,16 @@ def generate_stubs(root: Path, out: Path) -> tuple[ModuleType, ModuleType, Modul
 
 
 def image_ids(paths: list[Path]) -> list[str]:
-    """File names as image ids, made unique within the stream."""
+    """File names as image ids, made unique within the stream (``name#i`` for a repeat, with
+    ``i`` the position, or a larger number if that is taken too)."""
     ids: list[str] = []
+    taken: set[str] = set()
     for i, path in enumerate(paths):
-        ids.append(path.name if path.name not in ids else f"{path.name}#{i}")
+        image_id, n = path.name, i
+        while image_id in taken:
+            image_id, n = f"{path.name}#{n}", n + len(paths)
+        ids.append(image_id)
+        taken.add(image_id)
     return ids
 
 

@@ -12,7 +12,7 @@ out="${1:-docs/results}"
 images="${IMAGES:-500}"
 target="${TARGET_ACCURACY:-0.8}"
 snrs="${SNRS:--4,0,4,8,12,16,20}"
-bin=.venv/bin
+bin="${VENV:-.venv}/bin"
 : "${RKDSC_DATA_DIR:?set RKDSC_DATA_DIR to the CIFAR-10 source}"
 mkdir -p "$out"
 work="$(mktemp -d)"

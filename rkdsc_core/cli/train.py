@@ -575,7 +575,9 @@ def eval_table_cmd(
         echo_json(table.to_json())
         return
     for model, by_len in table.accuracy.items():
-        typer.echo(f"{model}: accuracy by L (rows) and SNR [dB] (columns), {limit} images")
+        typer.echo(
+            f"{model}: accuracy by L (rows) and SNR [dB] (columns), {min(limit, len(test))} images"
+        )
         typer.echo("   L " + " ".join(f"{s:5.0f}" for s in table.snr_db))
         for n, row in by_len.items():
             typer.echo(f"{n:4d} " + " ".join(f"{a:5.3f}" for a in row))

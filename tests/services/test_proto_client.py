@@ -174,3 +174,12 @@ def test_client_against_the_real_stack(tmp_path: Path, tiny_weights: Path) -> No
         assert row["class"] in CIFAR10_CLASSES
         assert 0.0 <= row["probability"] <= 1.0
         assert row["symbols"] > 0
+
+
+def test_image_ids_are_unique_even_when_a_name_looks_like_a_repeat() -> None:
+    spec = importlib.util.spec_from_file_location("classify_client", CLIENT)
+    assert spec is not None and spec.loader is not None
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    ids = client.image_ids([Path("a.png#2"), Path("a.png"), Path("x/a.png"), Path("y/a.png")])
+    assert len(set(ids)) == 4 and ids[:2] == ["a.png#2", "a.png"]
