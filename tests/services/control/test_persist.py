@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -38,6 +39,13 @@ def _restart_channel(clients: Clients) -> FakeChannel:
     fresh = FakeChannel()
     clients.channel = fresh
     return fresh
+
+
+def _restore_once(client: TestClient, app: Any) -> list[str]:
+    """:func:`restore_once` on the app's own event loop: its locks belong to that loop (a
+    second loop, as ``asyncio.run`` makes, can deadlock with the app's restore task)."""
+    result: list[str] = client.portal.call(restore_once, app.state.control)
+    return result
 
 
 class TestConfigStore:
@@ -89,14 +97,14 @@ class TestRestore:
             transmitter = clients.transmitter
             assert isinstance(transmitter, FakeTransmitter)
             transmitter.policy.version = 1  # the transmitter restarted too
-            restored = asyncio.run(restore_once(app.state.control))
+            restored = _restore_once(client, app)
             assert restored == ["channel", "transmitter"]
             assert fresh.settings.snr_db == -2.0 and fresh.settings.seed == 11
             assert transmitter.policy.fixed_length == 16
             body = client.get("/v1/channel").json()
             assert body["snr_db"] == -2.0 and body["version"] == 2
             # Restored once: the stored version follows, so nothing happens next time.
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
         value = registry.get_sample_value(
             "rkdsc_control_config_restores_total", {"resource": "channel"}
         )
@@ -124,7 +132,7 @@ class TestRestore:
             resp = client.put("/v1/transmitter", json={"confidence": 0.9}, headers=AUTH)
             assert resp.status_code == 200 and resp.json()["fixed_length"] == 16
             # What is stored now is the merged configuration: a later restore keeps all of it.
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
             assert app.state.control.store.get("channel").body["erasure_prob"] == 0.1
 
     def test_the_policy_confidence_is_stored_and_restored(self, tmp_path: Path) -> None:
@@ -139,7 +147,7 @@ class TestRestore:
             transmitter = clients.transmitter
             assert isinstance(transmitter, FakeTransmitter)
             transmitter.policy.confidence, transmitter.policy.version = 0.95, 1  # restarted
-            assert asyncio.run(restore_once(app.state.control)) == ["transmitter"]
+            assert _restore_once(client, app) == ["transmitter"]
             assert transmitter.set_calls[-1].HasField("confidence")
             assert client.get("/v1/transmitter").json()["confidence"] == 0.75
 
@@ -172,7 +180,7 @@ class TestRestore:
             assert isinstance(channel, FakeChannel)
             channel.settings.snr_db = 20.0  # changed over gRPC directly: version goes up
             channel.settings.version = 9
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
             assert channel.settings.snr_db == 20.0
 
     def test_a_restarted_control_plane_restores_from_the_file(self, tmp_path: Path) -> None:
@@ -182,12 +190,12 @@ class TestRestore:
             client.put("/v1/channel", json={"erasure_prob": 0.25}, headers=AUTH)
         fresh = _restart_channel(clients)  # everything restarted
         app = create_app(_settings(tmp_path, state_file), clients=clients)
-        with TestClient(app):  # restores once at startup
+        with TestClient(app) as client:  # restores once at startup
             for _ in range(100):
                 if fresh.settings.version > 1:
                     break
                 time.sleep(0.02)
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
         assert fresh.settings.erasure_prob == pytest.approx(0.25)
         assert fresh.settings.version == 2
 
@@ -198,9 +206,9 @@ class TestRestore:
             client.put("/v1/channel", json={"snr_db": 4.0}, headers=AUTH)
             fresh = _restart_channel(clients)
             fresh.fail = ServiceError("channel", grpc.StatusCode.UNAVAILABLE, "down")
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
             fresh.fail = None
-            assert asyncio.run(restore_once(app.state.control)) == ["channel"]
+            assert _restore_once(client, app) == ["channel"]
             assert fresh.settings.snr_db == 4.0
 
     def test_without_a_state_file_nothing_is_kept(self, tmp_path: Path) -> None:
@@ -209,7 +217,7 @@ class TestRestore:
         with TestClient(app) as client:
             client.put("/v1/channel", json={"snr_db": 4.0}, headers=AUTH)
             _restart_channel(clients)
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
         assert not list(tmp_path.glob("*.sqlite"))
 
     def test_a_stored_config_the_restarted_service_refuses_is_discarded(
@@ -234,7 +242,7 @@ class TestRestore:
             assert resp.json()["fixed_length"] == 32
             stored = app.state.control.store.get("transmitter")
             assert stored is not None and stored.body["fixed_length"] == 32
-            assert asyncio.run(restore_once(app.state.control)) == []
+            assert _restore_once(client, app) == []
         rejected = registry.get_sample_value(
             "rkdsc_control_config_restores_rejected_total", {"resource": "transmitter"}
         )
