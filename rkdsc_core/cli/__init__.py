@@ -13,7 +13,7 @@ from rkdsc_core.cli.train import eval_app, train_app
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    rich_markup_mode=None,
+    rich_markup_mode=None,  # plain help: units like [dB] stay (sub-apps inherit it)
     name="rkdsc",
     help="RKD-SC: semantic communication by robust knowledge distillation.",
     no_args_is_help=True,

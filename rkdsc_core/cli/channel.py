@@ -13,11 +13,7 @@ from rkdsc_core.cli._common import JsonOpt, echo_json, fail
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    rich_markup_mode=None,
-    help="Channel models: simulate and check against theory.",
-    no_args_is_help=True,
-)
+app = typer.Typer(help="Channel models: simulate and check against theory.", no_args_is_help=True)
 
 _DEFAULT_SNRS = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
 

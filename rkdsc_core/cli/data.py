@@ -21,11 +21,7 @@ from rkdsc_core.data import (
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    rich_markup_mode=None,
-    help="Datasets: list, decode into the cache, download.",
-    no_args_is_help=True,
-)
+app = typer.Typer(help="Datasets: list, decode into the cache, download.", no_args_is_help=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="settings file (.yaml/.json), loaded first")

@@ -24,9 +24,7 @@ from rkdsc_core.registry import create_model, list_models
 
 __all__ = ["app", "model_info"]
 
-app = typer.Typer(
-    rich_markup_mode=None, help="Model zoo: teachers, student and codec.", no_args_is_help=True
-)
+app = typer.Typer(help="Model zoo: teachers, student and codec.", no_args_is_help=True)
 
 _COLUMNS = (
     ("name", "name", 20),

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 app = typer.Typer(
-    rich_markup_mode=None,
     help="KDL-DARTS: architecture search with distillation and a complexity penalty.",
     no_args_is_help=True,
 )

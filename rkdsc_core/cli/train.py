@@ -34,11 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["eval_app", "train_app"]
 
 train_app = typer.Typer(
-    rich_markup_mode=None,
-    help="Training recipes (resumable; checkpoints every epoch).",
-    no_args_is_help=True,
+    help="Training recipes (resumable; checkpoints every epoch).", no_args_is_help=True
 )
-eval_app = typer.Typer(rich_markup_mode=None, help="Measure links.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure links.", no_args_is_help=True)
 
 
 def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ignore[no-untyped-def]

@@ -430,13 +430,14 @@ def build_teacher_cache(
             x = to_tensor(augment_view(dataset.images[idx], idx, v, seed, padding=padding))
             tokens = model.forward_tokens(x.to(device))
             feats, logs = model.pool(tokens).float().cpu(), model.forward_head(tokens).float().cpu()
-            if not (torch.isfinite(feats.half()).all() and torch.isfinite(logs.half()).all()):
+            feats16, logs16 = feats.half(), logs.half()
+            if not (torch.isfinite(feats16).all() and torch.isfinite(logs16).all()):
                 raise TeacherCacheError(
                     f"teacher outputs overflow float16 (max |feature| "
                     f"{float(feats.abs().max()):.3g}, max |logit| {float(logs.abs().max()):.3g}, "
                     "float16 holds 65504); the cache stores float16"
                 )
-            features[v, idx], logits[v, idx] = feats.half(), logs.half()
+            features[v, idx], logits[v, idx] = feats16, logs16
             bar.update(len(idx))
         partial_dir.mkdir(parents=True, exist_ok=True)
         write_tensors(

@@ -37,11 +37,11 @@ def sweep_rows(
     """
     if any(not (math.isfinite(lam) and lam >= 0) for lam in lambdas):
         raise ValueError(f"lambdas must be finite and >= 0, got {list(lambdas)}")
-    labels = [f"{float(v):g}" for v in dict.fromkeys(float(v) for v in lambdas)]
-    if len(set(labels)) != len(labels):
+    unique = list(dict.fromkeys(float(v) for v in lambdas))
+    if len({f"{lam:g}" for lam in unique}) != len(unique):  # the labels below
         raise ValueError(f"lambdas {list(lambdas)} collide at 6 significant digits (labels)")
     rows = [(PLAIN_LABEL, dataclasses.replace(cfg, use_kd=False, lam=0.0))]
-    for lam in dict.fromkeys(float(v) for v in lambdas):
+    for lam in unique:
         if not with_teacher and lam == 0.0:
             continue
         label = f"{'kdl-darts' if with_teacher else 'darts+cost'} lambda={lam:g}"
@@ -107,6 +107,7 @@ def sweep(
     seeds = [ecfg.seed + i for i in range(eval_seeds)]
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
+    eval_key = data_key(eval_data)
     for label, row_cfg in sweep_rows(cfg, lambdas, with_teacher=teacher is not None):
         folder = out / row_slug(label)
         done = folder / "row.json"
@@ -118,7 +119,7 @@ def sweep(
                 and row.get("eval_config") == ecfg.to_dict()
                 and row.get("eval_seeds") == seeds
                 and row.get("inputs", inputs) == inputs  # older rows did not record them
-                and row.get("eval_data", data_key(eval_data)) == data_key(eval_data)
+                and row.get("eval_data", eval_key) == eval_key
                 and row.get("max_steps") == max_steps
             ):
                 log.info("%s: reusing %s", label, done)
@@ -167,7 +168,7 @@ def sweep(
             "search_config": row_cfg.to_dict(),
             "eval_config": ecfg.to_dict(),
             "inputs": inputs,
-            "eval_data": data_key(eval_data),
+            "eval_data": eval_key,
             "max_steps": max_steps,
             "search_history": result.history,
             "eval_history": [e["history"] for e in evals],

@@ -185,7 +185,7 @@ def train_link(
     lengths = pipeline.lengths
     for epoch in loop.epochs(loader):
         g = channel_generator(cfg.seed, epoch, info)
-        running, loss_sum, steps = 0.0, 0.0, 0
+        loss_sum, steps = 0.0, 0
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             for group in opt.param_groups:
                 group["lr"] = lr_at(loop.step, total, cfg)
@@ -203,9 +203,8 @@ def train_link(
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(pipeline.parameters(), 5.0)
             opt.step()
-            running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
             loss_sum, steps = loss_sum + loss.item(), steps + 1
-            loop.postfix(loss=f"{running:.3f}")
+            loop.postfix(loss=f"{loss_sum / steps:.3f}")
         broadcast_buffers(pipeline, info)
         row = {"loss": all_reduce_mean(loss_sum / max(1, steps), info)}  # the epoch's mean
         row["acc_awgn_20db"] = evaluate_clean_channel(

@@ -23,7 +23,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from rkdsc_core.channel import Channel, frame_generator
-from services._deadline import expired_error, expiry_after, overdue_error, seconds_left
+from services._deadline import expired_error, expiry_after, seconds_left
 from services._grpc import (
     BuiltServer,
     CallMetricsInterceptor,
@@ -533,11 +533,10 @@ class _TransmitStream:
 
     def _answer_if_overdue(self, frame: frame_pb2.SymbolFrame, start: float, where: str) -> bool:
         """Answer ``frame`` ``DEADLINE_EXCEEDED`` if it has expired; whether it had."""
-        error = overdue_error(frame, where)
-        if error is None:
+        left = seconds_left(frame)
+        if left is None or left > 0:
             return False
-        self._metrics.frames_expired.inc()
-        self._answer_own(frame, error, start)
+        self._answer_expired(frame, where, start)
         return True
 
     def _answer_expired(self, frame: frame_pb2.SymbolFrame, where: str, start: float) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
-from pydantic import ValidationError
 
 from services.control._convert import (
     channel_public,
@@ -146,8 +145,6 @@ async def restore_once(state: ControlState) -> list[Target]:
         try:
             async with lock:  # the store too: a REST update must not be overwritten by this
                 version = await _restore(state, stored)
-                if version is not None:
-                    await _restored(state, stored, version)
         except ServiceError as err:
             log.debug("cannot check the %s configuration now: %s", target, err)
             continue
@@ -168,17 +165,13 @@ async def restore_locked(state: ControlState, target: Target) -> None:
     if state.store is None or state.clients is None:
         return
     stored = await asyncio.to_thread(state.store.get, target)
-    if stored is not None and (version := await _restore(state, stored)) is not None:
-        await _restored(state, stored, version)
-
-
-async def _restored(state: ControlState, stored: StoredConfig, version: int) -> None:
-    state.metrics.config_restores.labels(stored.target).inc()
-    await remember(state, stored.target, stored.body, version)
+    if stored is not None:
+        await _restore(state, stored)
 
 
 async def _restore(state: ControlState, stored: StoredConfig) -> int | None:
-    """Apply ``stored`` if its service reports an older version; the new version, if so.
+    """Apply ``stored`` if its service reports an older version, count it and store the
+    version it got; that version, if so (call it holding the target's lock).
 
     A configuration the restarted service refuses (``INVALID_ARGUMENT``,
     ``FAILED_PRECONDITION``, ``OUT_OF_RANGE``) or that cannot be read is discarded with a
@@ -188,13 +181,18 @@ async def _restore(state: ControlState, stored: StoredConfig) -> int | None:
         ServiceError: the service did not answer (try again later).
     """
     try:
-        return await _apply_if_restarted(state, stored)
+        version = await _apply_if_restarted(state, stored)
     except ServiceError as err:
         if err.code not in _REJECTED:
             raise
         reason = f"{err.code.name}: {err.message}"
-    except (ValidationError, ValueError) as err:  # a body this version cannot read
+    except ValueError as err:  # a body this version cannot read (pydantic's errors too)
         reason = f"unreadable: {err}"
+    else:
+        if version is not None:
+            state.metrics.config_restores.labels(stored.target).inc()
+            await remember(state, stored.target, stored.body, version)
+        return version
     # The restarted service refuses what was stored (new weights, other lengths, ...): forget
     # it, so that REST updates apply to the service's own configuration from now on.
     log.warning(
