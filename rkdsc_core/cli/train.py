@@ -54,6 +54,10 @@ def train_link_cmd(
         str | None,
         typer.Option(help="Student genotype: a name, JSON or file (default: the student's)."),
     ] = None,
+    c: Annotated[
+        int | None, typer.Option("--c", help="Student's initial cell channels (default 16).")
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Student's cells (default 5).")] = None,
     weights_out: Annotated[
         Path | None, typer.Option(help="Where to write the link bundle (default OUT/weights).")
     ] = None,
@@ -67,16 +71,18 @@ def train_link_cmd(
 ) -> None:
     """End-to-end link training through the channel, cross-entropy only (no teacher).
 
-    With --genotype (e.g. a search's genotype.json) this is the cross-entropy-only baseline
-    of the same student architecture that RKD distils.
+    With --genotype (e.g. a search's genotype.json), --c and --layers as given to `rkdsc
+    train student`, this is the cross-entropy-only baseline of the same student
+    architecture that RKD distils.
 
     Runs under torchrun too (DDP; --batch-size is the global batch).
     """
     s = run_settings(data, cache_dir, device, compile_model)
     with distributed(s.device, s.compile) as info:
         geno = None if genotype is None else genotype_arg(genotype)
+        student: dict[str, Any] = {"genotype": geno, "C": c, "layers": layers}
         _train_link(
-            info, s, out, epochs, batch_size, seed, geno, weights_out, eval_limit, fp16, dataset
+            info, s, out, epochs, batch_size, seed, student, weights_out, eval_limit, fp16, dataset
         )
 
 
@@ -87,7 +93,7 @@ def _train_link(
     epochs: int | None,
     batch_size: int | None,
     seed: int | None,
-    genotype: str | dict[str, Any] | None,
+    student: dict[str, Any],
     weights_out: Path | None,
     eval_limit: int,
     fp16: bool,
@@ -100,9 +106,9 @@ def _train_link(
 
     train, test = load_splits(s, dataset, ("train", "test"), info)
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
-    if genotype is not None:
-        student = LinkTrainConfig().student_overrides | {"genotype": genotype}
-        overrides["student_overrides"] = student
+    given = {k: v for k, v in student.items() if v is not None}  # genotype, C, layers
+    if given:
+        overrides["student_overrides"] = LinkTrainConfig().student_overrides | given
     cfg = dataclasses.replace(
         LinkTrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )

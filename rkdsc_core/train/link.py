@@ -185,7 +185,7 @@ def train_link(
     lengths = pipeline.lengths
     for epoch in loop.epochs(loader):
         g = channel_generator(cfg.seed, epoch, info)
-        loss_sum, steps = 0.0, 0
+        loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0  # read at the end
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             for group in opt.param_groups:
                 group["lr"] = lr_at(loop.step, total, cfg)
@@ -203,10 +203,10 @@ def train_link(
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(pipeline.parameters(), 5.0)
             opt.step()
-            loss_sum, steps = loss_sum + loss.item(), steps + 1
-            loop.postfix(loss=f"{loss_sum / steps:.3f}")
+            loss_sum, steps = loss_sum + loss.detach(), steps + 1
+            loop.postfix(loss=lambda s=loss_sum, k=steps: f"{float(s) / k:.3f}")
         broadcast_buffers(pipeline, info)
-        row = {"loss": all_reduce_mean(loss_sum / max(1, steps), info)}  # the epoch's mean
+        row = {"loss": all_reduce_mean(float(loss_sum) / max(1, steps), info)}  # the epoch's mean
         row["acc_awgn_20db"] = evaluate_clean_channel(
             pipeline, test, limit=cfg.eval_images, dist=info
         )

@@ -11,7 +11,7 @@ bookkeeping, once::
     for epoch in loop.epochs(loader):
         for batch in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             ...  # one optimisation step at loop.step
-            loop.postfix(loss=...)
+            loop.postfix(loss=lambda: ...)  # read (a GPU sync) at most once a second
         loop.end_epoch({"loss": ...}, "epoch {epoch}: loss {loss:.3f}")
 """
 
@@ -65,6 +65,8 @@ class EpochLoop:
         resumed: the saved progress as loaded, less its history (empty on a fresh run).
     """
 
+    POSTFIX_SECONDS = 1.0  # the progress bar's postfix is refreshed at most this often
+
     def __init__(
         self,
         state: Path,
@@ -92,6 +94,7 @@ class EpochLoop:
         if self.start_epoch and info.is_main:
             logger.info("resumed from %s at epoch %d (step %d)", state, self.start_epoch, self.step)
         self._bar: tqdm[Any] | None = None
+        self._shown = -float("inf")  # when the postfix was last shown (time.monotonic)
         self._epoch: int | None = None
         self._t0 = 0.0
 
@@ -142,9 +145,22 @@ class EpochLoop:
             self._bar = None
 
     def postfix(self, **values: Any) -> None:
-        """Show ``values`` after the current progress bar (no-op outside :meth:`batches`)."""
-        if self._bar is not None:
-            self._bar.set_postfix(**values)
+        """Show ``values`` after the current progress bar, at most once per
+        :attr:`POSTFIX_SECONDS` (no-op outside :meth:`batches` and where no bar is shown).
+
+        A value may be a zero-argument callable, called only when it is shown: reading a
+        GPU tensor (``float(t)``) waits for the GPU, which once a step would stall the
+        launches of the next one, so training loops keep their sums on the device and pass
+        ``lambda s=total, k=n: f"{float(s) / k:.3f}"`` (bound now, read when shown).
+        """
+        bar = self._bar
+        if bar is None or bar.disable:
+            return
+        now = time.monotonic()
+        if now - self._shown < self.POSTFIX_SECONDS:
+            return
+        self._shown = now
+        bar.set_postfix({k: v() if callable(v) else v for k, v in values.items()})
 
     def end_epoch(self, row: Mapping[str, Any], message: str) -> dict[str, Any]:
         """Record the epoch: ``row`` plus ``epoch`` (1-based), ``steps``, ``seconds`` and

@@ -278,12 +278,13 @@ def _optimise(
     opt: torch.optim.Optimizer, net: nn.Module, out: dict[str, Tensor], terms: tuple[str, ...]
 ) -> Tensor:
     """One step on ``out["loss"]`` (gradient norm clipped at 5); ``[len(terms)]`` float64
-    values of the loss terms, for the epoch means."""
+    values of the loss terms, for the epoch means, on the losses' device (not read here:
+    reading them would wait for the GPU every step)."""
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
     opt.step()
-    return torch.tensor([float(out[k].detach()) for k in terms], dtype=torch.float64)
+    return torch.stack([out[k].detach().to(torch.float64) for k in terms])
 
 
 def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epoch: int) -> Tensor:
@@ -343,7 +344,7 @@ def train_student(
     acc = history[-1]["test_accuracy"] if history else float("nan")
     for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
-        sums, n = torch.zeros(4, dtype=torch.float64), 0
+        sums, n = torch.zeros(4, dtype=torch.float64, device=device), 0  # read once an epoch
         desc = f"student epoch {epoch + 1}/{cfg.epochs}"
         for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]
@@ -358,7 +359,7 @@ def train_student(
             )
             sums += _optimise(opt, net, out, _STUDENT_TERMS)
             n += 1
-            loop.postfix(loss=f"{float(sums[0]) / n:.3f}")
+            loop.postfix(loss=lambda s=sums, k=n: f"{float(s[0]) / k:.3f}")
         broadcast_buffers(net, info)
         means = all_reduce_mean(sums / max(1, n), info)
         with torch.no_grad():
@@ -515,7 +516,7 @@ def train_codec(
     for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         g = channel_generator(cfg.seed, epoch, info)
-        sums, n = torch.zeros(4, dtype=torch.float64), 0
+        sums, n = torch.zeros(4, dtype=torch.float64, device=device), 0  # read once an epoch
         desc = f"codec epoch {epoch + 1}/{cfg.epochs}"
         for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]
@@ -538,7 +539,7 @@ def train_codec(
             )
             sums += _optimise(opt, net, out, _CODEC_TERMS)
             n += 1
-            loop.postfix(loss=f"{float(sums[0]) / n:.3f}")
+            loop.postfix(loss=lambda s=sums, k=n: f"{float(s[0]) / k:.3f}")
         broadcast_buffers(net, info)
         means = all_reduce_mean(sums / max(1, n), info)
         acc = evaluate_clean_channel(pipeline, test, limit=cfg.eval_images, dist=info)

@@ -481,7 +481,8 @@ def train_teacher(
             ddp_model = wrap_ddp(model, info)
         assert ddp_model is not None
         _train_mode(model, frozen)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        # loss * n, correct, n: kept on the device, read once per epoch (and by the bar)
+        sums = torch.zeros(3, dtype=torch.float64, device=dev)
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             lr = lr_at(loop.step, total, cfg)
             for group in opt.param_groups:
@@ -498,11 +499,10 @@ def train_teacher(
             opt.step()
             if ema is not None:
                 ema.update_parameters(model)
-            sums += torch.tensor(
-                [loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)],
-                dtype=torch.float64,
-            )
-            loop.postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{lr:.2e}")
+            sums[0] += loss.detach() * len(y)
+            sums[1] += (logits.detach().argmax(1) == y).sum()
+            sums[2] += len(y)
+            loop.postfix(loss=lambda s=sums: f"{float(s[0] / s[2]):.3f}", lr=f"{lr:.2e}")
         broadcast_buffers(model, info)
         if ema is not None:  # the averaged BatchNorm statistics are each rank's own
             broadcast_buffers(ema.module, info)

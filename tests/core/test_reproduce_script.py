@@ -8,6 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from tests.core._fake_rkdsc import run_recipe
 from tests.deploy._support import ROOT
 
 SCRIPT = ROOT / "scripts" / "reproduce.sh"
@@ -16,23 +17,11 @@ SCRIPT = ROOT / "scripts" / "reproduce.sh"
 def _run(tmp_path: Path, *, status: int = 0, **env: str) -> list[list[str]]:
     """Run the script with a fake ``rkdsc`` that records each call; the calls' argv
     (``status``: the exit status the script must end with)."""
-    log = tmp_path / "calls.txt"
-    fake = tmp_path / "rkdsc"
-    fake.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
-    fake.chmod(0o755)
-    result = subprocess.run(
-        ["bash", str(SCRIPT), str(tmp_path / "runs")],
-        env={"PATH": os.environ["PATH"], "RKDSC": str(fake), **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result, calls = run_recipe(SCRIPT, tmp_path, env, timeout=30)
     assert result.returncode == status, result.stderr
     if status:
         assert "error:" in result.stderr
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [shlex.split(line) for line in lines]
+    return calls
 
 
 def _option(call: list[str], name: str) -> str:

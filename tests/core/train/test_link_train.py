@@ -76,7 +76,8 @@ class TestTrainLink:
             train_link(dataclasses.replace(_TINY, lr=1.0), tiny_dataset, tiny_dataset, tmp_path)
 
 
-def test_cli_trains_the_given_genotype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_trains_the_given_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--genotype, --c and --layers shape the student as `rkdsc train student`'s do."""
     for var in ("RKDSC_DATA_DIR", "RKDSC_DATA__DIR", "RKDSC_DATA__CACHE_DIR", "RKDSC_DEVICE"):
         monkeypatch.delenv(var, raising=False)
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -85,10 +86,13 @@ def test_cli_trains_the_given_genotype(tmp_path: Path, monkeypatch: pytest.Monke
     genotype = tmp_path / "genotype.json"
     genotype.write_text(json.dumps({"genotype": genotype_to_dict(get_genotype("darts_v1"))}))
     args = ["train", "link", "--out", str(tmp_path / "run"), "--genotype", str(genotype)]
-    args += ["--epochs", "1", "--batch-size", "4", "--eval-limit", "4"]
+    args += ["--c", "4", "--layers", "3", "--epochs", "1", "--batch-size", "4", "--eval-limit", "4"]
     args += ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     bundle = load_link(tmp_path / "run" / "weights")
-    trained = bundle.meta["training"]["config"]["student_overrides"]["genotype"]
-    assert trained == genotype_to_dict(get_genotype("darts_v1"))
+    trained = bundle.meta["training"]["config"]["student_overrides"]
+    assert trained["genotype"] == genotype_to_dict(get_genotype("darts_v1"))
+    assert (trained["C"], trained["layers"]) == (4, 3)
+    stem = bundle.pipeline.student.state_dict()["stem.0.weight"]  # [3 * C, 3, 3, 3]
+    assert stem.shape[0] == 3 * 4

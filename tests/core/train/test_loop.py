@@ -142,3 +142,24 @@ def test_an_epoch_without_end_epoch_is_an_error(tmp_path: Path) -> None:
             pass
     with pytest.raises(RuntimeError, match="outside an epoch"):
         loop.end_epoch({}, "")
+
+
+@pytest.mark.parametrize(("seconds", "reads"), [(3600.0, 1), (0.0, 4)])
+def test_postfix_reads_its_values_only_when_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float, reads: int
+) -> None:
+    """A callable value is read (on a GPU: a sync) only when the bar shows it, at most once
+    per POSTFIX_SECONDS; plain values pass through; outside an epoch nothing is read."""
+    monkeypatch.setattr(EpochLoop, "POSTFIX_SECONDS", seconds)
+    loop, loader, read = _loop(tmp_path / "state", 1), _Loader(), []
+
+    def value() -> str:
+        read.append(loop.step)
+        return f"{loop.step}"
+
+    for _ in loop.epochs(loader):
+        for _ in loop.batches(loader, desc="epoch"):
+            loop.postfix(loss=value, lr="1e-3")
+        loop.end_epoch({}, "epoch {epoch}")
+    loop.postfix(loss=value)
+    assert read == [0, 1, 2, 3][:reads]

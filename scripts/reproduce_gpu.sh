@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The RKD-SC recipe on one GPU, with the stages that do not depend on each other running
+# side by side (small models leave a GPU mostly idle, so several processes share it):
+#
+#   lane 1: three teachers at once -> their ensemble -> its output cache -> stage 1 ->
+#           stage 2 three times at once (RKD, stage-1-only, the teacher's own codec)
+#   lane 2: the cross-entropy-only baseline (no teacher), from the start
+#
+#   RKDSC_DATA_DIR=... scripts/reproduce_gpu.sh [RUNS_DIR]     (default runs/gpu)
+#
+# Each command is one of `scripts/reproduce.sh`'s, with the knobs below; every stage
+# checkpoints each epoch and resumes when the script runs again with the same RUNS_DIR.
+# Logs go to RUNS/logs/, a line per stage to RUNS/stages.log. Knobs (environment):
+# STUDENT_C (40) and STUDENT_LAYERS (5): the DARTS_V2 student's width and cells, for RKD and
+# CE-only alike; STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (their sum: the RKD
+# link's whole budget), RESNET_EPOCHS (30, the ResNet-18 preset), TEACHER_CODEC (1),
+# SWEEP_LIMIT (1000; 0 skips the sweep), RKDSC_DEVICE (cuda), THREADS (CPU threads per
+# process, 2). The sweep runs last and also runs on the CPU: `rkdsc eval sweep` as in
+# `scripts/reproduce.sh`.
+set -euo pipefail
+{
+RUNS=${1:-runs/gpu}
+RKDSC=${RKDSC:-rkdsc}
+STUDENT_C=${STUDENT_C:-40}
+STUDENT_LAYERS=${STUDENT_LAYERS:-5}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-30}
+CODEC_EPOCHS=${CODEC_EPOCHS:-12}
+CE_EPOCHS=${CE_EPOCHS:-$((STUDENT_EPOCHS + CODEC_EPOCHS))}
+RESNET_EPOCHS=${RESNET_EPOCHS:-30}
+TEACHER_CODEC=${TEACHER_CODEC:-1}
+SWEEP_LIMIT=${SWEEP_LIMIT:-1000}
+export RKDSC_DEVICE=${RKDSC_DEVICE:-cuda}
+export OMP_NUM_THREADS=${THREADS:-2}
+mkdir -p "$RUNS/logs"
+
+note() { printf '%s %s\n' "$(date -u +%H:%M:%SZ)" "$*" | tee -a "$RUNS/stages.log"; }
+# run NAME CMD...: one stage in the background, its output in RUNS/logs/NAME.log
+pids=()
+run() {
+    local name=$1; shift
+    note "start $name"
+    ( "$@" > "$RUNS/logs/$name.log" 2>&1 && note "done $name" ||
+        { note "FAILED $name (RUNS/logs/$name.log)"; exit 1; } ) &
+    pids+=($!)
+}
+join() {  # wait for every stage started since the last join; fail if one failed
+    local failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    pids=()
+    [[ $failed == 0 ]] || { note "stopping: a stage failed"; exit 1; }
+}
+student=(--genotype darts_v2 --c "$STUDENT_C" --layers "$STUDENT_LAYERS")
+
+note "decode the dataset once ($RKDSC_DEVICE)"
+"$RKDSC" data prepare > "$RUNS/logs/data.log" 2>&1
+
+run ce-only "$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CE_EPOCHS" "${student[@]}"
+ce_pid=${pids[-1]}; pids=()
+
+run teacher-fastnet "$RKDSC" train teacher --out "$RUNS/teacher-fastnet"
+run teacher-fastnet-wide "$RKDSC" train teacher --out "$RUNS/teacher-fastnet-wide" \
+    --widths 128,384,384 --epochs 16
+run teacher-resnet18 "$RKDSC" train teacher --out "$RUNS/teacher-resnet18" \
+    --model resnet18-cifar --epochs "$RESNET_EPOCHS"
+join
+if [[ ! -f "$RUNS/teacher/teacher.json" ]]; then
+    note "start ensemble"
+    "$RKDSC" models ensemble "$RUNS/teacher-fastnet/teacher" "$RUNS/teacher-fastnet-wide/teacher" \
+        "$RUNS/teacher-resnet18/teacher" --out "$RUNS/teacher/teacher" \
+        > "$RUNS/logs/ensemble.log" 2>&1
+    note "done ensemble"
+fi
+TEACHER="$RUNS/teacher/teacher"
+if [[ ! -f "$RUNS/teacher-cache.json" ]]; then
+    note "start cache-teacher"
+    "$RKDSC" train cache-teacher --teacher "$TEACHER" --out "$RUNS/teacher-cache" \
+        > "$RUNS/logs/cache-teacher.log" 2>&1
+    note "done cache-teacher"
+fi
+
+run student "$RKDSC" train student --teacher-cache "$RUNS/teacher-cache" --out "$RUNS/student" \
+    "${student[@]}" --epochs "$STUDENT_EPOCHS"
+join
+
+codec=(--teacher-cache "$RUNS/teacher-cache" --epochs "$CODEC_EPOCHS")
+run rkd "$RKDSC" train codec --student "$RUNS/student/student" --out "$RUNS/rkd" "${codec[@]}"
+run stage1-only "$RKDSC" train codec --student "$RUNS/student/student" --out "$RUNS/stage1-only" \
+    "${codec[@]}" --no-teacher-targets
+sweep_links=(--weights "rkd=$RUNS/rkd/weights" --weights "stage1-only=$RUNS/stage1-only/weights"
+    --weights "ce-only=$RUNS/ce-only/weights")
+if [[ "$TEACHER_CODEC" == 1 ]]; then
+    run teacher-codec "$RKDSC" train codec --student "$TEACHER" --out "$RUNS/teacher-codec" \
+        "${codec[@]}"
+    sweep_links+=(--weights "teacher=$RUNS/teacher-codec/weights")
+fi
+pids+=("$ce_pid")
+join
+
+if [[ "$SWEEP_LIMIT" != 0 ]]; then
+    note "start sweep"
+    "$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" "${sweep_links[@]}" \
+        > "$RUNS/logs/sweep.log" 2>&1
+    note "done sweep"
+fi
+note "all done: $RUNS"
+exit
+}
