@@ -15,8 +15,8 @@
 # CE-only alike; STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (their sum: the RKD
 # link's whole budget), RESNET_EPOCHS (30, the ResNet-18 preset), TEACHER_CODEC (1),
 # SWEEP_LIMIT (1000; 0 skips the sweep), RKDSC_DEVICE (cuda), THREADS (CPU threads per
-# process, 2). The sweep runs last and also runs on the CPU: `rkdsc eval sweep` as in
-# `scripts/reproduce.sh`.
+# process, 2). Evaluation has no --device: the links' eval tables (1,000 images each,
+# written as each link finishes) and the final sweep run on the host's CPUs.
 set -euo pipefail
 {
 RUNS=${1:-runs/gpu}
@@ -74,7 +74,7 @@ TEACHER="$RUNS/teacher/teacher"
 if [[ ! -f "$RUNS/teacher-cache.json" ]]; then
     note "start cache-teacher"
     "$RKDSC" train cache-teacher --teacher "$TEACHER" --out "$RUNS/teacher-cache" \
-        > "$RUNS/logs/cache-teacher.log" 2>&1
+        --batch-size 1024 > "$RUNS/logs/cache-teacher.log" 2>&1
     note "done cache-teacher"
 fi
 

@@ -86,10 +86,16 @@ def distributed(device: str | None, compile_model: bool = False) -> Iterator[Dis
     """The torchrun job this command runs in (one process without torchrun); left at exit.
 
     ``compile_model``: the training loops compile their forward (:attr:`DistInfo.compile`).
+    On CUDA, cuDNN benchmarks its convolution kernels once per shape (the shapes are
+    fixed) and keeps the fastest; GPU runs are not bit-reproducible in any case.
     """
+    import torch
+
     from rkdsc_core.train.ddp import cleanup_distributed, init_distributed
 
     info = dataclasses.replace(init_distributed(os.environ, device=device), compile=compile_model)
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     try:
         yield info
     finally:

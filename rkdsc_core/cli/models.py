@@ -12,6 +12,7 @@ import typer
 from rkdsc_core.cli._common import (
     CacheOpt,
     DataOpt,
+    DeviceOpt,
     JsonOpt,
     command_line,
     echo_json,
@@ -122,6 +123,7 @@ def ensemble_cmd(
     fp16: Annotated[bool, typer.Option(help="Store weights as float16.")] = True,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Join trained teachers into one teacher: mean log-probabilities, features side by side.
 
@@ -144,7 +146,8 @@ def ensemble_cmd(
     metrics: dict[str, Any] = {}
     if eval_images != 0:
         name = (dataset or {}).get("name", "cifar10")
-        (test,) = load_splits(run_settings(data, cache_dir), name, ("test",))
+        s = run_settings(data, cache_dir, device)
+        (test,) = load_splits(s, name, ("test",))
         want = (dataset or {}).get("sha256")
         if want is not None and want != test.source_sha256:
             fail(
@@ -152,7 +155,7 @@ def ensemble_cmd(
                 f"--data / RKDSC_DATA_DIR holds one with {test.source_sha256[:12]}...; point it "
                 "at the same copy, or pass --eval-images 0"
             )
-        acc = evaluate_teacher(model, test, limit=eval_images)
+        acc = evaluate_teacher(model.to(s.device), test, limit=eval_images)  # scored there
         images = len(test) if eval_images is None else min(eval_images, len(test))
         metrics = {**acc, "test_images": images, "flip_tta": True}
     manifest = save_checkpoint(

@@ -287,15 +287,23 @@ class TeacherCache:
         idx, v = self._index(indices, views)
         return self.logits[v, idx].float(), self.features[v, idx].float()
 
-    def images(self, dataset: ImageDataset, indices: IndexLike, views: ViewLike) -> Tensor:
-        """The pixels the teacher saw for ``(indices[b], views[b])``: ``[B, H, W, C]`` uint8."""
+    def images(
+        self,
+        dataset: ImageDataset,
+        indices: IndexLike,
+        views: ViewLike,
+        *,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """The pixels the teacher saw for ``(indices[b], views[b])``: ``[B, H, W, C]`` uint8
+        on ``device`` (default CPU), where the crops are made."""
         idx, v = self._index(indices, views)
         if len(dataset) != self.num_images:
             raise TeacherCacheError(
                 f"the dataset has {len(dataset)} images, the cache {self.num_images}"
             )
-        raw = dataset.images[idx.numpy()]
-        return augment_view(raw, idx, v, self.seed, padding=self.padding)
+        raw = torch.from_numpy(dataset.images[idx.numpy()])  # fancy indexing: a fresh copy
+        return augment_view(raw.to(device or "cpu"), idx, v, self.seed, padding=self.padding)
 
     def batch(
         self,
@@ -310,7 +318,7 @@ class TeacherCache:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         logits, features = self.targets(idx, v)
         return CachedBatch(
-            images=to_tensor(self.images(dataset, idx, v).to(dev)),
+            images=to_tensor(self.images(dataset, idx, v, device=dev)),
             labels=torch.from_numpy(dataset.labels[idx.numpy()]).to(dev),
             logits=logits.to(dev),
             features=features.to(dev),

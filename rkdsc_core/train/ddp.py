@@ -208,7 +208,10 @@ def train_loader(
 ) -> BatchLoader:
     """The shuffled training batches of this rank: ``batch_size`` is the global batch
     (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike.
-    ``augment``/``crop_padding``/``cutout_size``: see :class:`~rkdsc_core.data.BatchLoader`."""
+    ``augment``/``crop_padding``/``cutout_size``: see :class:`~rkdsc_core.data.BatchLoader`.
+    Batches are augmented on this rank's device (``info.device``): the uint8 images are
+    copied there first, so a GPU does the crops, not the host; the draws stay on the CPU,
+    so the batches are the same on every device."""
     return BatchLoader(
         data,
         shard_batch_size(batch_size, info),
@@ -220,6 +223,7 @@ def train_loader(
         seed=seed,
         rank=info.rank,
         world_size=info.world_size,
+        device=info.device,
     )
 
 

@@ -167,6 +167,19 @@ class TestEnsembleCommand:
         member = load_model(paths[0]).state_dict()["head.weight"]
         assert torch.equal(saved["members.0.head.weight"], member) is not fp16
 
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+    def test_scores_on_the_device_asked_for(self, tmp_path: Path) -> None:
+        """--device reaches the scoring (here: refused clearly, as no GPU is present)."""
+        tree = write_tree(tmp_path / "tree").path
+        test = load_dataset("cifar10", "test", source=tree, cache_dir=tmp_path / "dc")
+        paths = _save_members(tmp_path, {"name": "cifar10", "sha256": test.source_sha256})
+        out = tmp_path / "ens" / "teacher"
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "dc")]
+        cli = ["models", "ensemble", *map(str, paths), "--out", str(out), *data]
+        result = CliRunner().invoke(app, [*cli, "--device", "cuda"])
+        assert result.exit_code == 2 and "sees no CUDA GPU" in result.output
+        assert not out.exists()
+
     def test_scoring_on_another_copy_of_the_data_is_refused(self, tmp_path: Path) -> None:
         tree = write_tree(tmp_path / "tree").path
         paths = _save_members(tmp_path)  # trained on a copy with sha256 "aaa..."
