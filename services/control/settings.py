@@ -62,8 +62,11 @@ class Settings(BaseSettings):
         description="Bearer token required by PUT/POST; when unset, read from token_file.",
     )
     token_file: Path | None = Field(
-        default_factory=default_token_file,
-        description="File holding the bearer token (written by `rkdsc up`), read on each request.",
+        # the port's own file, as `rkdsc up` writes it (control-token-<port> off port 8000)
+        default_factory=lambda fields: default_token_file(fields.get("port")),
+        description="File holding the bearer token (written by `rkdsc up`), read on each request; "
+        "default: control-token (control-token-<port> for another port than 8000) in "
+        "$XDG_RUNTIME_DIR/rkdsc or ~/.cache/rkdsc.",
     )
     deadline_seconds: float = Field(
         default=5.0, gt=0, le=300, description="Deadline of every gRPC call [s]."

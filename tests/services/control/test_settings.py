@@ -53,3 +53,16 @@ class TestTokenFile:
         assert _api_token(None, 18006) == "second-stack"
         assert _api_token(None, 8000) is None  # the default stack's file is not touched
         assert _api_token("given", 18006) == "given"
+
+    def test_a_control_plane_reads_the_file_of_its_own_port(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Started on its own (python -m services.control) on another port, the control plane
+        reads the file `rkdsc up` wrote for that port; an explicit token_file wins."""
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+        monkeypatch.delenv("RKDSC_CONTROL_TOKEN_FILE", raising=False)
+        assert Settings().token_file == default_token_file(8000)
+        assert Settings(port=18006).token_file == default_token_file(18006)
+        monkeypatch.setenv("RKDSC_CONTROL_PORT", "18007")
+        assert Settings().token_file == tmp_path / "rkdsc" / "control-token-18007"
+        assert Settings(token_file=tmp_path / "mine").token_file == tmp_path / "mine"
