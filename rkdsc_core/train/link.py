@@ -32,7 +32,7 @@ from rkdsc_core.train.ddp import (
     train_loader,
     wrap_ddp,
 )
-from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.loop import EpochLoop, device_sums
 from rkdsc_core.train.memory_format import training_memory_format
 
 __all__ = [
@@ -185,7 +185,7 @@ def train_link(
     lengths = pipeline.lengths
     for epoch in loop.epochs(loader):
         g = channel_generator(cfg.seed, epoch, info)
-        loss_sum, steps = torch.zeros((), dtype=torch.float64, device=device), 0  # read at the end
+        loss_sum, steps = device_sums((), device), 0  # read at the end
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             for group in opt.param_groups:
                 group["lr"] = lr_at(loop.step, total, cfg)

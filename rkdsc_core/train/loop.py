@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from rkdsc_core.checkpoint import resume_training, save_epoch
@@ -33,6 +33,15 @@ from rkdsc_core.train.ddp import DistInfo, barrier, seed_epoch
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def device_sums(shape: int | tuple[int, ...], device: torch.device | str) -> Tensor:
+    """Zeros to accumulate an epoch's sums in on the training ``device``, read once an epoch.
+
+    float64, except on Apple's MPS, which has no float64 (float32 there).
+    """
+    dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 class _Epoched(Protocol):

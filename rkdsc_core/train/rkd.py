@@ -71,7 +71,7 @@ from rkdsc_core.train.link import (
     draw_conditions,
     evaluate_clean_channel,
 )
-from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.loop import EpochLoop, device_sums
 from rkdsc_core.train.memory_format import training_memory_format
 from rkdsc_core.train.teacher import evaluate_teacher
 
@@ -277,14 +277,14 @@ _CODEC_TERMS = ("loss", "task_loss", "kd_loss", "mse_loss")
 def _optimise(
     opt: torch.optim.Optimizer, net: nn.Module, out: dict[str, Tensor], terms: tuple[str, ...]
 ) -> Tensor:
-    """One step on ``out["loss"]`` (gradient norm clipped at 5); ``[len(terms)]`` float64
-    values of the loss terms, for the epoch means, on the losses' device (not read here:
-    reading them would wait for the GPU every step)."""
+    """One step on ``out["loss"]`` (gradient norm clipped at 5); ``[len(terms)]`` values of
+    the loss terms, for the epoch means, on the losses' device (not read here: reading them
+    would wait for the GPU every step)."""
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
     opt.step()
-    return torch.stack([out[k].detach().to(torch.float64) for k in terms])
+    return torch.stack([out[k].detach() for k in terms])
 
 
 def _epoch_views(cache: TeacherCache, cfg: StudentKDConfig | CodecRKDConfig, epoch: int) -> Tensor:
@@ -344,7 +344,7 @@ def train_student(
     acc = history[-1]["test_accuracy"] if history else float("nan")
     for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
-        sums, n = torch.zeros(4, dtype=torch.float64, device=device), 0  # read once an epoch
+        sums, n = device_sums(4, device), 0  # read once an epoch
         desc = f"student epoch {epoch + 1}/{cfg.epochs}"
         for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]
@@ -516,7 +516,7 @@ def train_codec(
     for epoch in loop.epochs(loader):
         views, order, bs = _epoch_views(cache, cfg, epoch), loader.indices(), loader.batch_size
         g = channel_generator(cfg.seed, epoch, info)
-        sums, n = torch.zeros(4, dtype=torch.float64, device=device), 0  # read once an epoch
+        sums, n = device_sums(4, device), 0  # read once an epoch
         desc = f"codec epoch {epoch + 1}/{cfg.epochs}"
         for start in loop.batches(range(0, len(order), bs), desc=desc):
             idx = order[start : start + bs]

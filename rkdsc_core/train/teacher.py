@@ -52,7 +52,7 @@ from rkdsc_core.train.ddp import (
     train_loader,
     wrap_ddp,
 )
-from rkdsc_core.train.loop import EpochLoop
+from rkdsc_core.train.loop import EpochLoop, device_sums
 from rkdsc_core.train.memory_format import training_memory_format
 
 __all__ = [
@@ -482,7 +482,7 @@ def train_teacher(
         assert ddp_model is not None
         _train_mode(model, frozen)
         # loss * n, correct, n: kept on the device, read once per epoch (and by the bar)
-        sums = torch.zeros(3, dtype=torch.float64, device=dev)
+        sums = device_sums(3, dev)
         for x, y in loop.batches(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}"):
             lr = lr_at(loop.step, total, cfg)
             for group in opt.param_groups:
@@ -499,7 +499,7 @@ def train_teacher(
             opt.step()
             if ema is not None:
                 ema.update_parameters(model)
-            sums[0] += loss.detach() * len(y)
+            sums[0] += loss.detach().to(sums.dtype) * len(y)  # in float64, as it always was
             sums[1] += (logits.detach().argmax(1) == y).sum()
             sums[2] += len(y)
             loop.postfix(loss=lambda s=sums: f"{float(s[0] / s[2]):.3f}", lr=f"{lr:.2e}")

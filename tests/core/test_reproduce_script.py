@@ -8,7 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from tests.core._fake_rkdsc import run_recipe
+from tests.core._fake_rkdsc import run_recipe, starts
 from tests.deploy._support import ROOT
 
 SCRIPT = ROOT / "scripts" / "reproduce.sh"
@@ -17,11 +17,11 @@ SCRIPT = ROOT / "scripts" / "reproduce.sh"
 def _run(tmp_path: Path, *, status: int = 0, **env: str) -> list[list[str]]:
     """Run the script with a fake ``rkdsc`` that records each call; the calls' argv
     (``status``: the exit status the script must end with)."""
-    result, calls = run_recipe(SCRIPT, tmp_path, env, timeout=30)
+    result, events = run_recipe(SCRIPT, tmp_path, env, timeout=30)
     assert result.returncode == status, result.stderr
     if status:
         assert "error:" in result.stderr
-    return calls
+    return starts(events)
 
 
 def _option(call: list[str], name: str) -> str:

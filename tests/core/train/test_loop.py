@@ -163,3 +163,11 @@ def test_postfix_reads_its_values_only_when_shown(
         loop.end_epoch({}, "epoch {epoch}")
     loop.postfix(loss=value)
     assert read == [0, 1, 2, 3][:reads]
+
+
+def test_device_sums_are_float64_zeros_on_the_cpu() -> None:
+    from rkdsc_core.train.loop import device_sums
+
+    sums = device_sums(3, "cpu")
+    assert sums.dtype == torch.float64 and sums.shape == (3,) and not sums.any()
+    assert device_sums((), torch.device("cpu")).shape == ()
