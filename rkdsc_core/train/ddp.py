@@ -211,7 +211,8 @@ def train_loader(
     ``augment``/``crop_padding``/``cutout_size``: see :class:`~rkdsc_core.data.BatchLoader`.
     Batches are augmented on this rank's device (``info.device``): the uint8 images are
     copied there first, so a GPU does the crops, not the host; the draws stay on the CPU,
-    so the batches are the same on every device."""
+    so the crops are the same on every device (the float conversion may differ in the last
+    bit)."""
     return BatchLoader(
         data,
         shard_batch_size(batch_size, info),
