@@ -19,9 +19,9 @@ Events = list[tuple[str, list[str]]]
 
 
 def _run(
-    tmp_path: Path, *, fail: str = "", slow: str = "", **env: str
+    tmp_path: Path, *, fail: str = "", slow: str = "", delay: float = 0.3, **env: str
 ) -> tuple[subprocess.CompletedProcess[str], Events]:
-    return run_recipe(SCRIPT, tmp_path, env, fail=fail, slow=slow, delay=0.3)
+    return run_recipe(SCRIPT, tmp_path, env, fail=fail, slow=slow, delay=delay)
 
 
 def _at(events: Events, kind: str, *words: str) -> int:
@@ -32,7 +32,7 @@ def _at(events: Events, kind: str, *words: str) -> int:
 
 
 def test_each_stage_starts_after_the_stages_it_needs_end(tmp_path: Path) -> None:
-    result, events = _run(tmp_path)
+    result, events = _run(tmp_path, delay=1.0)  # 1 s a stage: parallel ones surely overlap
     assert result.returncode == 0, result.stderr
     runs = str(tmp_path / "runs")
     calls = starts(events)
