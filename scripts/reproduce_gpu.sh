@@ -19,8 +19,8 @@
 # CE-only alike; STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (their sum: the RKD
 # link's whole budget), RESNET_EPOCHS (30, the ResNet-18 preset), TEACHER_CODEC (1),
 # SWEEP_LIMIT (1000; 0 skips the sweep), RKDSC_DEVICE (cuda), THREADS (CPU threads per
-# process, 2). Evaluation has no --device: the links' eval tables (1,000 images each,
-# written as each link finishes) and the final sweep run on the host's CPUs.
+# process, 2). Evaluation runs on RKDSC_DEVICE too: the links' eval tables (1,000 images
+# each, written as each link finishes) and the final sweep.
 set -euo pipefail
 {
 RUNS=${1:-runs/gpu}

@@ -39,11 +39,6 @@ train_app = typer.Typer(
 eval_app = typer.Typer(help="Measure links.", no_args_is_help=True)
 
 
-def _datasets(data: Path | None, cache_dir: Path | None, name: str):  # type: ignore[no-untyped-def]
-    s = run_settings(data, cache_dir)
-    return load_splits(s, name, ("train", "test"))
-
-
 @train_app.command("link")
 def train_link_cmd(
     out: Annotated[Path, typer.Option(help="Run folder: training state, logs, weights.")],
@@ -131,17 +126,17 @@ def _train_link(
         },
         metrics={"history": summary["history"]},
     )
-    _measure_saved(dest, test, eval_limit)
+    _measure_saved(dest, test, eval_limit, info.device)
     typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {summary['history'][-1]['acc_awgn_20db']:.4f})")
 
 
-def _measure_saved(dest: Path, test: Any, limit: int) -> None:
-    """Write ``dest/eval_table.json``, measured on the weights as saved (float16 when
-    stored so), not on the in-memory float32 model."""
+def _measure_saved(dest: Path, test: Any, limit: int, device: Any) -> None:
+    """Write ``dest/eval_table.json``, measured on ``device`` on the weights as saved
+    (float16 when stored so), not on the in-memory float32 model."""
     from rkdsc_core.eval import measure_eval_table
     from rkdsc_core.link import load_link
 
-    table = measure_eval_table(load_link(dest).pipeline, test, limit=limit)
+    table = measure_eval_table(load_link(dest).pipeline.to(device), test, limit=limit)
     table.meta["command"] = command_line()
     table.save(dest / "eval_table.json")
 
@@ -544,7 +539,7 @@ def _train_codec(
         raise
     if not info.is_main:
         return
-    _measure_saved(dest, test, eval_limit)
+    _measure_saved(dest, test, eval_limit, info.device)
     acc = summary["history"][-1]["acc_awgn_20db"]
     typer.echo(f"wrote {dest} (AWGN 20 dB accuracy {acc:.4f})")
 
@@ -560,6 +555,7 @@ def eval_table_cmd(
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Accuracy per channel model, L and SNR (-10..24 dB) on the test split."""
@@ -569,9 +565,10 @@ def eval_table_cmd(
 
     if knowledge not in {k.value for k in ChannelKnowledge}:
         fail(f"--knowledge must be perfect, pilot or none, got {knowledge!r}")
-    _, test = _datasets(data, cache_dir, dataset)
+    s = run_settings(data, cache_dir, device)
+    (test,) = load_splits(s, dataset, ("test",))
     bundle = load_link(weights)
-    pipeline = _pipelines({"link": bundle}, test)["link"]
+    pipeline = _pipelines({"link": bundle}, test)["link"].to(s.device)
     table = measure_eval_table(pipeline, test, limit=limit, knowledge=knowledge)
     if out is not None:
         table.save(out)
@@ -603,6 +600,7 @@ def eval_clean_cmd(
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Clean test accuracy of classifiers, no channel: single view and with flip TTA."""
@@ -610,7 +608,8 @@ def eval_clean_cmd(
     from rkdsc_core.link import load_link
     from rkdsc_core.train.teacher import evaluate_teacher
 
-    _, test = _datasets(data, cache_dir, dataset)
+    s = run_settings(data, cache_dir, device)
+    (test,) = load_splits(s, dataset, ("test",))
     images = len(test) if limit is None else min(limit, len(test))
     rows = []
     for path in models:
@@ -619,7 +618,7 @@ def eval_clean_cmd(
             model = load_link(path).pipeline.student if is_link else load_model(path)
         except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
             fail(f"cannot load {path}: {e}")
-        acc = evaluate_teacher(model, test, limit=limit)
+        acc = evaluate_teacher(model.to(s.device), test, limit=limit)
         rows.append(
             {
                 "path": str(path),
@@ -722,6 +721,7 @@ def eval_sweep_cmd(
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Links and digital baselines: accuracy per channel, CSI, L and SNR on the test split."""
@@ -751,10 +751,10 @@ def eval_sweep_cmd(
     if pca_images < 0:
         fail(f"--pca-images must be >= 0 (0 leaves digital-pca out), got {pca_images}")
     bundles = _load_links(weights or ["default="])
-    s = run_settings(data, cache_dir)
+    s = run_settings(data, cache_dir, device)
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
-    links = _pipelines(bundles, test)
+    links = {name: pipe.to(s.device) for name, pipe in _pipelines(bundles, test).items()}
     points: dict[str, Any] = {
         "channels": channel or ("awgn", "rayleigh"),
         "knowledge": knowledge or ("perfect", "pilot"),
@@ -787,10 +787,12 @@ def eval_sweep_cmd(
     meta |= {"links": {n: str(w) for n, w in (x.partition("=")[::2] for x in weights or [])}}
     meta |= {"command": command_line(), "git_commit": git_commit()}
     meta |= {"wall_seconds": round(time.monotonic() - start, 1), "machine": machine_info()}
+    meta |= {"device": s.device}
     if previous is not None:
         old_rows, old_meta = previous
         rows = replace_systems(old_rows, rows)
-        entry = {k: meta[k] for k in ("command", "git_commit", "links", "wall_seconds", "machine")}
+        provenance = ("command", "git_commit", "links", "wall_seconds", "machine", "device")
+        entry = {k: meta[k] for k in provenance}
         updates = [*old_meta.get("updates", []), entry]
         meta = old_meta | {"links": old_meta.get("links", {}) | meta["links"], "updates": updates}
     if out is not None:
@@ -826,6 +828,7 @@ def eval_feature_gap_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the image sample and the noise.")] = 0,
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """How far each link's received feature lies from the teacher's clean one (no labels).
@@ -855,9 +858,9 @@ def eval_feature_gap_cmd(
     except (CheckpointError, KeyError, TypeError, RuntimeError) as e:
         fail(f"cannot load the projector {projector}: {e}")
         raise
-    s = run_settings(data, cache_dir)
+    s = run_settings(data, cache_dir, device)
     train, _, cache = _load_cache(DistInfo.single(), s, teacher_cache, None)
-    links = _pipelines(bundles, train)
+    links = {name: pipe.to(s.device) for name, pipe in _pipelines(bundles, train).items()}
     idx = train.sample_indices(limit, seed=seed)  # view 0 of the cache: the images as they are
     images = to_tensor(train.images[idx])
     try:

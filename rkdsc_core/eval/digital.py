@@ -147,11 +147,14 @@ def _bits_to_codes(b: Tensor, bits: int) -> Tensor:
 
 
 @torch.no_grad()
-def _effective_snr(model: str, snr_db: float, seqs: Sequence[int], seed: int) -> Tensor:
-    """Per-image SNR (linear): ``|h|^2 * SNR`` with ``h`` from the image's frame generator."""
+def _effective_snr(
+    model: str, snr_db: float, seqs: Sequence[int], seed: int, device: torch.device
+) -> Tensor:
+    """Per-image SNR (linear) ``[len(seqs)]`` on ``device``: ``|h|^2 * SNR`` with ``h`` from
+    the image's frame generator."""
     gens = frame_generators(seed, "eval", seqs)
     channel = eval_channel(model)
-    x = torch.ones(len(seqs), 1, dtype=torch.complex64)
+    x = torch.ones(len(seqs), 1, dtype=torch.complex64, device=device)
     out = channel(x, snr_db, generator=gens)
     snr: Tensor = out.h[:, 0].abs().square() * 10 ** (snr_db / 10)
     return snr
@@ -190,7 +193,7 @@ def ideal_code_correct(
     codes, lo, hi = quantize_tokens(tokens, bits)
     feats = dequantize_tokens(codes, lo, hi, bits, tokens.shape[1:])
     right = pipeline.student.forward_head(feats).argmax(1) == labels
-    capacity = length * torch.log2(1.0 + _effective_snr(model, snr_db, seqs, seed))
+    capacity = length * torch.log2(1.0 + _effective_snr(model, snr_db, seqs, seed, labels.device))
     delivered = payload_bits(codes.shape[1], bits) <= capacity
     return int((right & delivered).sum())
 
@@ -274,21 +277,22 @@ class PcaCode:
         """Fit on ``tokens`` ``[N, T, D]`` (a training split's clean student tokens).
 
         Keeps at most ``min(max_components, N - 1, T * D)`` components, dropping those
-        whose standard deviation is under 1e-5 of the first's (float32 round-off).
+        whose standard deviation is under 1e-5 of the first's (float32 round-off). Fitted
+        on the CPU in float64; the code's tensors lie on ``tokens``' device.
         """
         if not 1 <= bits <= 16:
             raise ValueError(f"bits must be in [1, 16], got {bits}")
         if tokens.ndim != 3 or tokens.shape[0] < 2:
             raise ValueError(f"tokens must be [N >= 2, T, D], got {tuple(tokens.shape)}")
-        flat = tokens.reshape(tokens.shape[0], -1).double()
+        flat = tokens.reshape(tokens.shape[0], -1).double().cpu()
         mean = flat.mean(0)
         _, sv, vh = torch.linalg.svd(flat - mean, full_matrices=False)
         scale = sv / math.sqrt(flat.shape[0] - 1)
         keep = int(min(max_components, int((scale > 1e-5 * scale[0]).sum())))
         return cls(
-            mean=mean.float(),
-            basis=vh[:keep].float().contiguous(),
-            scale=scale[:keep].float(),
+            mean=mean.float().to(tokens.device),
+            basis=vh[:keep].float().contiguous().to(tokens.device),
+            scale=scale[:keep].float().to(tokens.device),
             token_shape=(int(tokens.shape[1]), int(tokens.shape[2])),
             bits=bits,
             clip=clip,
@@ -343,7 +347,7 @@ def pca_ideal_correct(
         return 0
     feats = code.decode(code.encode(tokens, k))
     right = pipeline.student.forward_head(feats).argmax(1) == labels
-    capacity = length * torch.log2(1.0 + _effective_snr(model, snr_db, seqs, seed))
+    capacity = length * torch.log2(1.0 + _effective_snr(model, snr_db, seqs, seed, labels.device))
     delivered = k * code.bits <= capacity
     return int((right & delivered).sum())
 

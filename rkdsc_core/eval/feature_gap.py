@@ -54,8 +54,9 @@ def feature_gap(
 
     Image ``i`` is impaired with ``frame_generator(seed, "eval", i)`` at every point, for
     every link, as in :func:`rkdsc_core.eval.accuracy_grid`: the same noise and fades
-    whatever the batch size or the other points asked for. The projector and the links are
-    left in eval mode.
+    whatever the batch size or the other points asked for. Each link runs on its own
+    device, the projector with it; the images and features are moved there batch by
+    batch. The projector and the links are left in eval mode.
 
     Args:
         links: name -> pipeline.
@@ -91,20 +92,21 @@ def feature_gap(
     bar = tqdm(total=len(links) * len(points), desc="feature gap", unit="point", leave=False)
     for name, pipeline in links.items():
         pipeline = pipeline.eval()
-        student = pipeline.student
+        student, device = pipeline.student, pipeline.pilots.device
+        stick = projector.to(device)
         for channel, snr in points:
             model = None if snr is None else eval_channel(channel)
             total = 0.0
             for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size]
+                x = images[start : start + batch_size].to(device)
                 if model is None:
                     tokens = student.forward_tokens(x)
                 else:
                     gen = frame_generators(seed, "eval", range(start, start + len(x)))
                     out = pipeline(x, model, snr, length=length, knowledge=knowledge, generator=gen)
                     tokens = out.tokens
-                feat = projector(student.pool(tokens))
-                target = teacher_features[start : start + len(x)]
+                feat = stick(student.pool(tokens))
+                target = teacher_features[start : start + len(x)].to(device)
                 total += float(feature_loss(feat, target)) * len(x)
             rows.append(GapRow(name, channel, snr, total / len(images)))
             bar.update()

@@ -3,6 +3,9 @@
 Every point scores the same images (``data.sample(limit, seed=seed)``), and image ``i`` is
 impaired with ``frame_generator(seed, "eval", i)`` at every point and for every system, so
 the links and the baselines see the same noise (and, on Rayleigh, the same gain) per image.
+The networks run on the device their pipelines are on (``pipeline.to("cuda")``); the
+generators stay on the CPU, so the noise is the same on every device, and the accuracies
+differ between devices only where float rounding flips a decision.
 
 ``channel_uses`` counts the complex symbols each system puts on the air per image: ``P + L``
 for a semantic link (pilot block + data; the pilots are sent under either CSI) and for the
@@ -291,12 +294,14 @@ def check_heads(links: Mapping[str, SemanticPipeline], data: ImageDataset) -> No
 def student_tokens(
     pipeline: SemanticPipeline, subset: ImageDataset, batch_size: int = 250
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """The student's feature tokens and the labels of ``subset``, batch by batch."""
+    """The student's feature tokens and the labels of ``subset``, batch by batch, on the
+    pipeline's device (the images are moved there batch by batch)."""
     pipeline.eval()
+    device = pipeline.pilots.device
     tokens, labels = [], []
     for x, y in BatchLoader(subset, batch_size):
-        tokens.append(pipeline.student.forward_tokens(x))
-        labels.append(y)
+        tokens.append(pipeline.student.forward_tokens(x.to(device)))
+        labels.append(y.to(device))
     return tokens, labels
 
 

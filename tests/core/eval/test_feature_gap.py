@@ -76,6 +76,16 @@ class TestFeatureGap:
         err = capsys.readouterr().err
         assert "feature gap" in err and "/6 [" in err  # 2 links x (clean + 2 channels)
 
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_on_cuda_the_gaps_of_the_cpu(self) -> None:
+        link, projector, x = _pipeline(), FeatureProjector(16, 8).eval(), torch.rand(6, 3, 32, 32)
+        target = torch.randn(6, 8)
+        cpu = feature_gap({"a": link}, projector, x, target, snr_db=(0.0, 20.0), seed=3)
+        gpu = feature_gap(
+            {"a": _pipeline().cuda()}, projector, x, target, snr_db=(0.0, 20.0), seed=3
+        )
+        assert [g.gap for g in gpu] == pytest.approx([c.gap for c in cpu], rel=1e-2, abs=1e-3)
+
     def test_bad_input_is_refused(self) -> None:
         projector, x = FeatureProjector(16, 8), torch.rand(4, 3, 32, 32)
         with pytest.raises(ValueError, match="no links"):

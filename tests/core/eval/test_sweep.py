@@ -172,6 +172,22 @@ class TestMeasureSweep:
         for r in rows:
             assert table.accuracy[r.channel][r.L][table.snr_db.index(r.snr_db)] == r.accuracy
 
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_on_cuda_the_rows_of_the_cpu(self, tiny_dataset: ImageDataset) -> None:
+        """The same noise and images on any device: the rows differ at most where float
+        rounding flips a decision (here: by at most one image of 40 per point)."""
+        kw: dict[str, Any] = {"channels": ("awgn", "rayleigh"), "snr_db": (-4.0, 20.0)}
+        kw |= {"lengths": (8, 64), "limit": 40, "digital_bits": 2, "pca_fit": tiny_dataset}
+        kw |= {"pca_images": 40}
+        cpu = measure_sweep({"a": _pipeline(), "b": _pipeline(1)}, tiny_dataset, **kw)
+        links = {"a": _pipeline().to("cuda"), "b": _pipeline(1).to("cuda")}
+        gpu = measure_sweep(links, tiny_dataset, **kw)
+        assert [r.point for r in gpu] == [r.point for r in cpu]
+        for g, c in zip(gpu, cpu, strict=True):
+            assert abs(g.accuracy - c.accuracy) <= 1 / 40 + 1e-9, (g, c)
+        table = measure_eval_table(links["a"], tiny_dataset, snr_db=(0.0,), limit=40)
+        assert table.images == 40
+
 
 _POINTS: dict[str, Any] = {"channels": ("awgn",), "snr_db": (0.0, 12.0), "lengths": (8,),
                            "limit": 16, "digital_bits": 2}  # fmt: skip
@@ -294,6 +310,7 @@ class TestCli:
         # Where and how long it ran, with the rest of the provenance.
         assert doc["meta"]["wall_seconds"] > 0 and doc["meta"]["machine"]["logical_cpus"] >= 1
         assert doc["meta"]["machine"]["cpu"] and doc["meta"]["git_commit"]
+        assert doc["meta"]["device"] == "cpu"
         assert {r["system"] for r in doc["rows"]} == {
             "rkd", "ce", "digital-ideal-b2", "digital-qpsk-b2", "digital-pca-b4",
             "digital-pca-qpsk-b4",
@@ -350,7 +367,7 @@ class TestCli:
         (rows, meta), (full, _) = read_sweep(tmp_path / "old"), read_sweep(tmp_path / "full")
         assert rows == full
         assert meta["links"] == {"rkd": str(tmp_path / "rkd"), "ce": str(tmp_path / "ce2")}
-        update_keys = {"command", "git_commit", "links", "wall_seconds", "machine"}
+        update_keys = {"command", "git_commit", "links", "wall_seconds", "machine", "device"}
         assert [set(u) for u in meta["updates"]] == [update_keys]
         # Refused before measuring: another sample, the digital reference, no sweep there.
         for bad, message in (
@@ -382,6 +399,25 @@ class TestCli:
         assert result.exit_code == 2 and "classifies ['automobile'" in result.output
         result = runner.invoke(app, ["eval", "sweep", "--pca-images", "-5", *data])
         assert result.exit_code == 2 and "--pca-images must be >= 0" in result.output
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+    @pytest.mark.parametrize("command", ["sweep", "table", "clean"])
+    def test_measures_on_the_device_asked_for(
+        self, runner: CliRunner, tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--device (or RKDSC_DEVICE) reaches the measuring: here refused clearly, as no GPU
+        is present, before any data is read."""
+        save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student",
+                  classes=CIFAR10_CLASSES)  # fmt: skip
+        folder = str(tmp_path / "rkd")
+        link = {"sweep": ["--weights", f"rkd={folder}"], "table": ["--weights", folder]}
+        link["clean"] = [folder]
+        data = ["--data", str(tmp_path / "absent"), "--cache-dir", str(tmp_path / "cache")]
+        result = runner.invoke(app, ["eval", command, *link[command], *data, "--device", "cuda"])
+        assert result.exit_code == 2 and "sees no CUDA GPU" in result.output, result.output
+        monkeypatch.setenv("RKDSC_DEVICE", "cuda:0")
+        result = runner.invoke(app, ["eval", command, *link[command], *data])
+        assert result.exit_code == 2 and "'cuda:0'" in result.output, result.output
 
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
