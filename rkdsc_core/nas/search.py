@@ -121,8 +121,11 @@ class SearchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.layers < 2:
-            raise ValueError(f"layers must be >= 2 (two reduction cells), got {self.layers}")
+        if self.layers < 3:
+            raise ValueError(
+                f"layers must be >= 3 (two reduction cells and a normal one, else the normal "
+                f"cell's architecture is never trained), got {self.layers}"
+            )
         if self.C % 2 or self.C % self.partial_channels:
             raise ValueError(
                 f"C must be even and a multiple of partial_channels; got C={self.C}, "

@@ -180,7 +180,8 @@ class SearchNetwork(nn.Module):
     returned by :meth:`arch_parameters`; :meth:`weights` returns everything else.
 
     Args:
-        C: initial node channels. num_classes: classifier outputs. layers: cells (>= 2).
+        C: initial node channels. num_classes: classifier outputs. layers: cells (>= 3:
+            with 2, both would be reduction cells).
         stem_multiplier: stem outputs ``stem_multiplier * C`` channels.
         partial_channels: PC-DARTS ``K`` (1 = every channel, as in DARTS; edge
             normalisation stays on); must divide ``C``.
@@ -207,8 +208,11 @@ class SearchNetwork(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if layers < 2:
-            raise ValueError(f"layers must be >= 2 (two reduction cells), got {layers}")
+        if layers < 3:
+            raise ValueError(
+                f"layers must be >= 3 (two reduction cells and a normal one, else the normal "
+                f"cell's architecture is never trained), got {layers}"
+            )
         if C % 2 or C % partial_channels:
             raise ValueError(
                 f"C must be even and divisible by partial_channels; got C={C}, "

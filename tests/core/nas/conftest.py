@@ -15,7 +15,7 @@ CLASSES = tuple(f"c{i}" for i in range(10))
 
 TINY = SearchConfig(
     C=4,
-    layers=2,
+    layers=3,
     input_size=16,
     epochs=2,
     batch_size=8,

@@ -17,7 +17,7 @@ from rkdsc_core.data.specs import CIFAR10_CLASSES
 from rkdsc_core.distill import build_teacher_cache
 from rkdsc_core.registry import create_model
 
-TINY_FLAGS = ["--epochs", "1", "--subset", "16", "--C", "4", "--layers", "2"]
+TINY_FLAGS = ["--epochs", "1", "--subset", "16", "--C", "4", "--layers", "3"]
 TINY_FLAGS += ["--batch-size", "8", "--input-size", "16"]
 
 

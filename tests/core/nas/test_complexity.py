@@ -61,7 +61,7 @@ class TestExpectedCost:
         assert top == pytest.approx(1.0, abs=1e-5)
 
     def test_building_the_table_leaves_the_global_rng_alone(self) -> None:
-        net = SearchNetwork(4, 10, 2, input_size=16)
+        net = SearchNetwork(4, 10, 3, input_size=16)
         op_cost.cache_clear()
         state = torch.get_rng_state()
         ExpectedCost.for_network(net, "macs")

@@ -14,6 +14,7 @@ from rkdsc_core.nas import (
     ExpectedCost,
     SearchBatch,
     SearchConfig,
+    SearchNetwork,
     StudentEvalConfig,
     TeacherOutputs,
     arch_step,
@@ -221,3 +222,8 @@ class TestSearchErrors:
             SearchConfig(cost="flops")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="partial_channels"):
             SearchConfig(C=6, partial_channels=4)
+        # With 2 cells both are reduction cells: the normal cell's alphas would get no gradient.
+        with pytest.raises(ValueError, match="layers must be >= 3"):
+            SearchConfig(layers=2)
+        with pytest.raises(ValueError, match="layers must be >= 3"):
+            SearchNetwork(4, 10, 2)

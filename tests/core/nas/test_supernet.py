@@ -13,7 +13,7 @@ from rkdsc_core.registry import create_model
 
 
 def _net(**kw: object) -> SearchNetwork:
-    return SearchNetwork(4, 10, 2, input_size=16, **kw)  # type: ignore[arg-type]
+    return SearchNetwork(4, 10, 3, input_size=16, **kw)  # type: ignore[arg-type]
 
 
 def _weights() -> torch.Tensor:

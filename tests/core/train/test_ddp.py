@@ -87,7 +87,7 @@ _CODEC = CodecRKDConfig(
     eval_images=8,
 )  # fmt: skip
 _SEARCH = SearchConfig(
-    C=4, layers=2, input_size=16, epochs=1, batch_size=8, subset=32, use_kd=True, lam=1.0
+    C=4, layers=3, input_size=16, epochs=1, batch_size=8, subset=32, use_kd=True, lam=1.0
 )
 """KDL-DARTS: 16 + 16 images, global batch 8 -> 2 steps per epoch, a batch of 4 per rank."""
 _PROTOCOL = StudentEvalConfig(C=4, layers=2, token_dim=8, epochs=1, batch_size=8, eval_images=16)
