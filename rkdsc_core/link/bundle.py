@@ -110,13 +110,10 @@ def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "
             table = EvalTable.load(table_path)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
             raise CheckpointError(f"{table_path} is not a valid eval table: {e!r}") from e
-        sent = set(codec.config.lengths)
-        for model in table.accuracy:
-            if not set(table.lengths(model)) <= sent:
-                raise CheckpointError(
-                    f"{table_path}: {model} lengths {table.lengths(model)} are not all "
-                    f"lengths the codec sends ({sorted(sent)})"
-                )
+        try:
+            table.check_lengths(codec.config.lengths)
+        except ValueError as e:
+            raise CheckpointError(f"{table_path}: {e}") from e
     return LinkBundle(pipeline.eval(), classes, table, meta, folder)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -50,6 +51,20 @@ class EvalTable:
     def lengths(self, model: str) -> list[int]:
         """The measured L for ``model``, increasing."""
         return sorted(self._rows(model))
+
+    def check_lengths(self, allowed: Iterable[int]) -> None:
+        """Refuse a table measured at an ``L`` a codec with lengths ``allowed`` does not send.
+
+        Raises:
+            ValueError: naming the channel model and its lengths.
+        """
+        sent = set(allowed)
+        for model in self.accuracy:
+            if not set(self.lengths(model)) <= sent:
+                raise ValueError(
+                    f"{model} lengths {self.lengths(model)} are not all lengths the codec "
+                    f"sends ({sorted(sent)})"
+                )
 
     def _rows(self, model: str) -> dict[int, tuple[float, ...]]:
         if model not in self.accuracy:

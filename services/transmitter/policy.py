@@ -56,13 +56,15 @@ class PolicyStore:
 
     Args:
         lengths: the codec's allowed ``L``, increasing.
-        eval_table: the link's measured accuracy table (``None``: adaptive mode unavailable).
+        eval_table: the link's measured accuracy table (``None``: adaptive mode unavailable),
+            measured at allowed lengths only.
         channel_model: the eval-table row the adaptive mode reads (``awgn``, ...).
         mode, fixed_length, target_accuracy, confidence: the initial policy
             (``fixed_length=None``: ``l_max``); validated like :meth:`set`.
 
     Raises:
         PolicyError: the initial policy is invalid.
+        ValueError: no lengths, or an eval table measured at a length not allowed.
     """
 
     def __init__(
@@ -79,6 +81,8 @@ class PolicyStore:
         if not lengths:
             raise ValueError("lengths must not be empty")
         self.lengths = tuple(sorted(lengths))
+        if eval_table is not None:
+            eval_table.check_lengths(self.lengths)
         self.eval_table = eval_table
         self.channel_model = channel_model
         self._current = self._validated(mode, fixed_length, target_accuracy, confidence, version=1)
@@ -121,11 +125,9 @@ class PolicyStore:
         if p.mode == "fixed":
             return p.fixed_length
         assert self.eval_table is not None  # checked by _validated
-        measured = self.eval_table.smallest_length(
+        return self.eval_table.smallest_length(
             self.channel_model, snr_db, p.target_accuracy, confidence=p.confidence
         )
-        # A table measured at lengths the codec does not allow: round up to an allowed one.
-        return next((n for n in self.lengths if n >= measured), self.l_max)
 
     def _validated(
         self,

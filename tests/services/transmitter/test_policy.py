@@ -46,6 +46,11 @@ class TestPolicyStore:
             store.set("adaptive", None, 0.49)
         assert (margin.choose(0.0), point.choose(0.0)) == (64, 32)
 
+    def test_a_table_measured_at_a_length_the_codec_does_not_send_is_refused(self) -> None:
+        rows = {"awgn": {12: EVAL_TABLE.accuracy["awgn"][16]}}
+        with pytest.raises(ValueError, match=r"awgn lengths \[12\] are not all"):
+            PolicyStore(LENGTHS, EvalTable(EVAL_TABLE.snr_db, rows), channel_model="awgn")
+
     def test_confidence_is_part_of_the_policy(self) -> None:
         store = PolicyStore(LENGTHS, EVAL_TABLE, channel_model="awgn", confidence=0.99)
         assert store.current.confidence == 0.99
