@@ -545,15 +545,16 @@ class LoadBenchResult:
                 )
             )
         lost = self.fates["lost"]
-        if lost > 0:
+        if lost > 0:  # out of the frames that crossed the channel (not the invalid images)
             figs.append(
                 Figure(
                     "frames lost under load",
-                    "images",
+                    "frames",
                     lost,
-                    self.images,
+                    lost + self.fates["predicted"],
                     system_label="lost by the channel",
-                    baseline_label=f"images sent, frame_loss_prob {c.frame_loss_prob:g}",
+                    baseline_label="frames through the channel (predicted + lost), "
+                    f"frame_loss_prob {c.frame_loss_prob:g}",
                 )
             )
         loaded, idle = self.latency, self.baseline_latency

@@ -537,7 +537,8 @@ class TestLoadBench:
         assert figs["load throughput"].ratio == pytest.approx(0.75)
         assert figs["results under load"].met is True
         assert figs["results under load"].ratio == pytest.approx(1.0)
-        assert figs["frames lost under load"].ratio == pytest.approx(4 / 30)
+        # Out of the frames with a channel fate: the 2 errors never got one.
+        assert figs["frames lost under load"].ratio == pytest.approx(4 / 28)
         p99 = figs["end-to-end latency p99, under load"]
         assert p99.ratio == pytest.approx(r.baseline_latency.p99_ms / r.latency.p99_ms)  # type: ignore[union-attr]
         rss = figs["transmitter RSS"]
