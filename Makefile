@@ -83,6 +83,7 @@ sweep-docs: setup
 	for n in 8 64; do $(BIN)/rkdsc eval compare --sweep docs/results/sweep --length $$n \
 	  --snr-db=-10 --snr-db=-4 --snr-db=0 --snr-db=4 --snr-db=10 --snr-db=20 || exit 1; \
 	  done > docs/results/sweep/compare.md
+	$(BIN)/rkdsc eval plot --sweep docs/results/sweep
 	$(TARGETS) --sweep docs/results/sweep --out docs/results/sweep/targets.md
 
 # The low-SNR verdict on all 10,000 test images (the sweep above has 1,000): the shipped
@@ -101,6 +102,7 @@ sweep-full: setup
 sweep-full-docs: setup
 	$(BIN)/rkdsc eval margins --sweep $(FULL) --against stage1-only --against ce-only \
 	  --knowledge pilot --max-snr-db 5 > $(FULL)/margins.md
+	$(BIN)/rkdsc eval plot --sweep $(FULL)
 	$(TARGETS) --sweep $(FULL) --out $(FULL)/targets.md
 
 # The KDL-DARTS lambda table of a run (`rkdsc nas sweep` in NAS_RUN) into NAS_DOCS: the

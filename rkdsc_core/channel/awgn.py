@@ -14,18 +14,31 @@ from rkdsc_core.channel.rng import GeneratorLike, draw
 __all__ = ["AWGN", "complex_noise"]
 
 
-def complex_noise(shape: tuple[int, int], n0: Tensor, generator: GeneratorLike = None) -> Tensor:
+def complex_noise(
+    shape: tuple[int, int],
+    n0: Tensor | float,
+    generator: GeneratorLike = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Circularly-symmetric Gaussian noise CN(0, N0): N0/2 per real part.
 
     Args:
         shape: ``(batch, n)``.
-        n0: noise power per complex symbol, float32 scalar or ``[batch]``.
+        n0: noise power per complex symbol: a float, or a float32 scalar or ``[batch]``
+            tensor.
         generator: see :data:`rkdsc_core.channel.rng.GeneratorLike`.
+        device: where the noise lies (default: ``n0``'s device; the CPU for a float).
     Outputs:
         ``[batch, n]`` complex64.
     """
-    re_im = draw(torch.randn, (*shape, 2), generator, device=n0.device)
-    scale = torch.sqrt(n0 / 2.0).reshape(-1, 1, 1) if n0.ndim else math.sqrt(float(n0) / 2.0)
+    if device is None:
+        device = n0.device if isinstance(n0, Tensor) else "cpu"
+    re_im = draw(torch.randn, (*shape, 2), generator, device=device)
+    if isinstance(n0, Tensor) and n0.ndim:
+        scale: Tensor | float = torch.sqrt(n0 / 2.0).reshape(-1, 1, 1)
+    else:
+        scale = math.sqrt(float(n0) / 2.0)
     return torch.view_as_complex((re_im * scale).contiguous())
 
 

@@ -130,7 +130,7 @@ class Channel(nn.Module):
         else:
             k = c.k_factor if c.model == "rician" else 0.0
             h = rician_gains(batch, n, c.fading, k, g, device=device)
-        noise = complex_noise((batch, n), torch.tensor(1.0, device=device), g)
+        noise = complex_noise((batch, n), 1.0, g, device=device)  # a float: no GPU sync
         kept = torch.ones(batch, n, dtype=torch.bool, device=device)
         if c.erasure_prob:
             kept &= draw(torch.rand, (batch, n), g, device=device) >= c.erasure_prob

@@ -69,8 +69,11 @@ def draw(
         raise ValueError(
             f"got {len(generator)} generators for a batch of {shape[0]}; pass one per frame"
         )
-    rows = [_seeded(sampler, shape[1:], g, device) for g in generator]
-    return torch.stack(rows) if rows else torch.empty(shape, device=device)
+    # Each row on its generator's device, then the batch moved at once (not row by row).
+    rows = [_seeded(sampler, shape[1:], g, g.device) for g in generator]
+    if not rows:
+        return torch.empty(shape, device=device)
+    return torch.stack([r.to(rows[0].device) for r in rows]).to(device)
 
 
 def _seeded(

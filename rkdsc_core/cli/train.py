@@ -909,6 +909,24 @@ def eval_compare_cmd(
     typer.echo(table, nl=False)
 
 
+@eval_app.command("plot")
+def eval_plot_cmd(
+    sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],
+) -> None:
+    """Draw a sweep's plots again from its sweep.json (no re-measuring), into its folder."""
+    from rkdsc_core.eval import plot_sweep, read_sweep
+
+    try:
+        rows, _ = read_sweep(sweep)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        fail(f"{sweep}: {e}")
+        raise
+    if not rows:
+        fail(f"{sweep}: the sweep has no rows")
+    for path in plot_sweep(rows, sweep):
+        typer.echo(f"wrote {path}")
+
+
 @eval_app.command("margins")
 def eval_margins_cmd(
     sweep: Annotated[Path, typer.Option(help="An `rkdsc eval sweep --out` folder (sweep.json).")],

@@ -284,7 +284,7 @@ class PcaCode:
             raise ValueError(f"bits must be in [1, 16], got {bits}")
         if tokens.ndim != 3 or tokens.shape[0] < 2:
             raise ValueError(f"tokens must be [N >= 2, T, D], got {tuple(tokens.shape)}")
-        flat = tokens.reshape(tokens.shape[0], -1).double().cpu()
+        flat = tokens.reshape(tokens.shape[0], -1).cpu().double()  # MPS has no float64
         mean = flat.mean(0)
         _, sv, vh = torch.linalg.svd(flat - mean, full_matrices=False)
         scale = sv / math.sqrt(flat.shape[0] - 1)

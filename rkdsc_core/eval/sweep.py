@@ -712,44 +712,57 @@ def format_sweep(
 
 
 def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> list[Path]:
-    """``accuracy_vs_snr.png`` (largest L, per channel; pilot solid, perfect dashed) and
-    ``accuracy_vs_L.png`` (a few SNRs, per channel; pilot CSI if swept, else the first)."""
+    """``accuracy_vs_snr.png`` (each system's largest L, per channel; pilot solid, perfect
+    dashed) and ``accuracy_vs_L.png`` (a few SNRs, per channel; pilot CSI if swept, else the
+    first). One legend beside the panels: a colour per system, a line style per CSI or SNR."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     channels = list(dict.fromkeys(r.channel for r in rows))
     systems = list(dict.fromkeys(r.system for r in rows))
-    style = {"pilot": "-", "perfect": "--", "none": ":"}
     colors = {s: f"C{i % 10}" for i, s in enumerate(systems)}
-    paths = []
+    lmax = {s: max(r.L for r in rows if r.system == s) for s in systems}
+
+    def save(fig: Any, name: str, styles: list[tuple[str, Any, str]], system_label: str) -> None:
+        handles = [
+            Line2D([], [], color=colors[s], lw=2, label=system_label.format(s=s, L=lmax[s]))
+            for s in systems
+        ]
+        handles += [
+            Line2D([], [], color="0.3", linestyle=ls, marker=m or None, label=label)
+            for label, ls, m in styles
+        ]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)  # fmt: skip
+        fig.tight_layout()
+        paths.append(out / name)
+        fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(fig)
+
+    paths: list[Path] = []
+    style = {"pilot": "-", "perfect": "--", "none": ":"}
+    knowledges = list(dict.fromkeys(r.knowledge for r in rows))
     fig, axes = plt.subplots(1, len(channels), figsize=(6 * len(channels), 4.5), squeeze=False)
     for ax, ch in zip(axes[0], channels, strict=True):
         for sys_ in systems:
-            sel = [r for r in rows if r.channel == ch and r.system == sys_]
-            if not sel:
-                continue
-            lmax = max(r.L for r in sel)
-            for k in dict.fromkeys(r.knowledge for r in sel):
-                pts = sorted(
-                    (r.snr_db, r.accuracy) for r in sel if lmax == r.L and r.knowledge == k
-                )
-                ax.plot(*zip(*pts, strict=True), style.get(k, "-"), color=colors[sys_],
-                        label=f"{sys_} ({k}, L={lmax})")  # fmt: skip
+            sel = [r for r in rows if (r.channel, r.system, r.L) == (ch, sys_, lmax[sys_])]
+            for k in knowledges:
+                pts = sorted((r.snr_db, r.accuracy) for r in sel if r.knowledge == k)
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style.get(k, "-"), color=colors[sys_])
         ax.set(title=ch, xlabel="SNR [dB]", ylabel="accuracy", ylim=(0, 1))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "accuracy_vs_snr.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    csi = [(f"{k} CSI", style.get(k, "-"), "") for k in knowledges]
+    save(fig, "accuracy_vs_snr.png", csi, "{s} (L={L})")
 
     all_snrs = sorted({r.snr_db for r in rows})
     picks = sorted({all_snrs[round(i * (len(all_snrs) - 1) / max(1, snrs_for_l - 1))]
                     for i in range(min(snrs_for_l, len(all_snrs)))})  # fmt: skip
-    knowledges = list(dict.fromkeys(r.knowledge for r in rows))
     k_plot = "pilot" if "pilot" in knowledges else knowledges[0]
+    marks = [("-", "o"), ("--", "s"), (":", "^")]
     fig, axes = plt.subplots(1, len(channels), figsize=(6 * len(channels), 4.5), squeeze=False)
     for ax, ch in zip(axes[0], channels, strict=True):
         for sys_ in systems:
@@ -760,15 +773,12 @@ def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> l
                     if (r.channel, r.system, r.knowledge, r.snr_db) == (ch, sys_, k_plot, s)
                 )
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), ["-o", "--s", ":^"][j % 3],
-                            color=colors[sys_], label=f"{sys_} @ {s:g} dB")  # fmt: skip
+                    ls, m = marks[j % 3]
+                    ax.plot(*zip(*pts, strict=True), linestyle=ls, marker=m, color=colors[sys_])
         ax.set(title=f"{ch} ({k_plot} CSI)", xlabel="L (data symbols)", ylabel="accuracy")
         ax.set_ylim(0, 1)
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "accuracy_vs_L.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    snr_styles = [(f"{s:g} dB", *marks[j % 3]) for j, s in enumerate(picks)]
+    save(fig, "accuracy_vs_L.png", snr_styles, "{s}")
     return paths

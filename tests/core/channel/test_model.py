@@ -121,6 +121,18 @@ class TestReproducibility:
         alone = ch(x[3:4], 5.0, generator=frame_generator(1, 9, 3))
         assert torch.equal(batch.y[3:4], alone.y)
 
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    @pytest.mark.parametrize("model", ["awgn", "rayleigh"])
+    def test_cpu_generators_impair_a_gpu_frame_as_a_cpu_one(self, model: str) -> None:
+        ch = Channel(ChannelConfig(model=model, erasure_prob=0.1))  # type: ignore[arg-type]
+        x = _symbols(5, 72)
+        cpu = ch(x, 3.0, generator=frame_generators(1, "eval", range(5)))
+        gpu = ch(x.cuda(), 3.0, generator=frame_generators(1, "eval", range(5)))
+        assert gpu.y.device.type == "cuda"
+        assert torch.allclose(gpu.y.cpu(), cpu.y, atol=1e-6)
+        assert torch.allclose(gpu.h.cpu(), cpu.h, atol=1e-6)
+        assert torch.equal(gpu.received.cpu(), cpu.received)
+
     def test_global_rng_is_untouched(self) -> None:
         x = _symbols()
         torch.manual_seed(123)

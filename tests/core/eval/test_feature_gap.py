@@ -84,7 +84,8 @@ class TestFeatureGap:
         gpu = feature_gap(
             {"a": _pipeline().cuda()}, projector, x, target, snr_db=(0.0, 20.0), seed=3
         )
-        assert [g.gap for g in gpu] == pytest.approx([c.gap for c in cpu], rel=1e-2, abs=1e-3)
+        # Other noise moves these gaps by up to 1e-2 relative, TF32 rounding by about 1e-5.
+        assert [g.gap for g in gpu] == pytest.approx([c.gap for c in cpu], rel=1e-4)
 
     def test_bad_input_is_refused(self) -> None:
         projector, x = FeatureProjector(16, 8), torch.rand(4, 3, 32, 32)

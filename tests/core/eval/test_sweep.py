@@ -185,6 +185,9 @@ class TestMeasureSweep:
         assert [r.point for r in gpu] == [r.point for r in cpu]
         for g, c in zip(gpu, cpu, strict=True):
             assert abs(g.accuracy - c.accuracy) <= 1 / 40 + 1e-9, (g, c)
+            if c.correct:  # the links' rows: which images, not only how many
+                flips = g.correct_mask() != c.correct_mask()
+                assert int(flips.sum()) <= 1, (g.point, c.correct, g.correct)
         table = measure_eval_table(links["a"], tiny_dataset, snr_db=(0.0,), limit=40)
         assert table.images == 40
 
@@ -340,6 +343,16 @@ class TestCli:
         ]
         assert [c.strip() for c in line.split("|")[2:-1]] == [str(w) for w in want]
         assert "| 0 dB | 20 dB |" in awgn and "| digital-qpsk-b2 |" in awgn
+        # The plots drawn again from sweep.json alone.
+        for f in ("accuracy_vs_snr.png", "accuracy_vs_L.png"):
+            (out / f).unlink()
+        result = runner.invoke(app, ["eval", "plot", "--sweep", str(out)])
+        assert result.exit_code == 0, result.output
+        assert all(
+            (out / f).stat().st_size > 0 for f in ("accuracy_vs_snr.png", "accuracy_vs_L.png")
+        )
+        result = runner.invoke(app, ["eval", "plot", "--sweep", str(tmp_path / "none")])
+        assert result.exit_code == 2 and "sweep.json" in result.output
         result = runner.invoke(app, [*compare[:-1], "9"])
         assert result.exit_code != 0 and "no rows at L=9" in result.output
         result = runner.invoke(app, [*compare, "--snr-db", "7"])
@@ -418,6 +431,22 @@ class TestCli:
         monkeypatch.setenv("RKDSC_DEVICE", "cuda:0")
         result = runner.invoke(app, ["eval", command, *link[command], *data])
         assert result.exit_code == 2 and "'cuda:0'" in result.output, result.output
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_a_table_on_cuda_is_the_cpus(self, runner: CliRunner, tmp_path: Path) -> None:
+        save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student",
+                  classes=CIFAR10_CLASSES)  # fmt: skip
+        data = ["--data", str(_tree(tmp_path / "tree")), "--cache-dir", str(tmp_path / "cache")]
+        tables = {}
+        for device in ("cpu", "cuda"):
+            cli = ["eval", "table", "--weights", str(tmp_path / "rkd"), "--json", "--device"]
+            result = runner.invoke(app, [*cli, device, *data])
+            assert result.exit_code == 0, result.output
+            tables[device] = json.loads(result.stdout)["accuracy"]
+        for model, by_len in tables["cpu"].items():
+            for n, row in by_len.items():
+                got = tables["cuda"][model][n]
+                assert all(abs(a - b) <= 0.1 + 1e-9 for a, b in zip(got, row, strict=True))
 
     def test_bad_weights_spec(self, runner: CliRunner, tmp_path: Path) -> None:
         result = runner.invoke(app, ["eval", "sweep", "--weights", str(tmp_path)])
