@@ -450,6 +450,12 @@ def bench_cmd(
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="torch threads per process, every side")
     ] = 1,
+    show: Annotated[
+        Path | None,
+        typer.Option(
+            "--show", help="print the table of a saved report (an --out JSON); measure nothing"
+        ),
+    ] = None,
 ) -> None:
     """Benchmark the link, each figure a ratio measured side by side in this run.
 
@@ -464,6 +470,13 @@ def bench_cmd(
     from rkdsc_core.config import load_settings
     from services.bench import BenchConfig, run_bench
     from services.bench.runner import format_report
+
+    if show is not None:
+        try:
+            typer.echo(format_report(json.loads(show.read_text())))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            _fail(f"{show}: not a saved bench report: {err!r}")
+        return
 
     names = [n for value in only or [] for n in re.split(r"[,\s]+", value.strip()) if n]
     try:

@@ -89,6 +89,11 @@ class Figure:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Figure:
+        """Inverse of :meth:`to_json` (``ratio`` and ``met`` are derived again)."""
+        return cls(**{k: v for k, v in doc.items() if k not in ("ratio", "met", "benchmark")})
+
 
 @dataclass(frozen=True)
 class LatencyStats:

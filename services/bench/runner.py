@@ -8,8 +8,9 @@ load is recognisable. Targets are reported, never asserted.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +118,7 @@ class BenchReport:
     synthetic_images: bool
     started: str
     seconds: float = 0.0
+    environment: dict[str, str] = field(default_factory=dict)
     stack: StackBenchResult | None = None
     channel: ChannelBenchResult | None = None
     models: ModelsBenchResult | None = None
@@ -144,6 +146,7 @@ class BenchReport:
             "quick": self.config.quick,
             "machine": self.machine,
             "images": {"source": self.images_source, "synthetic": self.synthetic_images},
+            "environment": self.environment,
             "config": config,
             "figures": [{"benchmark": b, **f.to_json()} for b, f in self.figures()],
             "results": {
@@ -153,6 +156,19 @@ class BenchReport:
             },
             "errors": self.errors,
         }
+
+
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
+
+
+def service_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``RKDSC_*`` settings in ``env``, which the stacks' services inherit (e.g.
+    ``RKDSC_TRANSMITTER_ENCODE_WORKERS``), sorted; names with a secret-like word left out."""
+    return {
+        k: v
+        for k, v in sorted(env.items())
+        if k.startswith("RKDSC_") and not any(w in k.upper() for w in _SECRET_WORDS)
+    }
 
 
 def _num(value: float) -> str:
@@ -185,19 +201,27 @@ def format_table(figures: Sequence[tuple[str, Figure]]) -> str:
     return "\n".join(lines)
 
 
-def format_report(report: BenchReport) -> str:
-    """A header (machine, load, images, duration), the table, and any failures."""
-    m = report.machine
-    kind = "quick" if report.config.quick else "full"
+def format_report(report: BenchReport | dict[str, Any]) -> str:
+    """A header (machine, load, images, duration, when), the table, and any failures: of a
+    report, or of one saved as JSON (:meth:`BenchReport.to_json`, ``rkdsc bench --out``).
+
+    Raises:
+        KeyError, TypeError, ValueError: a dict that is not a saved report.
+    """
+    doc = report.to_json() if isinstance(report, BenchReport) else report
+    m = doc["machine"]
+    figures = [(f["benchmark"], Figure.from_json(f)) for f in doc["figures"]]
+    kind = "quick" if doc["quick"] else "full"
     lines = [
-        f"rkdsc bench ({kind} run, {report.seconds:.0f} s): {m['logical_cpus']} logical CPUs, "
-        f"{m['arch']} {m['cpu']}, load average {m['loadavg_1m']} at the start, "
-        f"{m.get('loadavg_1m_end')} at the end",
-        f"images: {report.images_source}",
+        f"rkdsc bench ({kind} run, {doc['seconds']:.0f} s, started {doc['started']}): "
+        f"{m['logical_cpus']} logical CPUs, {m['arch']} {m['cpu']}, load average "
+        f"{m['loadavg_1m']} at the start, {m.get('loadavg_1m_end')} at the end",
+        f"images: {doc['images']['source']}",
+        *([f"environment: {env}"] if (env := doc.get("environment")) else []),
         "",
-        format_table(report.figures()),
+        format_table(figures),
     ]
-    lines += [f"FAILED {name}: {err}" for name, err in report.errors.items()]
+    lines += [f"FAILED {name}: {err}" for name, err in doc["errors"].items()]
     return "\n".join(lines)
 
 
@@ -231,6 +255,7 @@ def run_bench(
         images_source=images.source,
         synthetic_images=images.synthetic,
         started=datetime.now(UTC).isoformat(timespec="seconds"),
+        environment=service_environment(os.environ),
     )
     runners: dict[str, Callable[[], Any]] = {
         "stack": lambda: run_stack_bench(config.stack, images, progress=say),

@@ -52,7 +52,7 @@ from services.bench.load import (
     write_image_folder,
 )
 from services.bench.models import STUDENT_INPUT_SIZE, encoder_parameters
-from services.bench.runner import format_report
+from services.bench.runner import format_report, service_environment
 from services.bench.stack import run_in_process, stack_env
 from services.cli import register
 from services.pb import frame_pb2, services_pb2
@@ -661,6 +661,13 @@ class TestRunner:
         table = format_table(report.figures())
         assert table.count("\n") == len(report.figures()) + 1
         assert "channel impairment rate" in format_report(report)
+        # A report saved as JSON prints as the report itself did.
+        assert format_report(json.loads(json.dumps(doc))) == format_report(report)
+
+    def test_records_the_services_settings_but_no_secrets(self) -> None:
+        env = {"RKDSC_TRANSMITTER_ENCODE_WORKERS": "2", "RKDSC_CONTROL_TOKEN": "s3cret",
+               "RKDSC_X__TLS__KEY_FILE": "/k", "HOME": "/root"}  # fmt: skip
+        assert service_environment(env) == {"RKDSC_TRANSMITTER_ENCODE_WORKERS": "2"}
 
     def test_a_failing_benchmark_is_recorded_and_the_others_run(
         self, tiny_weights: Path, images: Any
@@ -717,6 +724,11 @@ class TestCli:
         assert doc == json.loads(out.read_text())
         assert doc["quick"] is True and set(doc["results"]) == {"air"}
         assert doc["images"]["synthetic"] is True
+        # The table again from the file, measuring nothing; a file that is no report fails.
+        result = CliRunner().invoke(app, ["bench", "--show", str(out)])
+        assert result.exit_code == 0 and "| bytes/image vs PNG, L=64 [bytes] |" in result.output
+        result = CliRunner().invoke(app, ["bench", "--show", str(tmp_path)])
+        assert result.exit_code == 2 and "not a saved bench report" in result.output
 
     def test_bench_rejects_an_unknown_benchmark(self) -> None:
         app = typer.Typer()
