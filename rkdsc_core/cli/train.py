@@ -770,6 +770,12 @@ def eval_sweep_cmd(
         if previous is not None:  # refuse a mismatch before minutes of measuring
             if previous[1].get("source_sha256") not in (None, test.source_sha256):
                 raise ValueError(f"{out} was measured on other data than {test.source_sha256}")
+            if previous[1].get("source_sha256") is None:
+                typer.echo(
+                    f"warning: {out}/sweep.json does not record its data's sha256, so the "
+                    "data cannot be checked against it; be sure it is the same",
+                    err=True,
+                )
             check_update(
                 previous[0], links, images=min(limit, len(test)), seed=seed,
                 channels=points["channels"], knowledge=points["knowledge"],

@@ -391,6 +391,17 @@ class TestCli:
         ):
             assert bad.exit_code == 2 and message in bad.output, bad.output
         assert read_sweep(tmp_path / "old")[0] == full
+        # Another copy of the data is refused; a sweep that does not record its data is
+        # updated with a warning that it cannot be checked.
+        doc = json.loads((tmp_path / "old" / "sweep.json").read_text())
+        doc["meta"]["source_sha256"] = "f" * 64
+        (tmp_path / "old" / "sweep.json").write_text(json.dumps(doc))
+        bad = sweep("old", "ce=ce2", extra=("--update",))
+        assert bad.exit_code == 2 and "measured on other data" in bad.output
+        del doc["meta"]["source_sha256"]
+        (tmp_path / "old" / "sweep.json").write_text(json.dumps(doc))
+        result = sweep("old", "ce=ce2", extra=("--update",))
+        assert result.exit_code == 0 and "does not record its data's sha256" in result.output
 
     def test_bad_options_are_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
         save_link(tmp_path / "rkd", _pipeline(), student_name="darts-student",
