@@ -8,20 +8,23 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "RECONNECT_BACKOFF_MS",
     "BuiltServer",
     "CallMetricsInterceptor",
+    "MaxConcurrentRpcs",
     "channel_options",
     "enable_health_and_reflection",
+    "grpc_server",
     "is_ready",
     "run_until_signal",
     "server_options",
@@ -51,6 +54,30 @@ def server_options() -> list[tuple[str, Any]]:
         ("grpc.so_reuseport", 0),
         *_KEEPALIVE,
     ]
+
+
+MaxConcurrentRpcs = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        description="RPCs the gRPC server serves at once, open streams and health checks "
+        "included; more are refused with RESOURCE_EXHAUSTED (None: no limit). A probe "
+        "refused at the limit fails, so leave room for it.",
+    ),
+]
+"""A service setting (``max_concurrent_rpcs``): the server's bound on concurrent RPCs."""
+
+
+def grpc_server(
+    service: str, registry: CollectorRegistry, max_concurrent_rpcs: int | None = None
+) -> grpc.aio.Server:
+    """An rkdsc gRPC server: :func:`server_options`, the call metrics of ``service``
+    (:class:`CallMetricsInterceptor`) and at most ``max_concurrent_rpcs`` RPCs at once."""
+    return grpc.aio.server(
+        options=server_options(),
+        interceptors=[CallMetricsInterceptor(service, registry)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
 
 
 RECONNECT_BACKOFF_MS = (100, 1_000)

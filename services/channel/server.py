@@ -26,11 +26,10 @@ from rkdsc_core.channel import Channel, frame_generator
 from services._deadline import expired_error, expiry_after, seconds_left
 from services._grpc import (
     BuiltServer,
-    CallMetricsInterceptor,
     channel_options,
     enable_health_and_reflection,
+    grpc_server,
     is_ready,
-    server_options,
     wait_until_ready,
 )
 from services._tls import add_port, open_channel
@@ -632,10 +631,7 @@ def build_server(settings: Settings, registry: CollectorRegistry | None = None) 
     """
     registry = registry if registry is not None else CollectorRegistry()
     servicer = ChannelEmulatorServicer(settings, registry)
-    server = grpc.aio.server(
-        options=server_options(),
-        interceptors=[CallMetricsInterceptor("channel", registry)],
-    )
+    server = grpc_server("channel", registry, settings.max_concurrent_rpcs)
     services_pb2_grpc.add_ChannelEmulatorServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rkdsc_core._validate import check_snr_db
 from rkdsc_core.channel import Channel, ChannelConfig, ChannelModel, FadingKind
+from services._grpc import MaxConcurrentRpcs
 from services._tls import TlsSettings
 from services.pb import services_pb2
 
@@ -139,6 +140,7 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Frames read but not yet answered, per stream (bounded)."
     )
     grace_seconds: float = Field(default=5.0, ge=0.0, description="Drain time on SIGTERM [s].")
+    max_concurrent_rpcs: MaxConcurrentRpcs = None
     deadline_seconds: float = Field(
         default=8.0,
         gt=0.0,

@@ -26,9 +26,8 @@ from rkdsc_core.link import LinkBundle, load_link
 from services._deadline import overdue_error
 from services._grpc import (
     BuiltServer,
-    CallMetricsInterceptor,
     enable_health_and_reflection,
-    server_options,
+    grpc_server,
 )
 from services._tls import add_port
 from services._wire import COMPLEX64_BYTES, WireError, from_wire
@@ -320,10 +319,7 @@ def build_server(
         bundle = load_link(settings.weights_dir, device=settings.device)
     decoder = FrameDecoder(bundle, settings.knowledge, settings.max_symbols)
     servicer = ReceiverServicer(decoder, registry)
-    server = grpc.aio.server(
-        options=server_options(),
-        interceptors=[CallMetricsInterceptor("receiver", registry)],
-    )
+    server = grpc_server("receiver", registry, settings.max_concurrent_rpcs)
     services_pb2_grpc.add_ReceiverServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services._grpc import MaxConcurrentRpcs
 from services._tls import TlsSettings
 
 __all__ = ["Settings"]
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
         default=4096, ge=1, description="Largest frame accepted, pilots + data (P + L)."
     )
     grace_seconds: float = Field(default=5.0, ge=0.0, description="Drain time on SIGTERM [s].")
+    max_concurrent_rpcs: MaxConcurrentRpcs = None
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch's default."
     )

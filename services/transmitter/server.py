@@ -14,10 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from rkdsc_core.link import load_link
 from services._grpc import (
-    CallMetricsInterceptor,
     enable_health_and_reflection,
+    grpc_server,
     run_until_signal,
-    server_options,
     set_serving,
 )
 from services._tls import add_port
@@ -263,9 +262,7 @@ def build_server(
     engine = TransmitterEngine(settings, bundle, policy, metrics)
     runs = RunManager(engine, settings)
     servicer = TransmitterServicer(engine, runs)
-    server = grpc.aio.server(
-        interceptors=[CallMetricsInterceptor("transmitter", registry)], options=server_options()
-    )
+    server = grpc_server("transmitter", registry, settings.max_concurrent_rpcs)
     services_pb2_grpc.add_TransmitterServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = enable_health_and_reflection(server, [SERVICE_NAME])
     port = add_port(server, f"{settings.host}:{settings.port}", settings.tls)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rkdsc_core.data import DATASETS
+from services._grpc import MaxConcurrentRpcs
 from services._tls import TlsSettings
 
 __all__ = ["LINK_ID_PATTERN", "PolicySettings", "Settings", "get_settings"]
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
         default=10.0, gt=0.0, description="per-frame wait for its result [s]"
     )
     grace_seconds: float = Field(default=5.0, ge=0.0, description="shutdown drain time [s]")
+    max_concurrent_rpcs: MaxConcurrentRpcs = None
     max_runs: int = Field(default=100, ge=1, description="finished runs kept for GetRun")
     max_active_runs: int = Field(default=4, ge=1, description="runs streaming at once")
     device: str = Field(default="cpu", description="torch device for the encoder")

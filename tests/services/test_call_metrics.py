@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any
 
 import grpc
+import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
-from services._grpc import CallMetricsInterceptor
+from services._grpc import CallMetricsInterceptor, grpc_server
 
 _TIMEOUT_S = 10.0
 
@@ -85,3 +88,71 @@ def test_errors_and_cancellations_are_not_counted_as_ok() -> None:
     assert count("Boom", "UNKNOWN") == 1 and count("Boom", "OK") is None
     assert count("Refuse", "INVALID_ARGUMENT") == 1
     assert count("Forever", "CANCELLED") == 1 and count("Forever", "OK") is None
+
+
+def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
+    """``max_concurrent_rpcs``: with one stream open, another call is RESOURCE_EXHAUSTED;
+    once the stream ends, calls are served again."""
+
+    async def main() -> None:
+        server = grpc_server("test", CollectorRegistry(), max_concurrent_rpcs=1)
+        server.add_generic_rpc_handlers((_handlers(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                ok = channel.unary_unary("/t.T/Ok")
+                call = channel.unary_stream("/t.T/Forever")(b"x", timeout=_TIMEOUT_S)
+                assert await call.read() == b"first"
+                try:
+                    await ok(b"x", timeout=_TIMEOUT_S)
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                else:
+                    raise AssertionError("a second RPC was served beyond the limit")
+                call.cancel()
+                for _ in range(100):  # the server frees the slot shortly after the cancel
+                    try:
+                        assert await ok(b"y", timeout=_TIMEOUT_S) == b"y"
+                        break
+                    except grpc.aio.AioRpcError as e:
+                        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                        await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the slot was never freed")
+        finally:
+            await server.stop(grace=None)
+
+    asyncio.run(asyncio.wait_for(main(), 3 * _TIMEOUT_S))
+
+
+@pytest.mark.parametrize("service", ["transmitter", "channel", "receiver"])
+def test_each_service_takes_its_limit_from_the_environment(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = importlib.import_module(f"services.{service}.settings").Settings
+    assert settings().max_concurrent_rpcs is None  # no limit unless asked
+    monkeypatch.setenv(f"RKDSC_{service.upper()}_MAX_CONCURRENT_RPCS", "7")
+    assert settings().max_concurrent_rpcs == 7
+    monkeypatch.setenv(f"RKDSC_{service.upper()}_MAX_CONCURRENT_RPCS", "0")
+    with pytest.raises(ValidationError, match="max_concurrent_rpcs"):
+        settings()
+
+
+def test_the_channel_server_is_built_with_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.channel import server as channel_server
+    from services.channel.settings import Settings
+
+    made: list[int | None] = []
+
+    def recording(service: str, registry: CollectorRegistry, limit: int | None) -> Any:
+        made.append(limit)
+        return grpc_server(service, registry, limit)
+
+    async def main() -> None:  # a gRPC aio server is built inside its event loop
+        built = channel_server.build_server(Settings(port=0, max_concurrent_rpcs=3))
+        await built.server.stop(grace=None)
+
+    monkeypatch.setattr(channel_server, "grpc_server", recording)
+    asyncio.run(asyncio.wait_for(main(), _TIMEOUT_S))
+    assert made == [3]
