@@ -8,6 +8,12 @@ The client imports nothing from rkdsc: it compiles ``proto/rkdsc/v1/*.proto`` wi
 Needs ``grpcio``, ``grpcio-tools`` and ``protobuf``::
 
     python examples/classify_client.py --target 127.0.0.1:50051 cat.png ship.jpg
+
+Over TLS (``--tls`` with the system's roots, or ``--ca-file``; mutual TLS adds
+``--cert-file`` and ``--key-file``)::
+
+    python examples/classify_client.py --target tx.example.org:50051 --ca-file ca.crt \
+        --cert-file client.crt --key-file client.key cat.png
 """
 
 from __future__ import annotations
@@ -103,6 +109,33 @@ def describe(frame_pb: ModuleType, result: Any) -> dict[str, Any]:
     return row
 
 
+def open_channel(args: argparse.Namespace, options: list[tuple[str, Any]]) -> grpc.Channel:
+    """A plaintext channel, or a TLS one when ``--tls`` or any certificate file is given."""
+    if (args.cert_file is None) != (args.key_file is None):
+        raise SystemExit("error: --cert-file and --key-file go together (mutual TLS)")
+    if not (args.tls or args.ca_file or args.cert_file):
+        if args.server_name:
+            raise SystemExit("error: --server-name needs TLS (--tls or --ca-file)")
+        return grpc.insecure_channel(args.target, options=options)
+
+    def read(path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as err:
+            raise SystemExit(f"error: cannot read {path}: {err.strerror}") from err
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca_file),  # None: the system's roots
+        private_key=read(args.key_file),
+        certificate_chain=read(args.cert_file),
+    )
+    if args.server_name:
+        options = [*options, ("grpc.ssl_target_name_override", args.server_name)]
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
 def _cell(value: Any, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -119,6 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline of the call [s]")
     parser.add_argument("--json", action="store_true", help="one JSON object per result")
+    tls = parser.add_argument_group("TLS (default: plaintext)")
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's roots")
+    tls.add_argument(
+        "--ca-file", type=Path, help="PEM CA certificate the transmitter's is checked against"
+    )
+    tls.add_argument(
+        "--cert-file", type=Path, help="PEM client certificate (mutual TLS), with --key-file"
+    )
+    tls.add_argument("--key-file", type=Path, help="PEM key of --cert-file")
+    tls.add_argument(
+        "--server-name", help="name to check the transmitter's certificate for (default: host)"
+    )
     args = parser.parse_args(argv)
 
     missing = [str(p) for p in args.images if not p.is_file()]
@@ -134,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
         received = 0
-        with grpc.insecure_channel(args.target, options=options) as channel:
+        with open_channel(args, options) as channel:
             stub = services_grpc.TransmitterStub(channel)
             if not args.json:
                 out.write(

@@ -132,6 +132,44 @@ class TestClassifyClient:
         assert proc.returncode == 1
         assert "UNAVAILABLE" in proc.stderr
 
+    def test_client_speaks_mutual_tls(self, tmp_path: Path) -> None:
+        """--ca-file, --cert-file, --key-file: a transmitter that requires a client
+        certificate answers; without one, or trusting another CA, the call fails."""
+        from services.certs import write_certs
+
+        certs = write_certs(tmp_path / "certs")
+        cert, key = certs.servers["transmitter"]
+        credentials = grpc.ssl_server_credentials(
+            [(key.read_bytes(), cert.read_bytes())],
+            root_certificates=certs.ca_file.read_bytes(),
+            require_client_auth=True,
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        services_pb2_grpc.add_TransmitterServicer_to_server(FakeTransmitter("none"), server)
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        server.start()
+        client_cert, client_key = certs.client
+        mutual = ["--ca-file", str(certs.ca_file), "--cert-file", str(client_cert)]
+        mutual += ["--key-file", str(client_key), "--timeout", "10"]
+        images = write_pngs(tmp_path / "images", 2)
+        try:
+            proc = run_client(f"localhost:{port}", images, "--json", *mutual)
+            assert proc.returncode == 0, proc.stderr
+            assert len(proc.stdout.splitlines()) == 2
+            # No client certificate: the server refuses the handshake.
+            proc = run_client(f"localhost:{port}", images, *mutual[:2], "--timeout", "10")
+            assert proc.returncode == 1 and "UNAVAILABLE" in proc.stderr
+            # A server certificate signed by a CA the client does not trust.
+            other = write_certs(tmp_path / "other")
+            proc = run_client(
+                f"localhost:{port}", images, "--ca-file", str(other.ca_file), *mutual[2:]
+            )
+            assert proc.returncode == 1 and "UNAVAILABLE" in proc.stderr
+        finally:
+            server.stop(grace=None).wait(timeout=5)
+        proc = run_client(f"localhost:{port}", images, "--cert-file", str(client_cert))
+        assert proc.returncode == 1 and "--key-file go together" in proc.stderr
+
     def test_client_imports_nothing_from_rkdsc(self) -> None:
         source = CLIENT.read_text()
         assert "rkdsc_core" not in source
