@@ -230,8 +230,13 @@ def search_cmd(
 def sweep_cmd(
     out: OutOpt,
     lambdas: Annotated[
-        str, typer.Option("--lambdas", help="Comma-separated lambda values.")
-    ] = "0,0.1,0.5,1",
+        str,
+        typer.Option(
+            "--lambdas",
+            help="Comma-separated lambda values (default: the recipe's, as in "
+            "scripts/reproduce.sh).",
+        ),
+    ] = "0,0.1,0.25",
     cost: CostOpt = None,
     kd: KdOpt = True,
     teacher_cache: TeacherOpt = None,
