@@ -109,14 +109,17 @@ def describe(frame_pb: ModuleType, result: Any) -> dict[str, Any]:
     return row
 
 
-def open_channel(args: argparse.Namespace, options: list[tuple[str, Any]]) -> grpc.Channel:
-    """A plaintext channel, or a TLS one when ``--tls`` or any certificate file is given."""
+def tls_credentials(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``--tls``/``--ca-file``/``--cert-file``/``--key-file`` (None:
+    plaintext); a bad combination or an unreadable file is a usage error (exit 2)."""
     if (args.cert_file is None) != (args.key_file is None):
-        raise SystemExit("error: --cert-file and --key-file go together (mutual TLS)")
+        parser.error("--cert-file and --key-file go together (mutual TLS)")
     if not (args.tls or args.ca_file or args.cert_file):
         if args.server_name:
-            raise SystemExit("error: --server-name needs TLS (--tls or --ca-file)")
-        return grpc.insecure_channel(args.target, options=options)
+            parser.error("--server-name needs TLS (--tls or --ca-file)")
+        return None
 
     def read(path: Path | None) -> bytes | None:
         if path is None:
@@ -124,16 +127,29 @@ def open_channel(args: argparse.Namespace, options: list[tuple[str, Any]]) -> gr
         try:
             return path.read_bytes()
         except OSError as err:
-            raise SystemExit(f"error: cannot read {path}: {err.strerror}") from err
+            parser.error(f"cannot read {path}: {err.strerror}")
+            raise  # parser.error exits
 
-    credentials = grpc.ssl_channel_credentials(
+    return grpc.ssl_channel_credentials(
         root_certificates=read(args.ca_file),  # None: the system's roots
         private_key=read(args.key_file),
         certificate_chain=read(args.cert_file),
     )
-    if args.server_name:
-        options = [*options, ("grpc.ssl_target_name_override", args.server_name)]
-    return grpc.secure_channel(args.target, credentials, options=options)
+
+
+def open_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    server_name: str | None,
+    options: list[tuple[str, Any]],
+) -> grpc.Channel:
+    """A plaintext channel without ``credentials``, else a TLS one (checking the server's
+    certificate for ``server_name`` when given, else for the target's host)."""
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    if server_name:
+        options = [*options, ("grpc.ssl_target_name_override", server_name)]
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    credentials = tls_credentials(parser, args)
     root = proto_root(args.proto_dir)
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="rkdsc-stubs-") as tmp:
@@ -179,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
         received = 0
-        with open_channel(args, options) as channel:
+        with open_channel(args.target, credentials, args.server_name, options) as channel:
             stub = services_grpc.TransmitterStub(channel)
             if not args.json:
                 out.write(

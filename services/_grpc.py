@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 __all__ = [
+    "EXEMPT_SERVICES",
     "MAX_MESSAGE_BYTES",
     "RECONNECT_BACKOFF_MS",
     "BuiltServer",
@@ -28,6 +29,7 @@ __all__ = [
     "is_ready",
     "run_until_signal",
     "server_options",
+    "stream_failure_code",
     "wait_until_ready",
 ]
 
@@ -60,23 +62,25 @@ MaxConcurrentRpcs = Annotated[
     int | None,
     Field(
         ge=1,
-        description="RPCs the gRPC server serves at once, open streams and health checks "
-        "included; more are refused with RESOURCE_EXHAUSTED (None: no limit). A probe "
-        "refused at the limit fails, so leave room for it.",
+        description="RPCs the gRPC server serves at once, open streams included; more are "
+        "refused with RESOURCE_EXHAUSTED (None: no limit). Health checks and reflection are "
+        "exempt, so probes keep working at the limit.",
     ),
 ]
 """A service setting (``max_concurrent_rpcs``): the server's bound on concurrent RPCs."""
+
+EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+"""Services whose calls neither count towards nor are refused by ``max_concurrent_rpcs``."""
 
 
 def grpc_server(
     service: str, registry: CollectorRegistry, max_concurrent_rpcs: int | None = None
 ) -> grpc.aio.Server:
-    """An rkdsc gRPC server: :func:`server_options`, the call metrics of ``service``
-    (:class:`CallMetricsInterceptor`) and at most ``max_concurrent_rpcs`` RPCs at once."""
+    """An rkdsc gRPC server: :func:`server_options` and a :class:`CallMetricsInterceptor`
+    for ``service`` that also holds it to ``max_concurrent_rpcs`` RPCs at once."""
     return grpc.aio.server(
         options=server_options(),
-        interceptors=[CallMetricsInterceptor(service, registry)],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        interceptors=[CallMetricsInterceptor(service, registry, max_concurrent_rpcs)],
     )
 
 
@@ -99,6 +103,15 @@ def channel_options() -> list[tuple[str, Any]]:
         ("grpc.max_reconnect_backoff_ms", largest),
         *_KEEPALIVE,
     ]
+
+
+def stream_failure_code(err: grpc.aio.AioRpcError) -> str:
+    """The code a frame gets when the stream to the next hop fails with ``err``:
+    RESOURCE_EXHAUSTED when the peer is at its ``max_concurrent_rpcs``, else UNAVAILABLE
+    (the frame could not be delivered)."""
+    return (
+        "RESOURCE_EXHAUSTED" if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else "UNAVAILABLE"
+    )
 
 
 def is_ready(channel: grpc.aio.Channel) -> bool:
@@ -139,15 +152,39 @@ async def set_serving(servicer: health.aio.HealthServicer, names: Sequence[str],
 
 
 class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts finished RPCs as ``rkdsc_<service>_grpc_calls_total{method, code}``."""
+    """Counts finished RPCs as ``rkdsc_<service>_grpc_calls_total{method, code}``.
 
-    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+    With ``max_concurrent_rpcs``, a call that would exceed it (open streams count until
+    they end; :data:`EXEMPT_SERVICES` never count) is refused with RESOURCE_EXHAUSTED,
+    and counted with that code like any other call.
+    """
+
+    def __init__(
+        self, service: str, registry: CollectorRegistry, max_concurrent_rpcs: int | None = None
+    ) -> None:
+        if max_concurrent_rpcs is not None and max_concurrent_rpcs < 1:
+            raise ValueError(f"max_concurrent_rpcs must be >= 1 or None, got {max_concurrent_rpcs}")
         self.calls = Counter(
             f"rkdsc_{service}_grpc_calls",
             "gRPC calls handled, by method and final status code.",
             ["method", "code"],
             registry=registry,
         )
+        self.limit = max_concurrent_rpcs
+        self.active = 0  # limited calls running now (one event loop: no lock needed)
+
+    async def _admit(self, ctx: grpc.aio.ServicerContext, limited: bool) -> bool:
+        """Take a slot for a limited call, or abort it with RESOURCE_EXHAUSTED."""
+        if not limited:
+            return False
+        if self.limit is not None and self.active >= self.limit:
+            await ctx.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is serving its limit of {self.limit} calls at once "
+                "(max_concurrent_rpcs); retry later",
+            )
+        self.active += 1
+        return True
 
     async def intercept_service(
         self,
@@ -157,8 +194,14 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         calls = self.calls
+        limited = self.limit is not None and service not in EXEMPT_SERVICES
+        admit = self._admit
+
+        def release(taken: bool) -> None:
+            if taken:
+                self.active -= 1
 
         def wrap(fn: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
             # A streaming handler is an async generator, or a coroutine that writes with
@@ -167,25 +210,31 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
                 async def gen(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
                     error: BaseException | None = None
+                    taken = False
                     try:
+                        taken = await admit(ctx, limited)
                         async for item in fn(req, ctx):
                             yield item
                     except BaseException as e:
                         error = e
                         raise
                     finally:
+                        release(taken)
                         calls.labels(method, _code(ctx, error)).inc()
 
                 return gen
 
             async def unary(req: Any, ctx: grpc.aio.ServicerContext) -> Any:
                 error: BaseException | None = None
+                taken = False
                 try:
+                    taken = await admit(ctx, limited)
                     return await fn(req, ctx)
                 except BaseException as e:
                     error = e
                     raise
                 finally:
+                    release(taken)
                     calls.labels(method, _code(ctx, error)).inc()
 
             return unary

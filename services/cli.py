@@ -472,9 +472,11 @@ def bench_cmd(
     from services.bench.runner import format_report
 
     if show is not None:
+        if json_out or quick or out or only or weights or data:
+            _fail("--show prints a saved report and measures nothing: give it alone")
         try:
             typer.echo(format_report(json.loads(show.read_text())))
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             _fail(f"{show}: not a saved bench report: {err!r}")
         return
 

@@ -99,21 +99,17 @@ class Channel(nn.Module):
         generator: one for the batch, one per frame, or ``None``.
         """
         check_complex("x", x, ndim=2)
-        batch, n = x.shape
+        batch = x.shape[0]
         if mask is not None and (mask.shape != x.shape or mask.dtype != torch.bool):
             raise ValueError(
                 f"mask must be bool of shape {tuple(x.shape)}, got {mask.dtype} {tuple(mask.shape)}"
             )
         n0 = snr_db_to_n0(snr_db, batch).to(x.device).expand(batch).contiguous()
-        rows: list[GeneratorLike]
-        if generator is None or isinstance(generator, torch.Generator):
-            rows = [generator]
-        else:
-            if len(generator) != batch:
-                raise ValueError(f"got {len(generator)} generators for {batch} frames")
-            rows = [[g] for g in generator]
-        parts = [self._impair(x.shape if len(rows) == 1 else (1, n), g, x.device) for g in rows]
-        h, noise, kept, frame_lost = (torch.cat(t) for t in zip(*parts, strict=True))
+        if not isinstance(generator, torch.Generator | None) and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} frames")
+        # With one generator per frame, each draws its frame's row of every draw below
+        # (rkdsc_core.channel.rng.draw), so a frame's impairment does not depend on its batch.
+        h, noise, kept, frame_lost = self._impair(x.shape, generator, x.device)
         noise = noise * torch.sqrt(n0).unsqueeze(1)
         received = kept if mask is None else kept & mask
         y = (h * x + noise) * received

@@ -21,9 +21,9 @@ from services.bench._common import Figure
 from services.bench._images import BenchImages, load_images
 from services.bench.air import AirBenchConfig, AirBenchResult, run_air_bench
 from services.bench.channel import ChannelBenchConfig, ChannelBenchResult, run_channel_bench
-from services.bench.load import LoadBenchConfig, LoadBenchResult, run_load_bench
+from services.bench.load import LoadBenchConfig, LoadBenchResult, load_env, run_load_bench
 from services.bench.models import ModelsBenchConfig, ModelsBenchResult, run_models_bench
-from services.bench.stack import StackBenchConfig, StackBenchResult, run_stack_bench
+from services.bench.stack import StackBenchConfig, StackBenchResult, run_stack_bench, stack_env
 
 __all__ = [
     "BENCHMARKS",
@@ -158,16 +158,21 @@ class BenchReport:
         }
 
 
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASS", "KEY", "AUTH", "CREDENTIAL", "PRIVATE")
 
 
-def service_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The ``RKDSC_*`` settings in ``env``, which the stacks' services inherit (e.g.
-    ``RKDSC_TRANSMITTER_ENCODE_WORKERS``), sorted; names with a secret-like word left out."""
+def service_environment(env: Mapping[str, str], config: BenchConfig) -> dict[str, str]:
+    """The ``RKDSC_*`` settings in ``env`` that the stacks' services inherit (e.g.
+    ``RKDSC_TRANSMITTER_ENCODE_WORKERS``), sorted: not those the benchmarks set themselves
+    (:func:`~services.bench.stack.stack_env`, :func:`~services.bench.load.load_env`), nor
+    names with a secret-like word."""
+    own = set(stack_env(config.stack, 1)) | set(load_env(config.load, Path()))
     return {
         k: v
         for k, v in sorted(env.items())
-        if k.startswith("RKDSC_") and not any(w in k.upper() for w in _SECRET_WORDS)
+        if k.startswith("RKDSC_")
+        and k not in own
+        and not any(w in k.upper() for w in _SECRET_WORDS)
     }
 
 
@@ -255,7 +260,7 @@ def run_bench(
         images_source=images.source,
         synthetic_images=images.synthetic,
         started=datetime.now(UTC).isoformat(timespec="seconds"),
-        environment=service_environment(os.environ),
+        environment=service_environment(os.environ, config),
     )
     runners: dict[str, Callable[[], Any]] = {
         "stack": lambda: run_stack_bench(config.stack, images, progress=say),

@@ -30,6 +30,7 @@ from services._grpc import (
     enable_health_and_reflection,
     grpc_server,
     is_ready,
+    stream_failure_code,
     wait_until_ready,
 )
 from services._tls import add_port, open_channel
@@ -500,8 +501,10 @@ class _TransmitStream:
             entry.timer.cancel()
         self._answer(result, "forwarded")
 
-    def on_receiver_end(self, receiver: _ReceiverStream, reason: str) -> None:
-        """The receiver stream ended: fail every frame still waiting on it."""
+    def on_receiver_end(
+        self, receiver: _ReceiverStream, reason: str, code: str = "UNAVAILABLE"
+    ) -> None:
+        """The receiver stream ended: fail every frame still waiting on it with ``code``."""
         if self._receiver is receiver:
             self._receiver = None
         if receiver in self._receivers:
@@ -513,7 +516,7 @@ class _TransmitStream:
                 entries.remove(entry)
                 if entry.timer is not None:
                     entry.timer.cancel()
-                self._answer_own(entry.frame, f"UNAVAILABLE: receiver {target}: {reason}")
+                self._answer_own(entry.frame, f"{code}: receiver {target}: {reason}")
             if not entries:
                 del self._pending[key]
 
@@ -588,12 +591,12 @@ class _ReceiverStream:
             yield frame
 
     async def _read_results(self) -> None:
-        reason = "closed the stream before answering"
+        reason, code = "closed the stream before answering", "UNAVAILABLE"
         try:
             async for result in self._call:
                 self._owner.on_receiver_result(result)
         except grpc.aio.AioRpcError as e:
-            reason = f"{e.code().name}: {e.details()}"
+            reason, code = f"{e.code().name}: {e.details()}", stream_failure_code(e)
         except asyncio.CancelledError:
             reason = "the stream was cancelled"
             task = asyncio.current_task()
@@ -601,7 +604,7 @@ class _ReceiverStream:
                 raise
         finally:
             self.ended = True
-            self._owner.on_receiver_end(self, reason)
+            self._owner.on_receiver_end(self, reason, code)
 
     async def close(self, graceful: bool) -> None:
         """End the request side and wait (bounded) for the receiver to finish; or, when not

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from services._deadline import expiry_after
-from services._grpc import channel_options, is_ready, wait_until_ready
+from services._grpc import channel_options, is_ready, stream_failure_code, wait_until_ready
 from services._tls import TlsSettings, open_channel
 from services.pb import frame_pb2, services_pb2_grpc
 
@@ -92,7 +92,10 @@ class _Stream:
                 elif not fut.done():
                     fut.set_result(result)
         except grpc.aio.AioRpcError as err:
-            reason = f"UNAVAILABLE: channel stream failed ({err.code().name}: {err.details()})"
+            reason = (
+                f"{stream_failure_code(err)}: channel stream failed "
+                f"({err.code().name}: {err.details()})"
+            )
             log.warning("link %s: %s", self.link_id, reason)
         except asyncio.CancelledError:
             reason = "UNAVAILABLE: the link was closed"

@@ -663,11 +663,15 @@ class TestRunner:
         assert "channel impairment rate" in format_report(report)
         # A report saved as JSON prints as the report itself did.
         assert format_report(json.loads(json.dumps(doc))) == format_report(report)
+        assert format_table(report.figures()) in format_report(report)
 
     def test_records_the_services_settings_but_no_secrets(self) -> None:
         env = {"RKDSC_TRANSMITTER_ENCODE_WORKERS": "2", "RKDSC_CONTROL_TOKEN": "s3cret",
-               "RKDSC_X__TLS__KEY_FILE": "/k", "HOME": "/root"}  # fmt: skip
-        assert service_environment(env) == {"RKDSC_TRANSMITTER_ENCODE_WORKERS": "2"}
+               "RKDSC_X__TLS__KEY_FILE": "/k", "HOME": "/root",
+               "RKDSC_CHANNEL_MODEL": "rayleigh"}  # fmt: skip
+        # Not the channel model either: the benchmarks set their own for their stacks.
+        got = service_environment(env, BenchConfig())
+        assert got == {"RKDSC_TRANSMITTER_ENCODE_WORKERS": "2"}
 
     def test_a_failing_benchmark_is_recorded_and_the_others_run(
         self, tiny_weights: Path, images: Any
@@ -729,6 +733,12 @@ class TestCli:
         assert result.exit_code == 0 and "| bytes/image vs PNG, L=64 [bytes] |" in result.output
         result = CliRunner().invoke(app, ["bench", "--show", str(tmp_path)])
         assert result.exit_code == 2 and "not a saved bench report" in result.output
+        broken = tmp_path / "broken.json"
+        broken.write_text(json.dumps({**doc, "machine": []}))
+        result = CliRunner().invoke(app, ["bench", "--show", str(broken)])
+        assert result.exit_code == 2 and "not a saved bench report" in result.output
+        result = CliRunner().invoke(app, ["bench", "--show", str(out), "--quick"])
+        assert result.exit_code == 2 and "give it alone" in result.output
 
     def test_bench_rejects_an_unknown_benchmark(self) -> None:
         app = typer.Typer()

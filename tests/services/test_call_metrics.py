@@ -8,10 +8,16 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from services._grpc import CallMetricsInterceptor, grpc_server
+from services._grpc import (
+    CallMetricsInterceptor,
+    enable_health_and_reflection,
+    grpc_server,
+    stream_failure_code,
+)
 
 _TIMEOUT_S = 10.0
 
@@ -91,12 +97,14 @@ def test_errors_and_cancellations_are_not_counted_as_ok() -> None:
 
 
 def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
-    """``max_concurrent_rpcs``: with one stream open, another call is RESOURCE_EXHAUSTED;
-    once the stream ends, calls are served again."""
+    """``max_concurrent_rpcs``: with one stream open, another call is RESOURCE_EXHAUSTED and
+    counted so; health checks are exempt; once the stream ends, calls are served again."""
+    registry = CollectorRegistry()
 
     async def main() -> None:
-        server = grpc_server("test", CollectorRegistry(), max_concurrent_rpcs=1)
+        server = grpc_server("test", registry, max_concurrent_rpcs=1)
         server.add_generic_rpc_handlers((_handlers(),))
+        enable_health_and_reflection(server, [])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
@@ -108,8 +116,12 @@ def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
                     await ok(b"x", timeout=_TIMEOUT_S)
                 except grpc.aio.AioRpcError as e:
                     assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "max_concurrent_rpcs" in (e.details() or "")
                 else:
                     raise AssertionError("a second RPC was served beyond the limit")
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=_TIMEOUT_S)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
                 call.cancel()
                 for _ in range(100):  # the server frees the slot shortly after the cancel
                     try:
@@ -124,6 +136,8 @@ def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
             await server.stop(grace=None)
 
     asyncio.run(asyncio.wait_for(main(), 3 * _TIMEOUT_S))
+    refused = {"method": "Ok", "code": "RESOURCE_EXHAUSTED"}
+    assert registry.get_sample_value("rkdsc_test_grpc_calls_total", refused) >= 1
 
 
 @pytest.mark.parametrize("service", ["transmitter", "channel", "receiver"])
@@ -156,3 +170,15 @@ def test_the_channel_server_is_built_with_its_limit(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(channel_server, "grpc_server", recording)
     asyncio.run(asyncio.wait_for(main(), _TIMEOUT_S))
     assert made == [3]
+
+
+def test_a_peer_at_its_limit_is_named_in_the_frames_error() -> None:
+    """A link stream refused at the next hop's limit fails its frames as RESOURCE_EXHAUSTED,
+    so run and bench tallies show the cause; any other stream failure as UNAVAILABLE."""
+    none = grpc.aio.Metadata()
+    for code, want in (
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"),
+        (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+        (grpc.StatusCode.INTERNAL, "UNAVAILABLE"),
+    ):
+        assert stream_failure_code(grpc.aio.AioRpcError(code, none, none, "x")) == want

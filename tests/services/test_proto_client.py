@@ -156,6 +156,12 @@ class TestClassifyClient:
             proc = run_client(f"localhost:{port}", images, "--json", *mutual)
             assert proc.returncode == 0, proc.stderr
             assert len(proc.stdout.splitlines()) == 2
+            # The name checked in the certificate: one it carries, and one it does not.
+            named = [*mutual, "--server-name"]
+            proc = run_client(f"127.0.0.1:{port}", images, *named, "localhost")
+            assert proc.returncode == 0, proc.stderr
+            proc = run_client(f"127.0.0.1:{port}", images, *named, "elsewhere.example.org")
+            assert proc.returncode == 1 and "UNAVAILABLE" in proc.stderr
             # No client certificate: the server refuses the handshake.
             proc = run_client(f"localhost:{port}", images, *mutual[:2], "--timeout", "10")
             assert proc.returncode == 1 and "UNAVAILABLE" in proc.stderr
@@ -167,8 +173,13 @@ class TestClassifyClient:
             assert proc.returncode == 1 and "UNAVAILABLE" in proc.stderr
         finally:
             server.stop(grace=None).wait(timeout=5)
+        # Usage errors (exit 2), before anything is compiled or dialled.
         proc = run_client(f"localhost:{port}", images, "--cert-file", str(client_cert))
-        assert proc.returncode == 1 and "--key-file go together" in proc.stderr
+        assert proc.returncode == 2 and "--key-file go together" in proc.stderr
+        proc = run_client(f"localhost:{port}", images, "--server-name", "tx.example.org")
+        assert proc.returncode == 2 and "--server-name needs TLS" in proc.stderr
+        proc = run_client(f"localhost:{port}", images, "--ca-file", str(tmp_path / "absent"))
+        assert proc.returncode == 2 and "cannot read" in proc.stderr
 
     def test_client_imports_nothing_from_rkdsc(self) -> None:
         source = CLIENT.read_text()

@@ -114,12 +114,22 @@ class TestReproducibility:
         c = Channel()(x, 5.0, generator=frame_generator(7, "b", 3))
         assert not torch.equal(a.y, b.y) and not torch.equal(a.y, c.y)
 
-    def test_frame_does_not_depend_on_its_batch(self) -> None:
-        ch = Channel(ChannelConfig(model="rician", k_factor=1.0, fading="fast", erasure_prob=0.2))
+    @pytest.mark.parametrize(
+        "config",
+        [
+            ChannelConfig(model="rician", k_factor=1.0, fading="fast", erasure_prob=0.2),
+            ChannelConfig(model="rayleigh", erasure_prob=0.1, frame_loss_prob=0.3),
+            ChannelConfig(frame_loss_prob=0.3),
+        ],
+    )
+    def test_frame_does_not_depend_on_its_batch(self, config: ChannelConfig) -> None:
+        ch = Channel(config)
         x = _symbols(5, 32)
         batch = ch(x, 5.0, generator=frame_generators(1, 9, range(5)))
-        alone = ch(x[3:4], 5.0, generator=frame_generator(1, 9, 3))
-        assert torch.equal(batch.y[3:4], alone.y)
+        for i in range(5):
+            alone = ch(x[i : i + 1], 5.0, generator=frame_generator(1, 9, i))
+            for field in ("y", "h", "received", "frame_lost"):
+                assert torch.equal(getattr(batch, field)[i : i + 1], getattr(alone, field))
 
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
     @pytest.mark.parametrize("model", ["awgn", "rayleigh"])
