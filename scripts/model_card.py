@@ -118,7 +118,8 @@ def _student_source(source: dict | None) -> list[str]:
         f"- Training config: `{json.dumps(training.get('config', {}))}`",
         *(
             [
-                f"- Teacher: `{teacher.get('model')}` from `{teacher.get('path')}` (weights sha256 "
+                f"- Teacher: `{teacher.get('model')}`, at `{teacher.get('path')}` when this "
+                f"ran (weights sha256 "
                 f"`{teacher.get('weights_sha256')}`, clean test accuracy "
                 f"{teacher.get('test_accuracy')}){_shipped_teacher_note(teacher)}."
             ]
