@@ -69,8 +69,9 @@ MaxConcurrentRpcs = Annotated[
 ]
 """A service setting (``max_concurrent_rpcs``): the server's bound on concurrent RPCs."""
 
-EXEMPT_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
-"""Services whose calls neither count towards nor are refused by ``max_concurrent_rpcs``."""
+EXEMPT_SERVICES = ("grpc.health.", "grpc.reflection.")
+"""Prefixes of the services (health checks, reflection, any version) whose calls neither
+count towards nor are refused by ``max_concurrent_rpcs``."""
 
 
 def grpc_server(
@@ -196,7 +197,7 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         calls = self.calls
-        limited = self.limit is not None and service not in EXEMPT_SERVICES
+        limited = self.limit is not None and not service.startswith(EXEMPT_SERVICES)
         admit = self._admit
 
         def release(taken: bool) -> None:
