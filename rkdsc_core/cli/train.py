@@ -801,8 +801,7 @@ def eval_sweep_cmd(
         entry = {k: meta[k] for k in provenance}
         updates = [*old_meta.get("updates", []), entry]
         meta = old_meta | {"links": old_meta.get("links", {}) | meta["links"], "updates": updates}
-    if out is not None:
-        write_sweep(rows, out, meta=meta)
+    written = [] if out is None else write_sweep(rows, out, meta=meta)
     if as_json:
         echo_json({"meta": meta, "rows": [asdict(r) for r in rows]})
         return
@@ -812,7 +811,7 @@ def eval_sweep_cmd(
             f"acc={r.accuracy:.3f} uses={r.channel_uses}"
         )
     if out is not None:
-        typer.echo(f"wrote {out}/sweep.csv, sweep.json, accuracy_vs_snr.png, accuracy_vs_L.png")
+        typer.echo(f"wrote {out}/" + ", ".join(p.name for p in written))
 
 
 @eval_app.command("feature-gap")

@@ -532,8 +532,11 @@ def check_sweep(
         )
 
 
-def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | None = None) -> None:
-    """Write ``sweep.csv``, ``sweep.json`` and the plots (see :func:`plot_sweep`) into ``out``."""
+def write_sweep(
+    rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write ``sweep.csv``, ``sweep.json`` and the plots (see :func:`plot_sweep`) into
+    ``out``; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / "sweep.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(SWEEP_COLUMNS), extrasaction="ignore")
@@ -542,7 +545,7 @@ def write_sweep(rows: Sequence[SweepRow], out: Path, *, meta: dict[str, Any] | N
             w.writerow(asdict(r))
     doc = {"meta": meta or {}, "rows": [asdict(r) for r in rows]}
     (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
-    plot_sweep(rows, out)
+    return [out / "sweep.csv", out / "sweep.json", *plot_sweep(rows, out)]
 
 
 @torch.no_grad()
@@ -713,8 +716,9 @@ def format_sweep(
 
 def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> list[Path]:
     """``accuracy_vs_snr.png`` (each system's largest L, per channel; pilot solid, perfect
-    dashed) and ``accuracy_vs_L.png`` (a few SNRs, per channel; pilot CSI if swept, else the
-    first). One legend beside the panels: a colour per system, a line style per CSI or SNR."""
+    dashed) and, for a sweep of more than one L, ``accuracy_vs_L.png`` (a few SNRs, per
+    channel; pilot CSI if swept, else the first). One legend beside the panels: a colour per
+    system, a line style per CSI or SNR. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -757,6 +761,9 @@ def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> l
         ax.grid(alpha=0.3)
     csi = [(f"{k} CSI", style.get(k, "-"), "") for k in knowledges]
     save(fig, "accuracy_vs_snr.png", csi, "{s} (L={L})")
+    if len({r.L for r in rows}) < 2:  # one L: no plot over L (nor a stale one left)
+        (out / "accuracy_vs_L.png").unlink(missing_ok=True)
+        return paths
 
     all_snrs = sorted({r.snr_db for r in rows})
     picks = sorted({all_snrs[round(i * (len(all_snrs) - 1) / max(1, snrs_for_l - 1))]

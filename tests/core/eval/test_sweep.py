@@ -72,6 +72,11 @@ class TestMeasureSweep:
             assert mask is None or (len(mask) == 12 and abs(mask.mean() - r.accuracy) < 1e-9)
         assert (tmp_path / "out" / "accuracy_vs_snr.png").stat().st_size > 0
         assert (tmp_path / "out" / "accuracy_vs_L.png").stat().st_size > 0
+        # One L: no plot over L, and the one of an earlier sweep in the folder is gone.
+        one_l = [r for r in rows if r.L == 8]
+        written = write_sweep(one_l, tmp_path / "out")
+        assert [p.name for p in written] == ["sweep.csv", "sweep.json", "accuracy_vs_snr.png"]
+        assert not (tmp_path / "out" / "accuracy_vs_L.png").exists()
 
     @pytest.mark.parametrize(
         ("kwargs", "message"),
