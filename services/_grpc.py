@@ -174,11 +174,9 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.limit = max_concurrent_rpcs
         self.active = 0  # limited calls running now (one event loop: no lock needed)
 
-    async def _admit(self, ctx: grpc.aio.ServicerContext, limited: bool) -> bool:
-        """Take a slot for a limited call, or abort it with RESOURCE_EXHAUSTED."""
-        if not limited:
-            return False
-        if self.limit is not None and self.active >= self.limit:
+    async def _admit(self, ctx: grpc.aio.ServicerContext) -> bool:
+        """Take a slot for a limited call (True), or abort it with RESOURCE_EXHAUSTED."""
+        if self.active >= (self.limit or 0):
             await ctx.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the server is serving its limit of {self.limit} calls at once "
@@ -213,7 +211,7 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     error: BaseException | None = None
                     taken = False
                     try:
-                        taken = await admit(ctx, limited)
+                        taken = limited and await admit(ctx)
                         async for item in fn(req, ctx):
                             yield item
                     except BaseException as e:
@@ -229,7 +227,7 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 error: BaseException | None = None
                 taken = False
                 try:
-                    taken = await admit(ctx, limited)
+                    taken = limited and await admit(ctx)
                     return await fn(req, ctx)
                 except BaseException as e:
                     error = e

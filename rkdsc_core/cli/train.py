@@ -568,7 +568,7 @@ def eval_table_cmd(
     s = run_settings(data, cache_dir, device)
     (test,) = load_splits(s, dataset, ("test",))
     bundle = load_link(weights)
-    pipeline = _pipelines({"link": bundle}, test)["link"].to(s.device)
+    pipeline = _pipelines({"link": bundle}, test, s.device)["link"]
     table = measure_eval_table(pipeline, test, limit=limit, knowledge=knowledge)
     if out is not None:
         table.save(out)
@@ -640,16 +640,16 @@ def eval_clean_cmd(
         )
 
 
-def _pipelines(bundles: dict[str, Any], data: Any) -> dict[str, Any]:
-    """``{name: LinkBundle}`` -> ``{name: SemanticPipeline}``, each link's classes checked
-    against ``data``'s (the same names in the same label order)."""
+def _pipelines(bundles: dict[str, Any], data: Any, device: str) -> dict[str, Any]:
+    """``{name: LinkBundle}`` -> ``{name: SemanticPipeline}`` on ``device``, each link's
+    classes checked against ``data``'s (the same names in the same label order)."""
     for name, bundle in bundles.items():
         if tuple(bundle.classes) != tuple(data.classes):
             fail(
                 f"link {name!r} ({bundle.weights_dir}) classifies {list(bundle.classes)}, not "
                 f"{data.name}'s {list(data.classes)}"
             )
-    return {name: bundle.pipeline for name, bundle in bundles.items()}
+    return {name: bundle.pipeline.to(device) for name, bundle in bundles.items()}
 
 
 def _load_links(specs: list[str]) -> dict[str, Any]:
@@ -754,7 +754,7 @@ def eval_sweep_cmd(
     s = run_settings(data, cache_dir, device)
     with_pca = pca_images > 0 and not no_digital
     *fit, test = load_splits(s, dataset, ("train", "test") if with_pca else ("test",))
-    links = {name: pipe.to(s.device) for name, pipe in _pipelines(bundles, test).items()}
+    links = _pipelines(bundles, test, s.device)
     points: dict[str, Any] = {
         "channels": channel or ("awgn", "rayleigh"),
         "knowledge": knowledge or ("perfect", "pilot"),
@@ -865,7 +865,7 @@ def eval_feature_gap_cmd(
         raise
     s = run_settings(data, cache_dir, device)
     train, _, cache = _load_cache(DistInfo.single(), s, teacher_cache, None)
-    links = {name: pipe.to(s.device) for name, pipe in _pipelines(bundles, train).items()}
+    links = _pipelines(bundles, train, s.device)
     idx = train.sample_indices(limit, seed=seed)  # view 0 of the cache: the images as they are
     images = to_tensor(train.images[idx])
     try:

@@ -729,6 +729,7 @@ def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> l
     systems = list(dict.fromkeys(r.system for r in rows))
     colors = {s: f"C{i % 10}" for i, s in enumerate(systems)}
     lmax = {s: max(r.L for r in rows if r.system == s) for s in systems}
+    paths: list[Path] = []
 
     def save(fig: Any, name: str, styles: list[tuple[str, Any, str]], system_label: str) -> None:
         handles = [
@@ -746,7 +747,6 @@ def plot_sweep(rows: Sequence[SweepRow], out: Path, *, snrs_for_l: int = 3) -> l
         fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
         plt.close(fig)
 
-    paths: list[Path] = []
     style = {"pilot": "-", "perfect": "--", "none": ":"}
     knowledges = list(dict.fromkeys(r.knowledge for r in rows))
     fig, axes = plt.subplots(1, len(channels), figsize=(6 * len(channels), 4.5), squeeze=False)
