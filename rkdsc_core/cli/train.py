@@ -188,6 +188,40 @@ def train_teacher_cmd(
             help="Per-step decay of a weight average that is evaluated and saved (default 0: none)."
         ),
     ] = None,
+    lookahead: Annotated[
+        bool | None,
+        typer.Option(
+            "--lookahead/--no-lookahead",
+            help="Lookahead weight averaging on airbench's schedule (preset: off).",
+        ),
+    ] = None,
+    crop_padding: Annotated[
+        int | None, typer.Option(help="Training crop padding [pixels per side] (preset 4).")
+    ] = None,
+    pad_mode: Annotated[
+        str | None, typer.Option(help="Crop padding: zeros (preset) or reflect.")
+    ] = None,
+    decay_biases: Annotated[
+        bool | None,
+        typer.Option(
+            "--decay-biases/--no-decay-biases",
+            help="Decay biases and norm shifts as much per step as weights (preset: no).",
+        ),
+    ] = None,
+    stem_bias_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="FastNet: train the whitening stem's bias like a weight for this many "
+            "epochs, then freeze it (preset: an ordinary bias throughout)."
+        ),
+    ] = None,
+    translate_tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--translate-tta/--no-translate-tta",
+            help="Score with flip TTA plus one-pixel shifts (6 views; preset: flip only).",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
@@ -234,6 +268,12 @@ def train_teacher_cmd(
             eval_images=eval_images,
             cutout=cutout,
             ema_decay=ema_decay,
+            lookahead=lookahead,
+            crop_padding=crop_padding,
+            pad_mode=pad_mode,
+            decay_biases=decay_biases,
+            stem_bias_epochs=stem_bias_epochs,
+            translate_tta=translate_tta,
             seed=seed,
         )
     except ValueError as e:
@@ -597,6 +637,13 @@ def eval_clean_cmd(
         int | None,
         typer.Option(min=1, help="A fixed sample of this many test images (default all)."),
     ] = None,
+    translate_tta: Annotated[
+        bool,
+        typer.Option(
+            "--translate-tta",
+            help="Also score six views: flip TTA plus one-pixel shifts (as airbench).",
+        ),
+    ] = False,
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
@@ -618,24 +665,27 @@ def eval_clean_cmd(
             model = load_link(path).pipeline.student if is_link else load_model(path)
         except (FileNotFoundError, TypeError, ValueError) as e:  # CheckpointError included
             fail(f"cannot load {path}: {e}")
-        acc = evaluate_teacher(model.to(s.device), test, limit=limit)
-        rows.append(
-            {
-                "path": str(path),
-                "kind": "link student" if is_link else "checkpoint",
-                "images": images,
-                "accuracy_single_view": acc["test_accuracy_single_view"],
-                "accuracy_flip_tta": acc["test_accuracy"],
-            }
-        )
+        acc = evaluate_teacher(model.to(s.device), test, limit=limit, translate_tta=translate_tta)
+        row = {
+            "path": str(path),
+            "kind": "link student" if is_link else "checkpoint",
+            "images": images,
+            "accuracy_single_view": acc["test_accuracy_single_view"],
+            "accuracy_flip_tta": acc.get("test_accuracy_flip_tta", acc["test_accuracy"]),
+        }
+        if translate_tta:
+            row["accuracy_shift_tta"] = acc["test_accuracy"]
+        rows.append(row)
     if as_json:
         echo_json(rows)
         return
     typer.echo(f"clean {dataset} test accuracy, {images} images")
-    typer.echo(f"{'single view':>11} {'flip TTA':>9}  model")
+    shifts = f" {'6 views':>9}" if translate_tta else ""
+    typer.echo(f"{'single view':>11} {'flip TTA':>9}{shifts}  model")
     for r in rows:
+        six = f" {r['accuracy_shift_tta']:9.4f}" if translate_tta else ""
         typer.echo(
-            f"{r['accuracy_single_view']:11.4f} {r['accuracy_flip_tta']:9.4f}  "
+            f"{r['accuracy_single_view']:11.4f} {r['accuracy_flip_tta']:9.4f}{six}  "
             f"{r['path']} ({r['kind']})"
         )
 

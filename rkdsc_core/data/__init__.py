@@ -1,6 +1,6 @@
 """Datasets by name, decoded once into a checksum-keyed uint8 cache."""
 
-from rkdsc_core.data.augment import cutout, random_crop_flip
+from rkdsc_core.data.augment import PAD_MODES, cutout, random_crop_flip
 from rkdsc_core.data.cache import cache_path
 from rkdsc_core.data.dataset import ImageDataset
 from rkdsc_core.data.download import download
@@ -22,6 +22,7 @@ from rkdsc_core.data.tensor import to_tensor
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_DEBIAN_DIR",
+    "PAD_MODES",
     "SPLITS",
     "BatchLoader",
     "DataSourceError",

@@ -1,5 +1,5 @@
-"""Batched, vectorised training augmentation: zero-pad + random crop, random horizontal flip,
-and cutout."""
+"""Batched, vectorised training augmentation: padded random crop (zero or reflect padding),
+random horizontal flip, and cutout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cutout", "random_crop_flip"]
+__all__ = ["PAD_MODES", "cutout", "random_crop_flip"]
+
+#: How :func:`random_crop_flip` fills the border it crops from.
+PAD_MODES = ("zeros", "reflect")
 
 
 def _batch_shape(images: Tensor) -> tuple[int, int, int]:
@@ -24,15 +27,21 @@ def random_crop_flip(
     generator: torch.Generator,
     padding: int = 4,
     flip: bool = True,
+    pad_mode: str = "zeros",
 ) -> Tensor:
-    """Pad each image with ``padding`` zeros per side, crop back to ``H x W`` at a random
+    """Pad each image with ``padding`` pixels per side, crop back to ``H x W`` at a random
     offset, and mirror it left-right with probability 1/2; one draw per image.
 
     Args:
         generator: the only source of randomness (on the CPU or on ``images``' device);
             the same generator state gives the same output.
-        padding: zero padding per side [pixels]; 0 disables cropping.
+        padding: padding per side [pixels], at most ``min(H, W) - 1`` for reflection;
+            0 disables cropping.
         flip: whether to apply random horizontal flips.
+        pad_mode: ``"zeros"`` (black borders, the classic CIFAR crop) or ``"reflect"``
+            (the image mirrored at its edge, without repeating the edge pixel, as
+            :func:`torch.nn.functional.pad`'s ``reflect``): no artificial edges.
+            Both draw the same offsets and flips from ``generator``.
 
     Inputs:
         images: ``[B, C, H, W]``, any dtype and device.
@@ -47,6 +56,12 @@ def random_crop_flip(
     b, h, w = _batch_shape(images)
     if padding < 0:
         raise ValueError(f"padding must be >= 0 pixels, got {padding}")
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if pad_mode == "reflect" and padding >= min(h, w):
+        raise ValueError(
+            f"reflect padding must be < the image side ({min(h, w)} pixels), got {padding}"
+        )
     gen_device = generator.device
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=gen_device)
     flips = (
@@ -58,10 +73,20 @@ def random_crop_flip(
     rows = offsets[:, :1] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # [B, W]
     cols = torch.where(flips[:, None], cols.flip(1), cols)
-    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    if pad_mode == "reflect":  # index the image itself: row -k is row k, row H-1+k is H-1-k
+        rows, cols = _reflect(rows - padding, h), _reflect(cols - padding, w)
+        padded = images
+    else:
+        padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     batch = torch.arange(b, device=images.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _reflect(index: Tensor, size: int) -> Tensor:
+    """Indices in ``[-size + 1, 2 * size - 2]`` folded into ``[0, size)`` by reflection."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 def cutout(images: Tensor, *, generator: torch.Generator, size: int, fill: float = 128) -> Tensor:

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from rkdsc_core.data.augment import cutout, random_crop_flip
+from rkdsc_core.data.augment import PAD_MODES, cutout, random_crop_flip
 from rkdsc_core.data.dataset import ImageDataset
 from rkdsc_core.data.tensor import to_tensor
 
@@ -55,7 +55,9 @@ class BatchLoader:
         drop_last: drop the last, short batch (and the sharding remainder).
         augment: apply :func:`random_crop_flip` (pad, crop, flip), then :func:`cutout`
             when ``cutout_size`` > 0.
-        crop_padding: zero padding of the random crop [pixels per side]; 0: flips only.
+        crop_padding: padding of the random crop [pixels per side]; 0: flips only.
+        pad_mode: how the crop's border is filled, ``"zeros"`` or ``"reflect"`` (see
+            :func:`random_crop_flip`).
         cutout_size: side of the cutout square [pixels]; 0: no cutout.
         seed: base seed, >= 0.
         rank: this process's shard, ``0 <= rank < world_size``.
@@ -75,6 +77,7 @@ class BatchLoader:
         drop_last: bool = False,
         augment: bool = False,
         crop_padding: int = 4,
+        pad_mode: str = "zeros",
         cutout_size: int = 0,
         seed: int = 0,
         rank: int = 0,
@@ -98,7 +101,14 @@ class BatchLoader:
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
         self.crop_padding = crop_padding
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.pad_mode = pad_mode
         side = min(dataset.images.shape[1:3])  # [N, H, W, C], checked by ImageDataset
+        if pad_mode == "reflect" and crop_padding >= side:
+            raise ValueError(
+                f"reflect padding must be < the image side ({side} pixels), got {crop_padding}"
+            )
         if not 0 <= cutout_size <= side:
             raise ValueError(
                 f"cutout_size must be in [0, {side}] pixels (the image side), got {cutout_size}"
@@ -153,7 +163,10 @@ class BatchLoader:
             images = torch.from_numpy(images_np[idx]).to(self.device, non_blocking=True)
             if gen is not None:  # crop/flip the uint8 batch: a quarter of the bytes of float
                 nchw = random_crop_flip(
-                    images.permute(0, 3, 1, 2), generator=gen, padding=self.crop_padding
+                    images.permute(0, 3, 1, 2),
+                    generator=gen,
+                    padding=self.crop_padding,
+                    pad_mode=self.pad_mode,
                 )
                 if self.cutout_size:  # drawn after the crops: cutout 0 keeps older streams
                     nchw = cutout(nchw, generator=gen, size=self.cutout_size)

@@ -13,9 +13,9 @@ ResNet"; Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") make it train fast:
 The training recipe that goes with it (large batch, Nesterov SGD, label smoothing 0.2, a
 fast learning rate on the norm shifts) is the ``fastnet-cifar`` preset of
 :mod:`rkdsc_core.train.teacher`. The published recipes reach 94% on the original
-CIFAR-10 in 10 epochs with more tricks than this preset (weight averaging, which the
-recipe has as ``ema_decay`` but does not use by default; multi-crop test-time
-augmentation); see the teacher's model card for what this one measures here.
+CIFAR-10 in 10 epochs with more tricks than this preset; the recipe has them as options
+(lookahead, reflect-padded crops, decayed norm shifts, a stem bias frozen after a few
+epochs, shifted test-time views); see docs/training.md for what each measures here.
 """
 
 from __future__ import annotations
@@ -143,6 +143,14 @@ class FastNetCifar(Backbone):
             *(ConvGroup(a, b, cfg.bn_momentum) for a, b in itertools.pairwise(chans))
         )
         self.head = nn.Linear(self.feature_dim, cfg.num_classes, bias=False)
+
+    @property
+    def stem_bias(self) -> nn.Parameter:
+        """The whitening stem's learnt bias ``[24]`` (its weights are set from data); the
+        teacher recipe can train it like a weight for a few epochs, then freeze it."""
+        bias = self.whiten.bias
+        assert isinstance(bias, nn.Parameter)
+        return bias
 
     @torch.no_grad()
     def init_whitening(self, images: Tensor, *, eps: float = 5e-4) -> None:

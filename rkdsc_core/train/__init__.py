@@ -34,6 +34,7 @@ from rkdsc_core.train.teacher import (
     build_teacher,
     evaluate_teacher,
     predict_flip_tta,
+    predict_tta,
     teacher_config,
     train_teacher,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "init_distributed",
     "lr_at",
     "predict_flip_tta",
+    "predict_tta",
     "rkd_lr_at",
     "shard_batch_size",
     "teacher_config",

@@ -204,11 +204,13 @@ def train_loader(
     seed: int,
     augment: bool,
     crop_padding: int = 4,
+    pad_mode: str = "zeros",
     cutout_size: int = 0,
 ) -> BatchLoader:
     """The shuffled training batches of this rank: ``batch_size`` is the global batch
     (see :func:`shard_batch_size`); incomplete batches are dropped so every rank steps alike.
-    ``augment``/``crop_padding``/``cutout_size``: see :class:`~rkdsc_core.data.BatchLoader`.
+    ``augment``/``crop_padding``/``pad_mode``/``cutout_size``: see
+    :class:`~rkdsc_core.data.BatchLoader`.
     Batches are augmented on this rank's device (``info.device``): the uint8 images are
     copied there first, so a GPU does the crops, not the host; the draws stay on the CPU,
     so the crops are the same on every device (the float conversion may differ in the last
@@ -220,6 +222,7 @@ def train_loader(
         drop_last=True,
         augment=augment,
         crop_padding=crop_padding,
+        pad_mode=pad_mode,
         cutout_size=cutout_size,
         seed=seed,
         rank=info.rank,

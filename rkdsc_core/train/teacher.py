@@ -22,6 +22,7 @@ registered model name:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import json
@@ -41,7 +42,7 @@ from rkdsc_core.checkpoint import (
     checkpoint_paths,
     save_checkpoint,
 )
-from rkdsc_core.data import BatchLoader, ImageDataset, to_tensor
+from rkdsc_core.data import PAD_MODES, BatchLoader, ImageDataset, to_tensor
 from rkdsc_core.models import Backbone, create_model
 from rkdsc_core.train.ddp import (
     DistInfo,
@@ -57,11 +58,13 @@ from rkdsc_core.train.memory_format import training_memory_format
 
 __all__ = [
     "TEACHER_PRESETS",
+    "Lookahead",
     "TeacherTrainConfig",
     "build_teacher",
     "evaluate_teacher",
     "lr_at",
     "predict_flip_tta",
+    "predict_tta",
     "teacher_config",
     "train_teacher",
 ]
@@ -91,6 +94,9 @@ class TeacherTrainConfig:
         final_div_factor: and ends at ``lr / (div_factor * final_div_factor)``.
         channels_last: NHWC memory format for model and inputs (faster convolutions).
         flip_tta: evaluate with the mean logits of the image and its mirror image.
+        translate_tta: with ``flip_tta``, also average (at half the weight) the flip TTA of
+            the image shifted one pixel up-left and one down-right (reflect padding):
+            six views, as Jordan's airbench (:func:`predict_tta`).
         seed: initialisation, data order, augmentation and dropout, >= 0.
         eval_images: test images scored after each epoch (``None``: the whole test split).
         freeze_backbone_epochs: train only the head for this many first epochs (the rest
@@ -98,8 +104,15 @@ class TeacherTrainConfig:
         backbone_lr_scale: learning rate of everything but the head, relative to ``lr``.
         bias_lr_scale: learning rate of biases and norm parameters (all 0-/1-d
             parameters), relative to their group's.
-        crop_padding: the training crop's zero padding [pixels per side] (random
+        crop_padding: the training crop's padding [pixels per side] (random
             translations of up to this many pixels); 0: flips only.
+        pad_mode: how that padding is filled: ``"zeros"`` (black) or ``"reflect"``.
+        decay_biases: decay biases and norm shifts too, by the same amount per step as
+            the weights (their decay is divided by ``bias_lr_scale``, as airbench does);
+            off: they are not decayed.
+        stem_bias_epochs: for models with a data-initialised stem (``stem_bias``), train
+            its bias like a weight (the base learning rate, decayed) for this many epochs,
+            then freeze it (airbench: 3); ``None``: it is an ordinary bias throughout.
         cutout: side of the square cut out of each training image [pixels] (see
             :func:`~rkdsc_core.data.cutout`); 0: none.
         whiten_images: for models with a data-initialised stem (``init_whitening``), the
@@ -111,6 +124,11 @@ class TeacherTrainConfig:
             starting from the first step's weights, with ``d`` warmed up as
             ``min(ema_decay, (1 + n) / (10 + n))`` after ``n`` updates): it is what is
             evaluated and saved. Its horizon is about ``1 / (1 - ema_decay)`` steps; 0: off.
+        lookahead: every 5 steps pull a slow copy of the weights and BatchNorm statistics
+            towards the trained ones and reset the trained ones to it; the slow copy keeps
+            ``0.95**5 * (t / total)**3`` of itself at step ``t``, so it follows less and
+            less closely; training ends on the slow copy (:class:`Lookahead`, on airbench's
+            schedule). Not with ``ema_decay``.
         eval_batch_size: images per evaluation batch.
     """
 
@@ -128,16 +146,21 @@ class TeacherTrainConfig:
     final_div_factor: float = 1e4
     channels_last: bool = True
     flip_tta: bool = True
+    translate_tta: bool = False
     seed: int = 0
     eval_images: int | None = None
     freeze_backbone_epochs: int = 0
     backbone_lr_scale: float = 1.0
     bias_lr_scale: float = 1.0
     crop_padding: int = 4
+    pad_mode: Literal["zeros", "reflect"] = "zeros"
+    decay_biases: bool = False
+    stem_bias_epochs: int | None = None
     cutout: int = 0
     whiten_images: int = 5000
     grad_clip: float | None = None
     ema_decay: float = 0.0
+    lookahead: bool = False
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -160,6 +183,14 @@ class TeacherTrainConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lookahead and self.ema_decay:
+            raise ValueError("lookahead and ema_decay are two weight averages: pick one")
+        if self.translate_tta and not self.flip_tta:
+            raise ValueError("translate_tta adds views to flip_tta: set flip_tta too")
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
+        if self.stem_bias_epochs is not None and self.stem_bias_epochs < 0:
+            raise ValueError(f"stem_bias_epochs must be >= 0 or None, got {self.stem_bias_epochs}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         nonneg: tuple[str, ...] = ("seed", "freeze_backbone_epochs", "backbone_lr_scale")
@@ -281,6 +312,74 @@ def predict_flip_tta(model: nn.Module, images: Tensor) -> Tensor:
     return out
 
 
+def predict_tta(model: nn.Module, images: Tensor, *, translate: bool = False) -> Tensor:
+    """Flip TTA (:func:`predict_flip_tta`); with ``translate``, its mean with the flip TTA of
+    ``images`` shifted one pixel up-left and one pixel down-right (reflect padding), the two
+    shifts weighing half together: six views in all.
+
+    Inputs:
+        images: ``[batch, 3, H, W]`` float32 in [0, 1].
+    Outputs:
+        ``[batch, num_classes]`` float32.
+    """
+    logits = predict_flip_tta(model, images)
+    return _with_shifts(model, images, logits) if translate else logits
+
+
+def _with_shifts(model: nn.Module, images: Tensor, flipped: Tensor) -> Tensor:
+    """``flipped`` (the flip TTA of ``images``) averaged with the flip TTA of ``images``
+    shifted by one pixel up-left and down-right (reflect padding) at a quarter each."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    shifts = (padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2])
+    out: Tensor = 0.5 * flipped
+    for x in shifts:
+        out = out + 0.25 * predict_flip_tta(model, x)
+    return out
+
+
+class Lookahead(nn.Module):
+    """Lookahead weight averaging on airbench's schedule (Zhang et al., 2019; Jordan, 2024).
+
+    Holds a slow copy of ``model``'s floating-point state (weights and BatchNorm
+    statistics). After every ``every``-th step of ``total``, :meth:`step` moves the slow
+    copy towards the model, keeping ``keep = 0.95**5 * (t / total)**3`` of itself at step
+    ``t`` (0 early on: the slow copy just follows; 0.77 at the end), and resets the model
+    to it. After the last step the model is reset to the slow copy as it stands (the steps
+    since the last pull are dropped, as in airbench). Saved and resumed with the training
+    state.
+
+    Args:
+        model: the module being trained (its state is copied now).
+        total: the run's steps.
+        every: steps between pulls.
+    """
+
+    def __init__(self, model: nn.Module, total: int, every: int = 5) -> None:
+        super().__init__()
+        if total < 1 or every < 1:
+            raise ValueError(f"need total >= 1 and every >= 1, got {total}, {every}")
+        self.total, self.every = total, every
+        self.slow = copy.deepcopy(model)
+        self.slow.requires_grad_(False)
+
+    def keep(self, step: int) -> float:
+        """The share of itself the slow copy keeps at ``step`` (1-based): 1.0 at the last."""
+        return 1.0 if step >= self.total else 0.95**5 * (step / self.total) ** 3
+
+    @torch.no_grad()
+    def step(self, model: nn.Module, step: int) -> None:
+        """Call after optimisation step ``step`` (1-based) of ``model``; a no-op between pulls."""
+        if step % self.every and step < self.total:
+            return
+        keep = self.keep(step)
+        slow = self.slow.state_dict()
+        for name, fast in model.state_dict().items():
+            if fast.is_floating_point():
+                slow[name].lerp_(fast, 1.0 - keep)
+                fast.copy_(slow[name])
+
+
 @torch.no_grad()
 def evaluate_teacher(
     model: nn.Module,
@@ -288,25 +387,32 @@ def evaluate_teacher(
     *,
     limit: int | None = None,
     flip_tta: bool = True,
+    translate_tta: bool = False,
     batch_size: int = 256,
     channels_last: bool = False,
     dist: DistInfo | None = None,
 ) -> dict[str, float]:
     """Top-1 accuracy on ``data`` (a fixed sample of ``limit`` images, or all of them).
 
+    ``flip_tta``/``translate_tta``: the views of the first figure (:func:`predict_tta`).
+
     Under DDP each rank scores its shard of the images and the counts are summed.
 
     Returns:
-        ``{"test_accuracy": ..., "test_accuracy_single_view": ...}``: the first with flip
-        TTA when ``flip_tta`` (else the same as the second), both in [0, 1].
+        ``{"test_accuracy": ..., "test_accuracy_single_view": ...}``: the first with TTA
+        when ``flip_tta`` (else the same as the second), both in [0, 1]; with
+        ``translate_tta`` also ``"test_accuracy_flip_tta"``, the two-view figure.
     """
     device = next(model.parameters()).device
     info = dist if dist is not None else DistInfo.single(device)
     subset = data if limit is None or limit >= len(data) else data.sample(limit)
     loader = BatchLoader(subset, batch_size, rank=info.rank, world_size=info.world_size)
+    if translate_tta and not flip_tta:
+        raise ValueError("translate_tta adds views to flip_tta: set flip_tta too")
     was_training = model.training
     model.eval()
-    counts = torch.zeros(3, dtype=torch.float64)  # correct (single view), correct (TTA), seen
+    # correct: single view, TTA, flip only (with translate_tta); seen
+    counts = torch.zeros(4, dtype=torch.float64)
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         if channels_last:
@@ -315,16 +421,22 @@ def evaluate_teacher(
         counts[0] += int((logits.argmax(1) == y).sum())
         if flip_tta:
             mean = 0.5 * (logits + model(x.flip(3)))
+            if translate_tta:
+                counts[2] += int((mean.argmax(1) == y).sum())
+                mean = _with_shifts(model, x, mean)
             counts[1] += int((mean.argmax(1) == y).sum())
-        counts[2] += len(y)
+        counts[3] += len(y)
     model.train(was_training)
     counts = all_reduce_sum(counts, info)
-    seen = max(1.0, float(counts[2]))
+    seen = max(1.0, float(counts[3]))
     single = float(counts[0]) / seen
-    return {
+    out = {
         "test_accuracy": float(counts[1]) / seen if flip_tta else single,
         "test_accuracy_single_view": single,
     }
+    if translate_tta:
+        out["test_accuracy_flip_tta"] = float(counts[2]) / seen
+    return out
 
 
 def _is_head(name: str) -> bool:
@@ -354,18 +466,24 @@ def _train_mode(model: nn.Module, frozen: bool) -> None:
                 child.eval()
 
 
-def _make_optimizer(model: nn.Module, cfg: TeacherTrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(
+    model: nn.Module, cfg: TeacherTrainConfig, stem_bias: nn.Parameter | None = None
+) -> torch.optim.Optimizer:
+    """Groups by (head or not, weight or bias); ``stem_bias`` counts as a weight."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        groups.setdefault((_is_head(name), p.ndim >= 2), []).append(p)
+        groups.setdefault((_is_head(name), p.ndim >= 2 or p is stem_bias), []).append(p)
+    bias_decay = (
+        cfg.weight_decay / cfg.bias_lr_scale if cfg.decay_biases and cfg.bias_lr_scale else 0.0
+    )
     param_groups: list[dict[str, Any]] = [
         {
             "params": params,
-            "weight_decay": cfg.weight_decay if decay else 0.0,
+            "weight_decay": cfg.weight_decay if weight else bias_decay,
             "lr_scale": (1.0 if head else cfg.backbone_lr_scale)
-            * (1.0 if decay else cfg.bias_lr_scale),
+            * (1.0 if weight else cfg.bias_lr_scale),
         }
-        for (head, decay), params in sorted(groups.items())
+        for (head, weight), params in sorted(groups.items())
     ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -434,13 +552,20 @@ def train_teacher(
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     fixed = {name for name, p in model.named_parameters() if not p.requires_grad}
-    opt = _make_optimizer(model, cfg)
+    stem_bias: nn.Parameter | None = None
+    if cfg.stem_bias_epochs is not None:
+        stem_bias = getattr(model, "stem_bias", None)
+        if not isinstance(stem_bias, nn.Parameter):
+            raise ValueError(
+                f"stem_bias_epochs needs a model with a data-initialised stem (`stem_bias`, "
+                f"as fastnet-cifar); {cfg.model} has none"
+            )
+    opt = _make_optimizer(model, cfg, stem_bias)
     ema = (
         AveragedModel(model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
         if cfg.ema_decay
         else None
     )
-    averages = {"ema": ema} if ema is not None else None
     loader = train_loader(
         train,
         cfg.batch_size,
@@ -448,6 +573,7 @@ def train_teacher(
         seed=cfg.seed,
         augment=True,
         crop_padding=cfg.crop_padding,
+        pad_mode=cfg.pad_mode,
         cutout_size=cfg.cutout,
     )
     if len(loader) == 0:
@@ -456,9 +582,13 @@ def train_teacher(
             f"({cfg.batch_size}); lower batch_size"
         )
     total = cfg.epochs * len(loader)
+    lookahead = Lookahead(model, total) if cfg.lookahead else None
+    averages: dict[str, nn.Module] = {"ema": ema} if ema is not None else {}
+    if lookahead is not None:
+        averages["lookahead"] = lookahead
     loop = EpochLoop(
         out_dir / "state", model=model, optimizer=opt, config=_jsonable(cfg), epochs=cfg.epochs,
-        seed=cfg.seed, info=info, max_steps=max_steps, extra=averages, logger=log,
+        seed=cfg.seed, info=info, max_steps=max_steps, extra=averages or None, logger=log,
         defaults=_jsonable(TeacherTrainConfig()), progress={"world_size": info.world_size},
     )  # fmt: skip
     resumed_size = loop.resumed.get("world_size", 1)
@@ -470,15 +600,19 @@ def train_teacher(
             info.world_size,
         )
     ddp_model: nn.Module | None = None
-    frozen: bool | None = None
+    phase: tuple[bool, bool] | None = None  # (backbone frozen, stem bias frozen)
     for epoch in loop.epochs(loader):
-        if frozen != (epoch < cfg.freeze_backbone_epochs):
-            frozen = epoch < cfg.freeze_backbone_epochs
+        stem_frozen = cfg.stem_bias_epochs is not None and epoch >= cfg.stem_bias_epochs
+        if phase != (epoch < cfg.freeze_backbone_epochs, stem_frozen):
+            phase = (epoch < cfg.freeze_backbone_epochs, stem_frozen)
             if cfg.freeze_backbone_epochs:
-                _set_backbone_trainable(model, not frozen, fixed)
+                _set_backbone_trainable(model, not phase[0], fixed)
+            if stem_bias is not None:
+                stem_bias.requires_grad_(not stem_frozen)
             ddp_model = None  # drop the old DDP reducer (its hooks) before wrapping again
             gc.collect()
             ddp_model = wrap_ddp(model, info)
+        frozen = phase[0]
         assert ddp_model is not None
         _train_mode(model, frozen)
         # loss * n, correct, n: kept on the device, read once per epoch (and by the bar)
@@ -499,6 +633,8 @@ def train_teacher(
             opt.step()
             if ema is not None:
                 ema.update_parameters(model)
+            if lookahead is not None:
+                lookahead.step(model, loop.step + 1)
             sums[0] += loss.detach().to(sums.dtype) * len(y)  # in float64, as it always was
             sums[1] += (logits.detach().argmax(1) == y).sum()
             sums[2] += len(y)
@@ -513,13 +649,16 @@ def train_teacher(
             test,
             limit=cfg.eval_images,
             flip_tta=cfg.flip_tta,
+            translate_tta=cfg.translate_tta,
             batch_size=cfg.eval_batch_size,
             channels_last=channels_last,
             dist=info,
         )
         seen = max(1.0, float(sums[2]))
         row = {"train_loss": float(sums[0]) / seen, "train_accuracy": float(sums[1]) / seen}
-        tta = " (flip TTA)" if cfg.flip_tta else ""
+        tta = (
+            (" (flip + shift TTA)" if cfg.translate_tta else " (flip TTA)") if cfg.flip_tta else ""
+        )
         loop.end_epoch(
             row | metrics,
             f"epoch {{epoch}}/{cfg.epochs}: loss {{train_loss:.4f}}, train accuracy "
@@ -549,6 +688,7 @@ def train_teacher(
                 "test_accuracy": last.get("test_accuracy"),
                 "test_accuracy_single_view": last.get("test_accuracy_single_view"),
                 "flip_tta": cfg.flip_tta,
+                "translate_tta": cfg.translate_tta,
                 "test_images": cfg.eval_images or len(test),
                 "epochs": last.get("epoch", 0),
                 "wall_seconds": wall,

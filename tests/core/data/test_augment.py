@@ -118,6 +118,36 @@ class TestRandomCropFlip:
         with pytest.raises(ValueError, match="padding"):
             random_crop_flip(_images(), generator=torch.Generator(), padding=-1)
 
+    def test_reflect_crops_are_crops_of_the_reflect_padded_image(self) -> None:
+        # The same offsets and flips as zero padding, drawn from the same generator state,
+        # read from torch's reflect padding instead: equal wherever the zero crop is
+        # inside the image, and never a zero border.
+        x = _images(b=32).float() + 1.0
+        zeros = random_crop_flip(x, generator=torch.Generator().manual_seed(3), padding=3)
+        out = random_crop_flip(
+            x, generator=torch.Generator().manual_seed(3), padding=3, pad_mode="reflect"
+        )
+        padded = torch.nn.functional.pad(x, (3,) * 4, mode="reflect")
+        h, w = x.shape[-2:]
+        for image, got, zero in zip(padded, out, zeros, strict=True):
+            views = [
+                v[:, dy : dy + h, dx : dx + w]
+                for v in (image, image.flip(2))
+                for dy in range(7)
+                for dx in range(7)
+            ]
+            assert any(torch.equal(got, v) for v in views)
+            inside = zero != 0
+            assert torch.equal(got[inside], zero[inside])
+        assert (out > 0).all() and (zeros == 0).any()
+
+    def test_rejects_an_unknown_pad_mode_and_reflection_past_the_image(self) -> None:
+        with pytest.raises(ValueError, match="pad_mode must be one of"):
+            random_crop_flip(_images(), generator=torch.Generator(), pad_mode="edge")
+        h = _images().shape[-2]
+        with pytest.raises(ValueError, match="reflect padding must be <"):
+            random_crop_flip(_images(), generator=torch.Generator(), padding=h, pad_mode="reflect")
+
 
 class TestCutout:
     def test_one_square_of_fill_per_image_clipped_by_the_border(self) -> None:

@@ -143,6 +143,21 @@ class TestBatchLoader:
         with pytest.raises(ValueError, match="crop_padding"):
             BatchLoader(_dataset(), 4, augment=True, crop_padding=-1)
 
+    def test_reflect_padding_leaves_no_black_border(self) -> None:
+        rng = np.random.default_rng(1)
+        images = rng.integers(1, 256, (16, 8, 8, 3), dtype=np.uint8)
+        ds = ImageDataset(
+            "cifar10", "train", tuple("abcdefghij"), images, np.zeros(16, np.int64), "0" * 64
+        )
+        ((zeros, _),) = list(BatchLoader(ds, 16, augment=True, crop_padding=3, seed=3))
+        loader = BatchLoader(ds, 16, augment=True, crop_padding=3, pad_mode="reflect", seed=3)
+        ((x, _),) = list(loader)
+        assert (zeros == 0).any() and (x > 0).all()
+        with pytest.raises(ValueError, match="pad_mode must be one of"):
+            BatchLoader(ds, 4, augment=True, pad_mode="edge")
+        with pytest.raises(ValueError, match=r"reflect padding must be < the image side \(8"):
+            BatchLoader(ds, 4, augment=True, crop_padding=8, pad_mode="reflect")
+
     def test_does_not_touch_the_global_rng(self) -> None:
         state = torch.get_rng_state()
         for _ in BatchLoader(_dataset(), 4, shuffle=True, augment=True):

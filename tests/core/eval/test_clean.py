@@ -49,6 +49,15 @@ def test_scores_checkpoints_and_link_students_like_evaluate_teacher(tmp_path: Pa
     text = CliRunner().invoke(app, ["eval", "clean", str(tmp_path / "link"), "--limit", "4", *data])
     assert text.exit_code == 0, text.output
     assert "4 images" in text.output and "(link student)" in text.output
+    result = CliRunner().invoke(app, [*args, "--translate-tta", *data])
+    assert result.exit_code == 0, result.output
+    for row, model in zip(json.loads(result.stdout), models, strict=True):
+        six = evaluate_teacher(model, test, translate_tta=True)
+        assert row["accuracy_shift_tta"] == six["test_accuracy"]
+        assert row["accuracy_flip_tta"] == six["test_accuracy_flip_tta"]
+        assert six["test_accuracy_flip_tta"] == evaluate_teacher(model, test)["test_accuracy"]
+    text = CliRunner().invoke(app, [*args[:-1], "--translate-tta", *data])
+    assert text.exit_code == 0 and "6 views" in text.output, text.output
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -24,12 +24,13 @@ from rkdsc_core.train import (
     build_teacher,
     evaluate_teacher,
     predict_flip_tta,
+    predict_tta,
     teacher_config,
     teacher_lr_at,
     train_teacher,
 )
 from rkdsc_core.train import teacher as teacher_module
-from rkdsc_core.train.teacher import _make_optimizer
+from rkdsc_core.train.teacher import Lookahead, _make_optimizer
 from tests.core.data.conftest import write_tree
 
 
@@ -151,11 +152,11 @@ class TestTrainTeacher:
         losses = [h["train_loss"] for h in summary["history"]]
         assert len(losses) == 4 and losses[-1] < losses[0]
 
-    @pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+    @pytest.mark.parametrize("average", [{}, {"ema_decay": 0.5}, {"lookahead": True}])
     def test_resume_equals_uninterrupted(
-        self, colour_dataset: ImageDataset, tmp_path: Path, ema_decay: float
+        self, colour_dataset: ImageDataset, tmp_path: Path, average: dict[str, Any]
     ) -> None:
-        cfg = dataclasses.replace(_TINY, ema_decay=ema_decay)
+        cfg = dataclasses.replace(_TINY, **average)
         full, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "a")
         # Interrupted after epoch 1 (2 steps of 8 images), then resumed to the end.
         train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b", max_steps=2)
@@ -272,6 +273,117 @@ class TestFastNetTeacher:
         torch.testing.assert_close(loaded.state_dict()["whiten.weight"], model.whiten.weight)
 
 
+class TestAirbenchTricks:
+    """Lookahead, decayed biases, the stem bias schedule, shifted TTA views."""
+
+    def test_lookahead_pulls_every_fifth_step_and_ends_on_the_slow_copy(self) -> None:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+        look = Lookahead(model, total=12)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        assert look.keep(5) == pytest.approx(0.95**5 * (5 / 12) ** 3) and look.keep(12) == 1.0
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        moved = {k: v.clone() for k, v in model.state_dict().items()}
+        look.step(model, 4)  # between pulls: nothing happens
+        assert all(torch.equal(v, moved[k]) for k, v in model.state_dict().items())
+        look.step(model, 5)
+        keep = look.keep(5)
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                torch.testing.assert_close(v, keep * start[k] + (1 - keep) * moved[k], msg=k)
+                assert torch.equal(look.slow.state_dict()[k], v)
+        pulled = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        look.step(model, 12)  # the last step: back to the slow copy, unchanged
+        assert all(torch.equal(v, pulled[k]) for k, v in model.state_dict().items())
+        with pytest.raises(ValueError, match="total >= 1"):
+            Lookahead(model, total=0)
+
+    def test_training_with_lookahead_ends_on_the_slow_copy(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        # 2 epochs of 2 steps: no pull before the last step, which resets the weights to
+        # the slow copy (the initial ones); the fast ones moved in between.
+        cfg = dataclasses.replace(_TINY, lookahead=True)
+        torch.manual_seed(cfg.seed)
+        initial = build_teacher(cfg, 4).state_dict()
+        fast, _ = train_teacher(_TINY, colour_dataset, colour_dataset, tmp_path / "a")
+        model, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b")
+        floats = [k for k, v in initial.items() if v.is_floating_point()]
+        assert all(torch.equal(model.state_dict()[k], initial[k]) for k in floats)
+        assert not all(torch.equal(fast.state_dict()[k], initial[k]) for k in floats)
+        with pytest.raises(ValueError, match="two weight averages"):
+            dataclasses.replace(cfg, ema_decay=0.5)
+
+    def test_decayed_biases_decay_as_much_per_step_as_weights(self) -> None:
+        cfg = _tiny_fastnet(bias_lr_scale=8.0, decay_biases=True)
+        model = build_teacher(cfg, 10)
+        per_step = {
+            id(p): g["lr_scale"] * g["weight_decay"]
+            for g in _make_optimizer(model, cfg).param_groups
+            for p in g["params"]
+        }
+        assert {per_step[id(p)] for p in model.parameters()} == {cfg.weight_decay}
+
+    def test_the_stem_bias_trains_as_a_weight_then_freezes(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = _tiny_fastnet(epochs=2, stem_bias_epochs=1)
+        model = build_teacher(cfg, 4)
+        groups = _make_optimizer(model, cfg, model.stem_bias).param_groups  # type: ignore[arg-type]
+        (group,) = [g for g in groups if any(p is model.stem_bias for p in g["params"])]
+        assert (group["lr_scale"], group["weight_decay"]) == (1.0, cfg.weight_decay)
+        # 2 steps an epoch: the bias after epoch 1 is the bias at the end.
+        after_one, _ = train_teacher(
+            cfg, colour_dataset, colour_dataset, tmp_path / "a", max_steps=2
+        )
+        full, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b")
+        assert after_one.whiten.bias.abs().sum() > 0
+        assert torch.equal(full.whiten.bias, after_one.whiten.bias)
+        assert not torch.equal(full.groups[0].conv1.weight, after_one.groups[0].conv1.weight)
+        never, _ = train_teacher(
+            dataclasses.replace(cfg, stem_bias_epochs=0),
+            colour_dataset, colour_dataset, tmp_path / "c",
+        )  # fmt: skip
+        assert torch.equal(never.whiten.bias, torch.zeros_like(never.whiten.bias))
+
+    def test_the_stem_bias_schedule_needs_a_stem(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = dataclasses.replace(_TINY, stem_bias_epochs=1)
+        with pytest.raises(ValueError, match="data-initialised stem"):
+            train_teacher(cfg, colour_dataset, colour_dataset, tmp_path)
+
+    def test_shift_tta_is_the_mean_of_six_views(self, tiny_dataset: ImageDataset) -> None:
+        model = build_teacher(_TINY, 10).eval()
+        x = torch.rand(3, 3, 32, 32)
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :32, :32], padded[..., 2:, 2:]
+        assert torch.equal(up_left[..., 1:, 1:], x[..., :-1, :-1])  # content moved down-right
+        with torch.no_grad():
+            want = 0.5 * predict_flip_tta(model, x) + 0.25 * (
+                predict_flip_tta(model, up_left) + predict_flip_tta(model, down_right)
+            )
+            torch.testing.assert_close(predict_tta(model, x, translate=True), want)
+            torch.testing.assert_close(predict_tta(model, x), predict_flip_tta(model, x))
+            images, y = to_tensor(tiny_dataset.images), torch.from_numpy(tiny_dataset.labels)
+            acc = (predict_tta(model, images, translate=True).argmax(1) == y).float().mean()
+        got = evaluate_teacher(model, tiny_dataset, translate_tta=True, batch_size=16)
+        assert got["test_accuracy"] == pytest.approx(acc.item())
+        with pytest.raises(ValueError, match="set flip_tta too"):
+            evaluate_teacher(model, tiny_dataset, flip_tta=False, translate_tta=True)
+        with pytest.raises(ValueError, match="set flip_tta too"):
+            dataclasses.replace(_TINY, flip_tta=False, translate_tta=True)
+
+    def test_unknown_pad_mode_and_negative_stem_epochs_are_rejected(self) -> None:
+        with pytest.raises(ValueError, match="pad_mode must be one of"):
+            teacher_config(pad_mode="edge")
+        with pytest.raises(ValueError, match="stem_bias_epochs"):
+            teacher_config(stem_bias_epochs=-1)
+
+
 class TestFlipTTA:
     def test_prediction_is_the_mean_of_the_two_views(self) -> None:
         model = build_teacher(_TINY, 10).eval()
@@ -375,6 +487,26 @@ class TestCli:
         args = ["train", "teacher", "--out", str(run), "--model", "resnet18-cifar", "--widths"]
         result = runner.invoke(app, [*args, "4,8,8"])
         assert result.exit_code == 2 and "FastNet" in result.output
+
+    def test_airbench_flags_reach_the_recipe(self, runner: CliRunner, tmp_path: Path) -> None:
+        tree = write_tree(tmp_path / "tree").path
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
+        run = tmp_path / "run"
+        args = ["train", "teacher", "--out", str(run), "--widths", "4,8,6", "--epochs", "1"]
+        args += ["--lookahead", "--crop-padding", "2", "--pad-mode", "reflect"]
+        args += ["--decay-biases", "--stem-bias-epochs", "1", "--translate-tta"]
+        result = runner.invoke(app, [*args, "--batch-size", "4", *data])
+        assert result.exit_code == 0, result.output
+        recipe = json.loads((run / "config.json").read_text())["teacher"]
+        assert recipe["lookahead"] and recipe["decay_biases"] and recipe["translate_tta"]
+        assert (recipe["crop_padding"], recipe["pad_mode"], recipe["stem_bias_epochs"]) == (
+            2,
+            "reflect",
+            1,
+        )
+        assert json.loads((run / "teacher.json").read_text())["metrics"]["translate_tta"]
+        result = runner.invoke(app, [*args[:6], "--pad-mode", "edge", *data])
+        assert result.exit_code == 2 and "pad_mode must be one of" in result.output
 
     def test_missing_data_is_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
         args = ["train", "teacher", "--out", str(tmp_path / "run"), "--epochs", "1"]
