@@ -55,6 +55,8 @@ def card(manifest: dict[str, Any], shipped: dict[str, Any], machine: str, model:
     m = manifest["metrics"]
     history = m.get("history", [])
     recipe = manifest.get("extra", {}).get("training", {}).get("config", {})
+    # A run scored with shifted views during training: its figure is the six-view one.
+    six_views = " (6 views: flip + shift TTA)" if m.get("translate_tta") else ""
     params = count_parameters(model)
     macs = count_macs(model, *model.example_inputs())
     lines = [
@@ -89,7 +91,8 @@ def card(manifest: dict[str, Any], shipped: dict[str, Any], machine: str, model:
         "| weights | images | accuracy (flip TTA) | single view |",
         "|---|---|---|---|",
         f"| float32, end of training | {m.get('test_images', '?')} | "
-        f"{m.get('test_accuracy', 0):.4f} | {m.get('test_accuracy_single_view', 0):.4f} |",
+        f"{m.get('test_accuracy', 0):.4f}{six_views} | "
+        f"{m.get('test_accuracy_single_view', 0):.4f} |",
         f"| float16, shipped | {shipped['test_images']} | {shipped['test_accuracy']:.4f} | "
         f"{shipped['test_accuracy_single_view']:.4f} |",
         f"| float16, shipped, fixed sample `sample({SAMPLE})` | {SAMPLE} | "

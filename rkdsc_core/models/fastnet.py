@@ -15,7 +15,7 @@ fast learning rate on the norm shifts) is the ``fastnet-cifar`` preset of
 :mod:`rkdsc_core.train.teacher`. The published recipes reach 94% on the original
 CIFAR-10 in 10 epochs with more tricks than this preset; the recipe has them as options
 (lookahead, reflect-padded crops, decayed norm shifts, a stem bias frozen after a few
-epochs, shifted test-time views); see docs/training.md for what each measures here.
+epochs, shifted test-time views), off by default; docs/training.md describes them.
 """
 
 from __future__ import annotations

@@ -107,12 +107,14 @@ class TeacherTrainConfig:
         crop_padding: the training crop's padding [pixels per side] (random
             translations of up to this many pixels); 0: flips only.
         pad_mode: how that padding is filled: ``"zeros"`` (black) or ``"reflect"``.
-        decay_biases: decay biases and norm shifts too, by the same amount per step as
-            the weights (their decay is divided by ``bias_lr_scale``, as airbench does);
-            off: they are not decayed.
+        decay_biases: decay the 0-/1-d parameters too (biases, norm shifts, and norm
+            scales where a model trains them), by the same amount per step as the weights
+            (their decay is divided by ``bias_lr_scale``, as airbench does); off: they are
+            not decayed.
         stem_bias_epochs: for models with a data-initialised stem (``stem_bias``), train
-            its bias like a weight (the base learning rate, decayed) for this many epochs,
-            then freeze it (airbench: 3); ``None``: it is an ordinary bias throughout.
+            its bias like a weight (the backbone's learning rate, not ``bias_lr_scale``
+            times it; decayed) for this many epochs, then freeze it (airbench: 3); ``None``:
+            it is an ordinary bias throughout.
         cutout: side of the square cut out of each training image [pixels] (see
             :func:`~rkdsc_core.data.cutout`); 0: none.
         whiten_images: for models with a data-initialised stem (``init_whitening``), the
@@ -345,9 +347,9 @@ class Lookahead(nn.Module):
     statistics). After every ``every``-th step of ``total``, :meth:`step` moves the slow
     copy towards the model, keeping ``keep = 0.95**5 * (t / total)**3`` of itself at step
     ``t`` (0 early on: the slow copy just follows; 0.77 at the end), and resets the model
-    to it. After the last step the model is reset to the slow copy as it stands (the steps
-    since the last pull are dropped, as in airbench). Saved and resumed with the training
-    state.
+    to it. After the last step the model is reset to the slow copy as it stands (the up to
+    ``every - 1`` steps since the last pull are dropped, as in airbench). Saved and resumed
+    with the training state.
 
     Args:
         model: the module being trained (its state is copied now).
@@ -364,15 +366,16 @@ class Lookahead(nn.Module):
         self.slow.requires_grad_(False)
 
     def keep(self, step: int) -> float:
-        """The share of itself the slow copy keeps at ``step`` (1-based): 1.0 at the last."""
-        return 1.0 if step >= self.total else 0.95**5 * (step / self.total) ** 3
+        """The share of itself the slow copy keeps at a pull after ``step`` (1-based)."""
+        return 0.95**5 * (min(step, self.total) / self.total) ** 3
 
     @torch.no_grad()
     def step(self, model: nn.Module, step: int) -> None:
         """Call after optimisation step ``step`` (1-based) of ``model``; a no-op between pulls."""
-        if step % self.every and step < self.total:
+        pull, last = step % self.every == 0, step >= self.total
+        if not (pull or last):
             return
-        keep = self.keep(step)
+        keep = self.keep(step) if pull else 1.0  # the last step alone: back to the slow copy
         slow = self.slow.state_dict()
         for name, fast in model.state_dict().items():
             if fast.is_floating_point():
@@ -607,8 +610,8 @@ def train_teacher(
             phase = (epoch < cfg.freeze_backbone_epochs, stem_frozen)
             if cfg.freeze_backbone_epochs:
                 _set_backbone_trainable(model, not phase[0], fixed)
-            if stem_bias is not None:
-                stem_bias.requires_grad_(not stem_frozen)
+            if stem_bias is not None:  # frozen with the backbone too
+                stem_bias.requires_grad_(not stem_frozen and not phase[0])
             ddp_model = None  # drop the old DDP reducer (its hooks) before wrapping again
             gc.collect()
             ddp_model = wrap_ddp(model, info)

@@ -69,3 +69,17 @@ def test_ships_fp16_weights_with_the_manifest_and_a_card(
     assert "**met** (93.01% with flip TTA)" in card
     assert "| 2 | 1.100 | 0.7000 | 0.9300 | 8 |" in card
     assert "0.9315" in card
+
+
+@pytest.mark.parametrize("translate_tta", [False, True])
+def test_a_six_view_training_score_is_labelled_so(translate_tta: bool) -> None:
+    model = create_model("fastnet-cifar", widths=(4, 8, 8))
+    metrics = {"test_accuracy": 0.93, "test_accuracy_single_view": 0.92, "epochs": 2,
+               "wall_seconds": 17.0, "test_images": 10000, "history": _HISTORY,
+               "translate_tta": translate_tta}  # fmt: skip
+    manifest = {"model": "fastnet-cifar", "metrics": metrics, "parameters": 1}
+    shipped = {"test_images": 10000, "test_accuracy": 0.92, "test_accuracy_single_view": 0.91,
+               "sample_accuracy": 0.92}  # fmt: skip
+    card = ship_teacher.card(manifest, shipped, "m", model)
+    row = next(line for line in card.splitlines() if line.startswith("| float32"))
+    assert ("6 views" in row) is translate_tta, row

@@ -152,16 +152,25 @@ class TestTrainTeacher:
         losses = [h["train_loss"] for h in summary["history"]]
         assert len(losses) == 4 and losses[-1] < losses[0]
 
-    @pytest.mark.parametrize("average", [{}, {"ema_decay": 0.5}, {"lookahead": True}])
+    @pytest.mark.parametrize(
+        ("average", "epochs", "stop"),
+        # Lookahead: 8 steps, pulled at step 5, interrupted at 6: the slow copy must resume.
+        [({}, 2, 2), ({"ema_decay": 0.5}, 2, 2), ({"lookahead": True}, 4, 6)],
+    )
     def test_resume_equals_uninterrupted(
-        self, colour_dataset: ImageDataset, tmp_path: Path, average: dict[str, Any]
+        self,
+        colour_dataset: ImageDataset,
+        tmp_path: Path,
+        average: dict[str, Any],
+        epochs: int,
+        stop: int,
     ) -> None:
-        cfg = dataclasses.replace(_TINY, **average)
+        cfg = dataclasses.replace(_TINY, epochs=epochs, **average)
         full, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "a")
-        # Interrupted after epoch 1 (2 steps of 8 images), then resumed to the end.
-        train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b", max_steps=2)
+        # Interrupted after an epoch (2 steps of 8 images each), then resumed to the end.
+        train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b", max_steps=stop)
         resumed, summary = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "b")
-        assert [h["epoch"] for h in summary["history"]] == [1, 2]
+        assert [h["epoch"] for h in summary["history"]] == list(range(1, epochs + 1))
         for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
             assert torch.equal(a, b), k
 
@@ -280,7 +289,8 @@ class TestAirbenchTricks:
         model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
         look = Lookahead(model, total=12)
         start = {k: v.clone() for k, v in model.state_dict().items()}
-        assert look.keep(5) == pytest.approx(0.95**5 * (5 / 12) ** 3) and look.keep(12) == 1.0
+        assert look.keep(5) == pytest.approx(0.95**5 * (5 / 12) ** 3)
+        assert look.keep(12) == pytest.approx(0.95**5)
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(1.0)
@@ -296,10 +306,21 @@ class TestAirbenchTricks:
         pulled = {k: v.clone() for k, v in model.state_dict().items()}
         with torch.no_grad():
             model[0].weight.add_(1.0)
-        look.step(model, 12)  # the last step: back to the slow copy, unchanged
+        look.step(model, 12)  # the last step, not a pull: back to the slow copy, unchanged
         assert all(torch.equal(v, pulled[k]) for k, v in model.state_dict().items())
         with pytest.raises(ValueError, match="total >= 1"):
             Lookahead(model, total=0)
+
+    def test_a_last_step_on_a_pull_pulls_before_ending_on_the_slow_copy(self) -> None:
+        model = torch.nn.Linear(2, 2)
+        look = Lookahead(model, total=10)
+        start = model.weight.detach().clone()
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        look.step(model, 10)
+        keep = 0.95**5
+        torch.testing.assert_close(model.weight, keep * start + (1 - keep) * (start + 1))
+        assert torch.equal(look.slow.weight, model.weight)
 
     def test_training_with_lookahead_ends_on_the_slow_copy(
         self, colour_dataset: ImageDataset, tmp_path: Path
@@ -348,6 +369,15 @@ class TestAirbenchTricks:
             colour_dataset, colour_dataset, tmp_path / "c",
         )  # fmt: skip
         assert torch.equal(never.whiten.bias, torch.zeros_like(never.whiten.bias))
+
+    def test_the_stem_bias_stays_frozen_with_the_backbone(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = _tiny_fastnet(epochs=2, freeze_backbone_epochs=1, stem_bias_epochs=2)
+        head_only, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path, max_steps=2)
+        assert torch.equal(head_only.whiten.bias, torch.zeros_like(head_only.whiten.bias))
+        full, _ = train_teacher(cfg, colour_dataset, colour_dataset, tmp_path)
+        assert full.whiten.bias.abs().sum() > 0  # trained in epoch 2, with the backbone
 
     def test_the_stem_bias_schedule_needs_a_stem(
         self, colour_dataset: ImageDataset, tmp_path: Path
