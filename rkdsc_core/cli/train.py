@@ -223,6 +223,14 @@ def train_teacher_cmd(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train a recorded recipe instead of the preset: a teacher manifest "
+            "(RUN/teacher.json, docs/results/teacher/*.json) or a run's config.json; the "
+            "other flags change it."
+        ),
+    ] = None,
     dataset: DatasetOpt = "cifar10",
     data: DataOpt = None,
     cache_dir: CacheOpt = None,
@@ -234,9 +242,16 @@ def train_teacher_cmd(
     Writes OUT/state.* every epoch and OUT/teacher.{safetensors,json} at the end. Runs
     under torchrun too (DDP; --batch-size is the global batch).
     """
-    from rkdsc_core.train.teacher import teacher_config
+    from rkdsc_core.train.teacher import load_teacher_recipe, teacher_config
 
-    name = model or "fastnet-cifar"
+    recorded = None
+    if recipe is not None:
+        try:
+            recorded = load_teacher_recipe(recipe)
+        except ValueError as e:
+            fail(str(e))
+            raise
+    name = model or (recorded["model"] if recorded else "fastnet-cifar")
     model_overrides: dict[str, Any] = {}
     if width is not None:
         if not name.startswith("resnet"):
@@ -255,11 +270,12 @@ def train_teacher_cmd(
         if not name.startswith("clip"):
             fail(f"--clip-checkpoint applies to the CLIP teachers, not {name}")
         model_overrides["checkpoint"] = str(clip_checkpoint.expanduser().resolve())
-    elif name == "clip-vit-b32":
+    elif name == "clip-vit-b32" and "checkpoint" not in (recorded or {}).get("model_overrides", {}):
         fail("clip-vit-b32 needs --clip-checkpoint PATH (your local CLIP weights)")
     try:
         cfg = teacher_config(
-            name,
+            model,
+            recipe=recorded,
             model_overrides=model_overrides or None,
             epochs=epochs,
             batch_size=batch_size,

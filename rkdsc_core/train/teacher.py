@@ -62,6 +62,7 @@ __all__ = [
     "TeacherTrainConfig",
     "build_teacher",
     "evaluate_teacher",
+    "load_teacher_recipe",
     "lr_at",
     "predict_flip_tta",
     "predict_tta",
@@ -247,13 +248,63 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def teacher_config(model: str = "fastnet-cifar", **overrides: Any) -> TeacherTrainConfig:
+def teacher_config(
+    model: str | None = None, *, recipe: dict[str, Any] | None = None, **overrides: Any
+) -> TeacherTrainConfig:
     """The preset of ``model``'s family (:data:`TEACHER_PRESETS`), then ``overrides``.
 
+    ``recipe`` (a recorded run's fields, :func:`load_teacher_recipe`) replaces the preset:
+    the run is rebuilt as it was, ``model`` defaults to its model (another is an error),
+    and ``model_overrides`` are merged into its own. Fields a recipe lacks (it predates
+    them) take the :class:`TeacherTrainConfig` defaults, which keep older behaviour.
     ``None`` overrides keep the preset (so CLI flags can be passed straight through).
     """
-    values = TEACHER_PRESETS.get(model, {}) | {k: v for k, v in overrides.items() if v is not None}
-    return TeacherTrainConfig(model=model, **values)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if recipe is None:
+        name = model or "fastnet-cifar"
+        return TeacherTrainConfig(model=name, **(TEACHER_PRESETS.get(name, {}) | given))
+    base = dict(recipe)
+    name = str(base.pop("model"))
+    if model is not None and model != name:
+        raise ValueError(f"the recipe trains {name}, not {model}; drop the model or the recipe")
+    if "model_overrides" in given:
+        given["model_overrides"] = dict(base.get("model_overrides", {})) | given["model_overrides"]
+    return TeacherTrainConfig(model=name, **(base | given))
+
+
+def load_teacher_recipe(path: Path | str) -> dict[str, Any]:
+    """The :class:`TeacherTrainConfig` fields a teacher run recorded, to train it again.
+
+    ``path``: a teacher manifest (``RUN/teacher.json``, ``docs/results/teacher/*.json``:
+    its ``extra.training.config``), a run's ``config.json`` (its ``teacher``), or a JSON
+    object of the fields themselves.
+
+    Raises:
+        ValueError: unreadable JSON, no recipe in it, or fields this version does not know.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read a recipe from {path}: {e}") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} holds no teacher recipe (a JSON object)")
+    recipe = doc.get("extra", {}).get("training", {}).get("config") or doc.get("teacher") or doc
+    if recipe is doc and "weights_sha256" in doc:  # a checkpoint manifest, not a training run's
+        raise ValueError(
+            f"{path} is a checkpoint manifest ({doc.get('model')}) that records no training "
+            "recipe (an ensemble is joined from trained members, not trained)"
+        )
+    if not isinstance(recipe, dict) or "model" not in recipe:
+        raise ValueError(
+            f"{path} holds no teacher recipe: expected a teacher manifest, a run's "
+            "config.json or an object of TeacherTrainConfig fields with a `model`"
+        )
+    known = {f.name for f in dataclasses.fields(TeacherTrainConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ValueError(f"{path}: fields this version does not know: {', '.join(unknown)}")
+    return dict(recipe)
 
 
 def lr_at(step: int, total: int, cfg: TeacherTrainConfig) -> float:

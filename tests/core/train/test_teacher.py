@@ -23,6 +23,7 @@ from rkdsc_core.train import (
     TeacherTrainConfig,
     build_teacher,
     evaluate_teacher,
+    load_teacher_recipe,
     predict_flip_tta,
     predict_tta,
     teacher_config,
@@ -123,6 +124,55 @@ class TestConfig:
     def test_an_ensemble_is_joined_not_trained(self) -> None:
         with pytest.raises(ValueError, match="rkdsc models ensemble"):
             teacher_config("ensemble")
+
+
+class TestRecipes:
+    """Training a recorded run's recipe again (``--recipe``)."""
+
+    def test_a_manifest_a_run_config_and_a_bare_object_give_the_recipe(
+        self, colour_dataset: ImageDataset, tmp_path: Path
+    ) -> None:
+        cfg = _tiny_fastnet(epochs=1, lookahead=True, pad_mode="reflect")
+        train_teacher(cfg, colour_dataset, colour_dataset, tmp_path / "run", max_steps=1)
+        fields = dataclasses.asdict(cfg) | {"model_overrides": {"widths": [4, 8, 8]}}
+        (tmp_path / "config.json").write_text(json.dumps({"command": "x", "teacher": fields}))
+        (tmp_path / "bare.json").write_text(json.dumps(fields))
+        want = teacher_module._jsonable(cfg)  # as JSON: the widths come back as a list
+        for path in ("run/teacher.json", "config.json", "bare.json"):
+            got = teacher_config(recipe=load_teacher_recipe(tmp_path / path))
+            assert teacher_module._jsonable(got) == want, path
+
+    def test_overrides_change_a_recipe_and_merge_model_overrides(self) -> None:
+        recipe = dataclasses.asdict(_tiny_fastnet(epochs=7, lookahead=True))
+        cfg = teacher_config(recipe=recipe, epochs=2, model_overrides={"image_size": 40})
+        assert (cfg.epochs, cfg.lookahead, cfg.batch_size) == (2, True, 8)
+        assert cfg.model_overrides == {"widths": (4, 8, 8), "image_size": 40}
+        with pytest.raises(ValueError, match="the recipe trains fastnet-cifar, not resnet18"):
+            teacher_config("resnet18-cifar", recipe=recipe)
+
+    def test_a_recipe_from_before_a_field_takes_its_default(self, tmp_path: Path) -> None:
+        recipe = dataclasses.asdict(_tiny_fastnet())
+        del recipe["lookahead"], recipe["pad_mode"]
+        (tmp_path / "old.json").write_text(json.dumps(recipe))
+        cfg = teacher_config(recipe=load_teacher_recipe(tmp_path / "old.json"))
+        assert (cfg.lookahead, cfg.pad_mode) == (False, "zeros")
+
+    @pytest.mark.parametrize(
+        ("text", "says"),
+        [
+            ("{not json", "cannot read a recipe"),
+            ("[1, 2]", "no teacher recipe"),
+            ('{"epochs": 3}', "no teacher recipe"),
+            ('{"model": "fastnet-cifar", "epochs": 3, "warp": 9}', "does not know: warp"),
+            ('{"model": "ensemble", "weights_sha256": "ab"}', "records no training recipe"),
+        ],
+    )
+    def test_what_is_not_a_recipe_is_a_clear_error(
+        self, tmp_path: Path, text: str, says: str
+    ) -> None:
+        (tmp_path / "r.json").write_text(text)
+        with pytest.raises(ValueError, match=says):
+            load_teacher_recipe(tmp_path / "r.json")
 
 
 class TestTrainTeacher:
@@ -537,6 +587,25 @@ class TestCli:
         assert json.loads((run / "teacher.json").read_text())["metrics"]["translate_tta"]
         result = runner.invoke(app, [*args[:6], "--pad-mode", "edge", *data])
         assert result.exit_code == 2 and "pad_mode must be one of" in result.output
+
+    def test_a_recorded_recipe_trains_again(self, runner: CliRunner, tmp_path: Path) -> None:
+        tree = write_tree(tmp_path / "tree").path
+        data = ["--data", str(tree), "--cache-dir", str(tmp_path / "cache")]
+        first = ["train", "teacher", "--out", str(tmp_path / "a"), "--widths", "4,8,6"]
+        first += ["--epochs", "1", "--batch-size", "4", "--lookahead", "--pad-mode", "reflect"]
+        assert runner.invoke(app, [*first, *data]).exit_code == 0
+        again = ["train", "teacher", "--out", str(tmp_path / "b"), "--seed", "3"]
+        result = runner.invoke(
+            app, [*again, "--recipe", str(tmp_path / "a" / "config.json"), *data]
+        )
+        assert result.exit_code == 0, result.output
+        a, b = (json.loads((tmp_path / r / "config.json").read_text())["teacher"] for r in "ab")
+        assert b == a | {"seed": 3}
+        bad = ["--recipe", str(tmp_path / "a" / "config.json"), "--model", "resnet18-cifar"]
+        result = runner.invoke(app, [*again, *bad, *data])
+        assert result.exit_code == 2 and "the recipe trains fastnet-cifar" in result.output
+        result = runner.invoke(app, [*again, "--recipe", str(tmp_path / "nope.json"), *data])
+        assert result.exit_code == 2 and "cannot read a recipe" in result.output
 
     def test_missing_data_is_a_clean_error(self, runner: CliRunner, tmp_path: Path) -> None:
         args = ["train", "teacher", "--out", str(tmp_path / "run"), "--epochs", "1"]
