@@ -293,7 +293,8 @@ def load_teacher_recipe(path: Path | str) -> dict[str, Any]:
     if recipe is doc and "weights_sha256" in doc:  # a checkpoint manifest, not a training run's
         raise ValueError(
             f"{path} is a checkpoint manifest ({doc.get('model')}) that records no training "
-            "recipe (an ensemble is joined from trained members, not trained)"
+            "recipe: an ensemble's (joined from trained members, not trained), or one "
+            "written before recipes were recorded"
         )
     if not isinstance(recipe, dict) or "model" not in recipe:
         raise ValueError(
