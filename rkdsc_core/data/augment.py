@@ -7,10 +7,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PAD_MODES", "cutout", "random_crop_flip"]
+__all__ = ["PAD_MODES", "check_pad_mode", "cutout", "random_crop_flip"]
 
 #: How :func:`random_crop_flip` fills the border it crops from.
 PAD_MODES = ("zeros", "reflect")
+
+
+def check_pad_mode(pad_mode: str, padding: int, side: int) -> None:
+    """ValueError unless ``pad_mode`` is one of :data:`PAD_MODES` and, for reflection,
+    ``padding`` is below the image ``side`` [pixels]."""
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    if pad_mode == "reflect" and padding >= side:
+        raise ValueError(f"reflect padding must be < the image side ({side} pixels), got {padding}")
 
 
 def _batch_shape(images: Tensor) -> tuple[int, int, int]:
@@ -56,12 +65,7 @@ def random_crop_flip(
     b, h, w = _batch_shape(images)
     if padding < 0:
         raise ValueError(f"padding must be >= 0 pixels, got {padding}")
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    if pad_mode == "reflect" and padding >= min(h, w):
-        raise ValueError(
-            f"reflect padding must be < the image side ({min(h, w)} pixels), got {padding}"
-        )
+    check_pad_mode(pad_mode, padding, min(h, w))
     gen_device = generator.device
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=gen_device)
     flips = (

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from rkdsc_core.data.augment import PAD_MODES, cutout, random_crop_flip
+from rkdsc_core.data.augment import check_pad_mode, cutout, random_crop_flip
 from rkdsc_core.data.dataset import ImageDataset
 from rkdsc_core.data.tensor import to_tensor
 
@@ -101,14 +101,9 @@ class BatchLoader:
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {crop_padding}")
         self.crop_padding = crop_padding
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        self.pad_mode = pad_mode
         side = min(dataset.images.shape[1:3])  # [N, H, W, C], checked by ImageDataset
-        if pad_mode == "reflect" and crop_padding >= side:
-            raise ValueError(
-                f"reflect padding must be < the image side ({side} pixels), got {crop_padding}"
-            )
+        check_pad_mode(pad_mode, crop_padding, side)
+        self.pad_mode = pad_mode
         if not 0 <= cutout_size <= side:
             raise ValueError(
                 f"cutout_size must be in [0, {side}] pixels (the image side), got {cutout_size}"

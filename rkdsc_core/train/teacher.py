@@ -458,12 +458,12 @@ def evaluate_teacher(
         when ``flip_tta`` (else the same as the second), both in [0, 1]; with
         ``translate_tta`` also ``"test_accuracy_flip_tta"``, the two-view figure.
     """
+    if translate_tta and not flip_tta:
+        raise ValueError("translate_tta adds views to flip_tta: set flip_tta too")
     device = next(model.parameters()).device
     info = dist if dist is not None else DistInfo.single(device)
     subset = data if limit is None or limit >= len(data) else data.sample(limit)
     loader = BatchLoader(subset, batch_size, rank=info.rank, world_size=info.world_size)
-    if translate_tta and not flip_tta:
-        raise ValueError("translate_tta adds views to flip_tta: set flip_tta too")
     was_training = model.training
     model.eval()
     # correct: single view, TTA, flip only (with translate_tta); seen
