@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -38,19 +39,21 @@ _COLUMNS = (
 )
 
 
-def model_info(name: str) -> dict[str, Any]:
-    """Build model ``name`` with its defaults and measure it on ``example_inputs(1)``.
+def model_info(name: str, **overrides: Any) -> dict[str, Any]:
+    """Build model ``name`` (its defaults, with ``overrides`` for its factory) and measure
+    it on ``example_inputs(1)``.
 
     Returns ``{name, params, macs_per_image, input_shape, num_tokens, feature_dim,
-    token_dim}``; ``num_tokens``/``feature_dim`` are ``None`` for models without them and
-    ``token_dim`` (the dimension of the tokens) defaults to ``feature_dim``.
+    token_dim}``, plus ``overrides`` when some were given; ``num_tokens``/``feature_dim``
+    are ``None`` for models without them and ``token_dim`` (the dimension of the tokens)
+    defaults to ``feature_dim``.
     """
     # Building a teacher without weights warns once per model; the table says enough.
     quiet = logging.getLogger("rkdsc_core.models")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        model = create_model(name)
+        model = create_model(name, **overrides)
     finally:
         quiet.setLevel(level)
     example = getattr(model, "example_inputs", None)
@@ -61,6 +64,7 @@ def model_info(name: str) -> dict[str, Any]:
     feature_dim = getattr(model, "feature_dim", None)
     return {
         "name": name,
+        **({"overrides": overrides} if overrides else {}),
         "params": count_parameters(model),
         "macs_per_image": count_macs(model, *inputs) // max(batch, 1),
         "input_shape": [list(x.shape) for x in inputs]
@@ -78,6 +82,15 @@ def info_cmd(
         list[str] | None,
         typer.Option("--name", help="Model to describe; repeat for several. Default: all."),
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A field of the named models' config, e.g. --set C=40 --set layers=5 for "
+            "darts-student; VALUE is read as JSON, else as a string. Repeatable; needs --name.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parameters, MACs per image, input shape, tokens T and feature dim D of each model."""
@@ -86,11 +99,14 @@ def info_cmd(
     unknown = [n for n in selected if n not in known]
     if unknown:
         fail(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(known)}")
+    overrides = _parse_settings(settings or [])
+    if overrides and not names:
+        fail("--set needs --name: the fields are those of the named models' configs")
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
     for name in selected:
         try:
-            rows.append(model_info(name))
+            rows.append(model_info(name, **overrides))
         except Exception as e:  # one broken or uninstalled model must not hide the others
             sys.stderr.write(f"error: {name}: {type(e).__name__}: {e}\n")
             failed.append(name)
@@ -107,6 +123,23 @@ def info_cmd(
             typer.echo(" ".join(_cell(row[key], w, i) for i, (key, _, w) in enumerate(_COLUMNS)))
     if failed:
         raise typer.Exit(1)
+
+
+def _parse_settings(settings: list[str]) -> dict[str, Any]:
+    """``["C=40", "genotype=darts_v2"]`` -> ``{"C": 40, "genotype": "darts_v2"}``."""
+    out: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            fail(f"--set takes KEY=VALUE with KEY a config field name, got {item!r}")
+        if key in out:
+            fail(f"--set {key} given twice")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 @app.command("ensemble")

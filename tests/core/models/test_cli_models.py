@@ -96,3 +96,51 @@ class TestModelsInfo:
         assert result.exit_code == 1
         assert "test-broken" in result.stderr
         assert [r["name"] for r in json.loads(result.stdout)] == ["clip-vit-tiny"]
+
+    def test_set_overrides_config_fields(self) -> None:
+        # The shipped student's width and depth; genotype is not JSON, so read as a string.
+        result = runner.invoke(
+            app,
+            [
+                "models",
+                "info",
+                "--json",
+                "--name",
+                "darts-student",
+                "--set",
+                "C=16",
+                "--set",
+                "layers=5",
+                "--set",
+                "genotype=darts_v2",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)
+        assert row["overrides"] == {"C": 16, "layers": 5, "genotype": "darts_v2"}
+        assert row["params"] == 161_578
+        default = runner.invoke(app, ["models", "info", "--json", "--name", "darts-student"])
+        (plain,) = json.loads(default.stdout)
+        assert "overrides" not in plain
+        assert plain["params"] != row["params"]
+
+    def test_set_unknown_field_is_reported(self) -> None:
+        result = runner.invoke(
+            app, ["models", "info", "--name", "darts-student", "--set", "no_such_field=1"]
+        )
+        assert result.exit_code == 1
+        assert "no_such_field" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--set", "C=40"], "needs --name"),
+            (["--name", "darts-student", "--set", "C40"], "KEY=VALUE"),
+            (["--name", "darts-student", "--set", "=3"], "KEY=VALUE"),
+            (["--name", "darts-student", "--set", "C=4", "--set", "C=8"], "twice"),
+        ],
+    )
+    def test_bad_set_fails_before_building(self, args: list[str], message: str) -> None:
+        result = runner.invoke(app, ["models", "info", *args])
+        assert result.exit_code == 2
+        assert message in result.stderr
