@@ -130,6 +130,7 @@ def simulate_ber(
     min_errors: int = 1000,
     max_bits: int = 4_000_000,
     frame_bits: int = 200_000,
+    block_symbols: int = 64,
     seed: int = 0,
 ) -> BERPoint:
     """Send random bits through :class:`~rkdsc_core.channel.Channel` until ``min_errors``.
@@ -138,22 +139,36 @@ def simulate_ber(
     ``(seed, link_id=channel, seq=frame)``; detection is coherent with perfect CSI
     (zero-forcing, then hard decisions). Stops after ``min_errors`` errors or
     ``max_bits`` bits.
+
+    With ``fading="block"`` each frame is cut into rows of ``block_symbols`` symbols, one
+    gain per row (the frame's bits are cut down to a whole number of rows), so a point
+    averages over thousands of fades, which the closed form assumes; one gain per
+    ``frame_bits`` would rest a point on a handful of fades.
     """
     k = _check_modulation(modulation)
     check_snr_db(snr_db)
     if frame_bits % k or frame_bits <= 0:
         raise ValueError(f"frame_bits must be a positive multiple of {k}, got {frame_bits}")
+    row_bits = frame_bits
+    if fading == "block" and channel != "awgn":
+        if block_symbols < 1 or block_symbols * k > frame_bits:
+            raise ValueError(
+                f"block_symbols must be in [1, frame_bits / {k}] = [1, {frame_bits // k}], "
+                f"got {block_symbols}"
+            )
+        row_bits = block_symbols * k
+    shape = (frame_bits // row_bits, row_bits)  # one gain per row under block fading
     ch = Channel(ChannelConfig(model=channel, fading=fading, k_factor=k_factor))
     bits_sent = errors = 0
     frame = 0
     with torch.no_grad():
         while errors < min_errors and bits_sent < max_bits:
             g = frame_generator(seed, f"ber-{channel}-{modulation}", frame)
-            bits = torch.rand(1, frame_bits, generator=g) < 0.5
+            bits = torch.rand(shape, generator=g) < 0.5
             out = ch(modulate(bits, modulation), snr_db, generator=g)
             decided = demodulate(equalize(out.y, out.h), modulation)
             errors += int((decided != bits).sum())
-            bits_sent += frame_bits
+            bits_sent += bits.numel()
             frame += 1
     theory = float(ber_theory(snr_db, modulation, channel, k_factor=k_factor))
     return BERPoint(float(snr_db), errors / bits_sent, theory, bits_sent, errors)

@@ -61,7 +61,9 @@ def simulate_cmd(
         echo_json([dataclasses.asdict(p) for p in points])
         return
     k = f", K={k_factor:g}" if channel == "rician" else ""
-    fad = f" ({fading} fading)" if channel != "awgn" else ""
+    fad = "" if channel == "awgn" else f" ({fading} fading)"
+    if fad and fading == "block":
+        fad = " (block fading, one gain per 64 symbols)"
     typer.echo(f"{modulation.upper()} over {channel}{k}{fad}, coherent detection, perfect CSI")
     typer.echo(
         f"{'snr_db':>7} {'ber':>11} {'ber_theory':>11} {'ratio':>6} {'errors':>7} {'bits':>9}"

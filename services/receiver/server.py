@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
+from torch import Tensor
 
 from rkdsc_core.channel import ChannelKnowledge, ChannelOutput
 from rkdsc_core.link import LinkBundle, load_link
@@ -71,6 +72,7 @@ class FrameDecoder:
         self.max_symbols = max_symbols
         self.device = self.pipeline.pilots.device
         self.l_max = max(self.pipeline.lengths)
+        self._warned_varying_gains = False
 
     def _inputs(self, cf: frame_pb2.ChannelFrame) -> ChannelOutput:
         """Validate the frame and lay it out as a ``[1, P + l_max]`` channel output.
@@ -137,6 +139,8 @@ class FrameDecoder:
             result.fate = frame_pb2.FRAME_FATE_LOST
             return result
         p = self.pipeline.num_pilots
+        if self.knowledge is ChannelKnowledge.PILOT and not self._warned_varying_gains:
+            self._warn_if_gains_vary(out.h[0, : p + cf.frame.num_symbols])
         if self.knowledge is ChannelKnowledge.PILOT and not bool(out.received[0, :p].any()):
             result.fate = frame_pb2.FRAME_FATE_ERROR
             result.error = (
@@ -158,6 +162,20 @@ class FrameDecoder:
         if cf.frame.HasField("label"):
             pred.correct = index == cf.frame.label
         return result
+
+    def _warn_if_gains_vary(self, gains: Tensor) -> None:
+        """Warn once when a frame's true gains ``[P + L]`` complex64 (side information,
+        read only for this check) are not one gain: pilot CSI estimates one gain per
+        frame from the pilot block, which fast fading makes meaningless."""
+        if bool((gains != gains[0]).any()):
+            self._warned_varying_gains = True
+            log.warning(
+                "pilot CSI assumes one channel gain per frame (block fading), but this "
+                "frame's gains vary from symbol to symbol (fast fading?): the receiver's "
+                "channel and SNR estimates, and the adaptive length chosen from them, are "
+                "wrong; set the channel's fading to block, or run the receiver with "
+                "knowledge=perfect (warned once)"
+            )
 
 
 def _result(cf: frame_pb2.ChannelFrame, fate: frame_pb2.FrameFate) -> frame_pb2.FrameResult:

@@ -77,6 +77,28 @@ def test_simulated_ber_matches_theory(
     assert abs(p.ber - p.ber_theory) < 5 * sigma, p
 
 
+@pytest.mark.parametrize(
+    ("channel", "snr_db"), [("rayleigh", 0.0), ("rayleigh", 10.0), ("rician", 10.0)]
+)
+def test_simulated_block_fading_ber_averages_over_fades(channel: str, snr_db: float) -> None:
+    # One gain per 64-symbol row, not per frame: a frame spans ~1,500 fades. (One gain
+    # per frame put a point on a handful of fades: 0.4 to 0.75 of theory.)
+    p = simulate_ber(
+        snr_db, "qpsk", channel, fading="block", k_factor=3.0,  # type: ignore[arg-type]
+        min_errors=20_000, max_bits=2_000_000, seed=5,
+    )  # fmt: skip
+    blocks = p.bits / (64 * 2)
+    assert blocks >= 1500
+    # Errors within a block share its gain; the per-block error fraction has variance
+    # <= E[p^2] <= theory / 2 (p <= 1/2). 5 sigma of its mean over the blocks.
+    assert abs(p.ber - p.ber_theory) < 5 * math.sqrt(p.ber_theory / 2 / blocks), p
+
+
+def test_block_symbols_must_fit_a_frame() -> None:
+    with pytest.raises(ValueError, match="block_symbols"):
+        simulate_ber(0.0, "qpsk", "rayleigh", fading="block", frame_bits=64, block_symbols=64)
+
+
 def test_block_fading_average_ber_matches_theory() -> None:
     # One gain per frame: average over many short frames.
     errors = bits = 0

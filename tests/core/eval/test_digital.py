@@ -99,7 +99,7 @@ class TestIdealCode:
         kw = {"length": 64, "bits": 2, "seqs": range(len(y)), "seed": 0, "snr_db": 40.0}
         awgn = ideal_code_correct(p, t, y, model="awgn", **kw)  # type: ignore[arg-type]
         ray = ideal_code_correct(p, t, y, model="rayleigh", **kw)  # type: ignore[arg-type]
-        assert ray <= awgn
+        assert ray < awgn  # these seeds fade some frames below the bits' threshold
 
 
 class TestUncodedQpsk:

@@ -94,6 +94,18 @@ class TestFrameDecoder:
         result = FrameDecoder(tiny_link, "pilot", 4096).decode(cf)
         assert result.fate == ERROR and result.error.startswith("DATA_LOSS:")
 
+    @pytest.mark.parametrize(("fading", "warned"), [("fast", True), ("block", False)])
+    def test_pilot_csi_warns_once_about_gains_that_vary_within_a_frame(
+        self, tiny_link: LinkBundle, caplog: pytest.LogCaptureFixture, fading: str, warned: bool
+    ) -> None:
+        params = ChannelParams(model="rayleigh", snr_db=10.0, fading=fading, seed=5)  # type: ignore[arg-type]
+        decoder = FrameDecoder(tiny_link, "pilot", 4096)
+        with caplog.at_level("WARNING", logger="services.receiver.server"):
+            for cf in channel_frames(tiny_link, 3, params, length=8):
+                assert decoder.decode(cf).fate == PREDICTED
+        warnings = [r for r in caplog.records if "block fading" in r.getMessage()]
+        assert len(warnings) == (1 if warned else 0)
+
     @pytest.mark.parametrize(
         ("corrupt", "message"),
         [
