@@ -2,8 +2,9 @@
 # The RKD-SC recipe on one GPU, with the stages that do not depend on each other running
 # side by side (small models leave a GPU mostly idle, so several processes share it):
 #
-#   lane 1: three teachers at once -> their ensemble -> its output cache -> stage 1 ->
-#           stage 2 three times at once (RKD, stage-1-only, the teacher's own codec)
+#   lane 1: three teachers at once -> their ensemble (or TEACHER, a trained teacher) -> its
+#           output cache -> stage 1 -> stage 2 three times at once (RKD, stage-1-only, the
+#           teacher's own codec)
 #   lane 2: the cross-entropy-only baseline (no teacher), from the start
 #
 #   RKDSC_DATA_DIR=... scripts/reproduce_gpu.sh [RUNS_DIR]     (default runs/gpu)
@@ -13,8 +14,10 @@
 # each epoch and resumes when the script runs again with the same RUNS_DIR (with the same
 # knobs: another teacher or student needs a new RUNS_DIR). Logs are appended to
 # RUNS/logs/NAME.log, a line per start, end or failure to RUNS/stages.log. A failed stage
-# stops the script and every stage still running (so does ending the script: its exit
-# ends them); one run at a time per RUNS_DIR (a lock). Knobs (environment):
+# stops the script and every stage still running as soon as it fails (so does ending the
+# script: its exit ends them); one run at a time per RUNS_DIR (a lock). Knobs (environment):
+# TEACHER, a teacher checkpoint (e.g. an ensemble from `rkdsc models ensemble`) to distil
+# from instead of training the three teachers;
 # STUDENT_C (40) and STUDENT_LAYERS (5): the DARTS_V2 student's width and cells, for RKD and
 # CE-only alike; STUDENT_EPOCHS (30), CODEC_EPOCHS (12), CE_EPOCHS (their sum: the RKD
 # link's whole budget), RESNET_EPOCHS (30, the ResNet-18 preset), TEACHER_CODEC (1),
@@ -45,6 +48,7 @@ fi
 note() { printf '%s %s\n' "$(date -u +%H:%M:%SZ)" "$*" | tee -a "$RUNS/stages.log"; }
 # run NAME CMD...: one stage in the background, its output appended to RUNS/logs/NAME.log
 pids=() ce_pid=
+stop() { note "stopping: a stage failed"; exit 1; }
 run() {
     local name=$1; shift
     note "start $name"
@@ -52,16 +56,27 @@ run() {
         { note "FAILED $name (see $RUNS/logs/$name.log)"; exit 1; } ) &
     pids+=($!)
 }
-join() {  # wait for every stage started since the last join; fail if one failed
-    local failed=0 pid
-    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    pids=()
-    [[ $failed == 0 ]] || { note "stopping: a stage failed"; exit 1; }
+# join: wait for every stage started since the last join, watching the CE lane too, and
+# stop at the first failure (polled: a failed teacher does not wait for the others to end)
+join() {
+    local pid left
+    while ((${#pids[@]})); do
+        left=()
+        for pid in "${pids[@]}"; do  # `wait PID` gives an ended stage's status once
+            if kill -0 "$pid" 2> /dev/null; then left+=("$pid"); else wait "$pid" || stop; fi
+        done
+        if [[ -n $ce_pid ]] && ! kill -0 "$ce_pid" 2> /dev/null; then
+            wait "$ce_pid" || stop
+            ce_pid=
+        fi
+        pids=("${left[@]}")
+        if ((${#pids[@]})); then sleep 1; fi
+    done
 }
 stop_all() {  # on any exit: end the stages still running (none after a full run)
     local pid kids
-    for pid in "${pids[@]}" $ce_pid; do
-        kids=$(pgrep -P "$pid" || true)
+    for pid in "${pids[@]}" $ce_pid; do  # the stage's command: its shell's children
+        kids=$(cat /proc/"$pid"/task/*/children 2> /dev/null || pgrep -P "$pid" || true)
         kill "$pid" 2> /dev/null || true  # the stage's shell first, so that it logs nothing
         [[ -z $kids ]] || kill $kids 2> /dev/null || true
     done
@@ -70,6 +85,10 @@ trap stop_all EXIT
 trap 'exit 143' TERM INT
 student=(--genotype darts_v2 --c "$STUDENT_C" --layers "$STUDENT_LAYERS")
 
+if [[ -n "${TEACHER:-}" && ! -f "${TEACHER%.safetensors}.json" ]]; then
+    echo "error: TEACHER=$TEACHER is not a teacher checkpoint (no ${TEACHER%.safetensors}.json)" >&2
+    exit 2
+fi
 note "device $RKDSC_DEVICE"
 run data "$RKDSC" data prepare  # decode the dataset once, before the stages that read it
 join
@@ -77,17 +96,19 @@ join
 run ce-only "$RKDSC" train link --out "$RUNS/ce-only" --epochs "$CE_EPOCHS" "${student[@]}"
 ce_pid=$!; pids=()
 
-run teacher-fastnet "$RKDSC" train teacher --out "$RUNS/teacher-fastnet"
-run teacher-fastnet-wide "$RKDSC" train teacher --out "$RUNS/teacher-fastnet-wide" \
-    --widths 128,384,384 --epochs 16
-run teacher-resnet18 "$RKDSC" train teacher --out "$RUNS/teacher-resnet18" \
-    --model resnet18-cifar --epochs "$RESNET_EPOCHS"
-join
-TEACHER="$RUNS/teacher/teacher"
-if [[ ! -f "$TEACHER.json" ]]; then  # a finished ensemble is kept
-    run ensemble "$RKDSC" models ensemble "$RUNS/teacher-fastnet/teacher" \
-        "$RUNS/teacher-fastnet-wide/teacher" "$RUNS/teacher-resnet18/teacher" --out "$TEACHER"
+if [[ -z "${TEACHER:-}" ]]; then
+    run teacher-fastnet "$RKDSC" train teacher --out "$RUNS/teacher-fastnet"
+    run teacher-fastnet-wide "$RKDSC" train teacher --out "$RUNS/teacher-fastnet-wide" \
+        --widths 128,384,384 --epochs 16
+    run teacher-resnet18 "$RKDSC" train teacher --out "$RUNS/teacher-resnet18" \
+        --model resnet18-cifar --epochs "$RESNET_EPOCHS"
     join
+    TEACHER="$RUNS/teacher/teacher"
+    if [[ ! -f "$TEACHER.json" ]]; then  # a finished ensemble is kept
+        run ensemble "$RKDSC" models ensemble "$RUNS/teacher-fastnet/teacher" \
+            "$RUNS/teacher-fastnet-wide/teacher" "$RUNS/teacher-resnet18/teacher" --out "$TEACHER"
+        join
+    fi
 fi
 if [[ ! -f "$RUNS/teacher-cache.json" ]]; then  # a finished cache is kept
     run cache-teacher "$RKDSC" train cache-teacher --teacher "$TEACHER" \
@@ -110,10 +131,10 @@ if [[ "$TEACHER_CODEC" == 1 ]]; then
         "${codec[@]}"
     sweep_links+=(--weights "teacher=$RUNS/teacher-codec/weights")
 fi
-pids+=("$ce_pid")
+[[ -z $ce_pid ]] || pids+=("$ce_pid")
+ce_pid=
 join
 
-ce_pid=
 if [[ "$SWEEP_LIMIT" != 0 ]]; then
     run sweep "$RKDSC" eval sweep --limit "$SWEEP_LIMIT" --out "$RUNS/sweep" "${sweep_links[@]}"
     join

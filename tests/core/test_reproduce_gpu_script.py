@@ -141,3 +141,49 @@ def test_one_run_at_a_time_per_folder(tmp_path: Path) -> None:
     finally:
         first.terminate()
         first.wait(timeout=10)
+
+
+def _ended(events: Events, *words: str) -> bool:
+    return any(k == "end" and all(w in argv for w in words) for k, argv in events)
+
+
+def test_a_given_teacher_replaces_the_three_and_their_ensemble(tmp_path: Path) -> None:
+    teacher = tmp_path / "ens" / "teacher"
+    teacher.parent.mkdir()
+    teacher.with_suffix(".json").write_text("{}")
+    result, events = _run(tmp_path, TEACHER=str(teacher))
+    assert result.returncode == 0, result.stderr
+    calls = starts(events)
+    assert len(calls) == 8  # data, cache, student, 3 codecs, CE, sweep
+    assert not any(c[:2] in (["train", "teacher"], ["models", "ensemble"]) for c in calls)
+    cache = events[_at(events, "start", "cache-teacher")][1]
+    assert cache[cache.index("--teacher") + 1] == str(teacher)
+    tcodec = events[_at(events, "start", "codec", "--out", f"{tmp_path}/runs/teacher-codec")][1]
+    assert tcodec[tcodec.index("--student") + 1] == str(teacher)
+
+
+def test_a_teacher_that_is_no_checkpoint_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    result, events = _run(tmp_path, TEACHER=str(tmp_path / "no-such-teacher"))
+    assert result.returncode == 2 and "not a teacher checkpoint" in result.stderr
+    assert events == []
+
+
+def test_a_failed_stage_stops_its_slower_siblings_at_once(tmp_path: Path) -> None:
+    # FastNet fails at once; ResNet-18 would take 10 s: it must not be waited for.
+    start = time.monotonic()
+    result, events = _run(tmp_path, fail="teacher-fastnet ", slow="resnet18-cifar", delay=1.0)
+    assert result.returncode != 0
+    assert time.monotonic() - start < 8
+    assert not _ended(events, "--model", "resnet18-cifar")
+    assert "FAILED teacher-fastnet " in (tmp_path / "runs" / "stages.log").read_text() + " "
+
+
+def test_a_failed_ce_lane_stops_the_teachers(tmp_path: Path) -> None:
+    start = time.monotonic()
+    result, events = _run(tmp_path, fail="train link", slow="resnet18-cifar", delay=1.0)
+    assert result.returncode != 0
+    assert time.monotonic() - start < 8
+    assert not _ended(events, "--model", "resnet18-cifar")
+    assert "FAILED ce-only" in (tmp_path / "runs" / "stages.log").read_text()
