@@ -11,8 +11,11 @@ __all__ = ["LATENCY_BUCKETS", "SNR_BIN_DB", "snr_bin", "start_metrics_server"]
 SNR_BIN_DB = 2.0
 """Width of the SNR bins used as metric labels [dB]."""
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-"""Histogram buckets for per-stage and end-to-end latencies [s]."""
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0
+)  # fmt: skip
+"""Histogram buckets for per-stage and end-to-end latencies [s]: up to the emulator's
+largest added delay (60 s), so quantiles of a slow link are not stuck at a lower bound."""
 
 
 def snr_bin(snr_db: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
     "ChannelConfig",
@@ -24,8 +24,21 @@ ChannelModel = Literal["awgn", "rayleigh", "rician"]
 Fading = Literal["block", "fast"]
 LengthPolicyName = Literal["fixed", "adaptive"]
 
+
+def _not_bool(value: Any) -> Any:
+    """Refuse JSON ``true``/``false`` for a number (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not a boolean")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+"""On every numeric field of the API: ``{"snr_db": true}`` is an error, not 1 dB."""
+
 SnrDb = Annotated[
-    float, Field(ge=-30, le=60, allow_inf_nan=False, description="Es/N0 [dB], in [-30, 60]")
+    float,
+    Field(ge=-30, le=60, allow_inf_nan=False, description="Es/N0 [dB], in [-30, 60]"),
+    NotBool,
 ]
 # The services hold these as float32: bounds that still hold after the rounding, so that a
 # value this schema accepts is never refused (or made infinite) on the way.
@@ -34,7 +47,7 @@ _BELOW_ONE = 1.0 - 2.0**-24
 _FLOAT32_SAFE = 1e30
 """A bound far inside float32's range (3.4e38)."""
 
-Probability = Annotated[float, Field(ge=0, le=_BELOW_ONE, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=_BELOW_ONE, allow_inf_nan=False), NotBool]
 KFactor = Annotated[
     float,
     Field(
@@ -43,17 +56,30 @@ KFactor = Annotated[
         allow_inf_nan=False,
         description="Rician K factor (linear, >= 0)",
     ),
+    NotBool,
 ]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="noise seed, in [0, 2**63)")]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="noise seed, in [0, 2**63)"), NotBool]
 Delay = Annotated[
     float,
-    Field(ge=0, le=60, allow_inf_nan=False, description="added one-way delay [s], in [0, 60]"),
+    Field(
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="added one-way delay [s], in [0, 60]; a frame whose deadline "
+        "(RKDSC_TRANSMITTER_DEADLINE_SECONDS, 10 s by default) passes during the delay "
+        "expires, so a delay at or above the deadline fails every frame",
+    ),
+    NotBool,
 ]
 Length = Annotated[
-    int, Field(ge=1, lt=2**32, description="L, complex symbols per image, for the fixed policy")
+    int,
+    Field(ge=1, lt=2**32, description="L, complex symbols per image, for the fixed policy"),
+    NotBool,
 ]
 Accuracy = Annotated[
-    float, Field(ge=0, le=1, allow_inf_nan=False, description="target accuracy in [0, 1]")
+    float,
+    Field(ge=0, le=1, allow_inf_nan=False, description="target accuracy in [0, 1]"),
+    NotBool,
 ]
 Confidence = Annotated[
     float,
@@ -64,6 +90,7 @@ Confidence = Annotated[
         description="one-sided confidence in [0.5, 1) that the adaptive policy's L reaches "
         "target_accuracy (0.5 = no margin)",
     ),
+    NotBool,
 ]
 
 
@@ -157,16 +184,18 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     split: Literal["train", "test"] = "test"
-    num_images: int = Field(
-        default=100, ge=1, le=1_000_000, description="images: a fixed seeded sample of the split"
-    )
-    rate: float = Field(
-        default=0.0,
-        ge=0,
-        le=_FLOAT32_SAFE,
-        allow_inf_nan=False,
-        description="images per second (0 = max)",
-    )
+    num_images: Annotated[
+        int,
+        Field(ge=1, le=1_000_000, description="images: a fixed seeded sample of the split"),
+        NotBool,
+    ] = 100
+    rate: Annotated[
+        float,
+        Field(
+            ge=0, le=_FLOAT32_SAFE, allow_inf_nan=False, description="images per second (0 = max)"
+        ),
+        NotBool,
+    ] = 0.0
     link_id: str = Field(
         default="",
         max_length=64,

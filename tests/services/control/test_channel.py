@@ -87,6 +87,9 @@ class TestUpdateChannel:
             ("delay_seconds", 61),
             ("snr", 10),
             ("snr_db", None),
+            ("snr_db", True),  # not 1 dB
+            ("seed", True),
+            ("delay_seconds", False),
         ],
     )
     def test_update_channel_invalid_value_is_422_naming_the_field(
