@@ -62,23 +62,25 @@ MaxConcurrentRpcs = Annotated[
     int | None,
     Field(
         ge=1,
-        description="RPCs the gRPC server serves at once, open streams included; more are "
-        "refused with RESOURCE_EXHAUSTED (None: no limit). Health checks and reflection are "
-        "exempt, so probes keep working at the limit.",
+        description="Streaming RPCs (Classify, link streams) the gRPC server keeps open at "
+        "once; more are refused with RESOURCE_EXHAUSTED (None: no limit). Unary calls "
+        "(settings, policy, runs), health checks and reflection neither count nor are "
+        "refused, so configuration and probes keep working at the limit.",
     ),
 ]
-"""A service setting (``max_concurrent_rpcs``): the server's bound on concurrent RPCs."""
+"""A service setting (``max_concurrent_rpcs``): the server's bound on open streams."""
 
 EXEMPT_SERVICES = ("grpc.health.", "grpc.reflection.")
 """Prefixes of the services (health checks, reflection, any version) whose calls neither
-count towards nor are refused by ``max_concurrent_rpcs``."""
+count towards nor are refused by ``max_concurrent_rpcs``, streaming ones (Health.Watch,
+reflection) included."""
 
 
 def grpc_server(
     service: str, registry: CollectorRegistry, max_concurrent_rpcs: int | None = None
 ) -> grpc.aio.Server:
     """An rkdsc gRPC server: :func:`server_options` and a :class:`CallMetricsInterceptor`
-    for ``service`` that also holds it to ``max_concurrent_rpcs`` RPCs at once."""
+    for ``service`` that also holds it to ``max_concurrent_rpcs`` open streams."""
     return grpc.aio.server(
         options=server_options(),
         interceptors=[CallMetricsInterceptor(service, registry, max_concurrent_rpcs)],
@@ -155,9 +157,11 @@ async def set_serving(servicer: health.aio.HealthServicer, names: Sequence[str],
 class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts finished RPCs as ``rkdsc_<service>_grpc_calls_total{method, code}``.
 
-    With ``max_concurrent_rpcs``, a call that would exceed it (open streams count until
-    they end; :data:`EXEMPT_SERVICES` never count) is refused with RESOURCE_EXHAUSTED,
-    and counted with that code like any other call.
+    With ``max_concurrent_rpcs``, a streaming call (request or response streaming) that
+    would open one stream more than that is refused with RESOURCE_EXHAUSTED, and counted
+    with that code like any other call; a stream holds its slot until it ends. Unary calls
+    (configuration, runs) and :data:`EXEMPT_SERVICES` never count and are never refused, so
+    the control plane can change a service's settings while its streams are at the limit.
     """
 
     def __init__(
@@ -172,14 +176,14 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             registry=registry,
         )
         self.limit = max_concurrent_rpcs
-        self.active = 0  # limited calls running now (one event loop: no lock needed)
+        self.active = 0  # limited streams open now (one event loop: no lock needed)
 
     async def _admit(self, ctx: grpc.aio.ServicerContext) -> bool:
-        """Take a slot for a limited call (True), or abort it with RESOURCE_EXHAUSTED."""
+        """Take a slot for a limited stream (True), or abort it with RESOURCE_EXHAUSTED."""
         if self.active >= (self.limit or 0):
             await ctx.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is serving its limit of {self.limit} calls at once "
+                f"the server has its limit of {self.limit} streams open "
                 "(max_concurrent_rpcs); retry later",
             )
         self.active += 1
@@ -195,7 +199,8 @@ class CallMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         calls = self.calls
-        limited = self.limit is not None and not service.startswith(EXEMPT_SERVICES)
+        streaming = handler.request_streaming or handler.response_streaming
+        limited = self.limit is not None and streaming and not service.startswith(EXEMPT_SERVICES)
         admit = self._admit
 
         def release(taken: bool) -> None:

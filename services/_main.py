@@ -14,7 +14,16 @@ from pydantic import ValidationError
 from rkdsc_core.checkpoint import CheckpointError
 from services._metrics import start_metrics_server
 
-__all__ = ["run_service"]
+__all__ = ["load_settings", "run_service"]
+
+
+def load_settings(name: str, env_prefix: str, settings_factory: Callable[[], Any]) -> Any:
+    """``settings_factory()``, or exit 2 naming the invalid fields (no traceback)."""
+    try:
+        return settings_factory()
+    except ValidationError as e:
+        sys.stderr.write(f"error: invalid {name} settings ({env_prefix}*):\n{e}\n")
+        raise SystemExit(2) from None
 
 
 def run_service(
@@ -31,11 +40,7 @@ def run_service(
     Missing weights (``FileNotFoundError``) and unreadable, truncated or tampered ones
     (``CheckpointError``, naming the file) also exit 2 with the reason, not a traceback.
     """
-    try:
-        settings = settings_factory()
-    except ValidationError as e:
-        sys.stderr.write(f"error: invalid {name} settings ({env_prefix}*):\n{e}\n")
-        raise SystemExit(2) from None
+    settings = load_settings(name, env_prefix, settings_factory)
     level = getattr(settings, "log_level", "INFO")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = CollectorRegistry()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
 
+from services._main import load_settings
 from services.control.app import create_app
 from services.control.settings import get_settings
 
@@ -23,13 +25,21 @@ def main() -> None:
 
     uvicorn shuts down gracefully on the signal and then re-raises it to the handler that
     was installed before it ran: this one, so a requested stop is a clean exit.
+
+    As the gRPC services (``services._main.run_service``): invalid settings exit 2 naming
+    the field, and an unusable ``state_file`` exits 2 with the reason, not a traceback.
     """
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = load_settings("control plane", "RKDSC_CONTROL_", get_settings)
+    try:
+        app = create_app(settings)
+    except ValueError as e:  # the state file cannot be opened (create_app names it)
+        sys.stderr.write(f"error: control plane cannot start: {e}\n")
+        raise SystemExit(2) from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="asyncio",

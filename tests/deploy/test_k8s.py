@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,13 @@ def settings_env() -> dict[str, str]:
 def _container(objects: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str, Any]:
     (container,) = objects["Deployment", name]["spec"]["template"]["spec"]["containers"]
     return dict(container)
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _ports(container: dict[str, Any]) -> dict[str, int]:
@@ -109,13 +117,40 @@ class TestManifests:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == GRPC_PORTS[name], probe
 
-    def test_control_probes_readyz_and_healthz(
+    def test_control_readiness_is_its_own_not_the_stacks(
         self, objects: dict[tuple[str, str], dict[str, Any]]
     ) -> None:
+        """/readyz follows the gRPC services; as the readiness probe it would take
+        svc/control off its endpoints whenever one restarts."""
         container = _container(objects, "control")
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert _ports(container)["http"] == METRICS_PORTS["control"]
+
+    def test_control_probes_pass_with_every_grpc_service_down(
+        self, objects: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
+    ) -> None:
+        """With no gRPC service to reach, the probed paths answer 200 (the control pod stays
+        ready, clients get the API's own answers) while /readyz is 503."""
+        from fastapi.testclient import TestClient
+
+        from services.control import Settings, create_app
+
+        nowhere = [f"127.0.0.1:{_free_port()}" for _ in GRPC_SERVICES]
+        settings = Settings(
+            token="test-token",
+            token_file=tmp_path / "absent-token",
+            deadline_seconds=2.0,
+            transmitter_target=nowhere[0],
+            channel_target=nowhere[1],
+            receiver_target=nowhere[2],
+        )
+        container = _container(objects, "control")
+        with TestClient(create_app(settings)) as client:
+            for probe in ("readinessProbe", "livenessProbe"):
+                path = container[probe]["httpGet"]["path"]
+                assert client.get(path).status_code == 200, (probe, path)
+            assert client.get("/readyz").status_code == 503
 
     @pytest.mark.parametrize("name", APP_SERVICES)
     def test_resources_requested_and_limited(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,12 +13,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from rkdsc_core.link import LinkBundle
 from services._grpc import (
     CallMetricsInterceptor,
     enable_health_and_reflection,
     grpc_server,
     stream_failure_code,
 )
+from services.channel.settings import ChannelParams
+from services.pb import frame_pb2, services_pb2, services_pb2_grpc
+
+from .channel.helpers import FakeReceiver, register_receiver, running_channel, symbol_frames
 
 _TIMEOUT_S = 10.0
 
@@ -96,9 +102,10 @@ def test_errors_and_cancellations_are_not_counted_as_ok() -> None:
     assert count("Forever", "CANCELLED") == 1 and count("Forever", "OK") is None
 
 
-def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
-    """``max_concurrent_rpcs``: with one stream open, another call is RESOURCE_EXHAUSTED and
-    counted so; health checks are exempt; once the stream ends, calls are served again."""
+def test_grpc_server_refuses_streams_beyond_its_limit() -> None:
+    """``max_concurrent_rpcs``: with the streams at the limit, one more stream is
+    RESOURCE_EXHAUSTED and counted so, while unary calls and health checks are served;
+    once a stream ends, a new one is served again."""
     registry = CollectorRegistry()
 
     async def main() -> None:
@@ -109,23 +116,27 @@ def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
         await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                ok = channel.unary_unary("/t.T/Ok")
-                call = channel.unary_stream("/t.T/Forever")(b"x", timeout=_TIMEOUT_S)
+                forever = channel.unary_stream("/t.T/Forever")
+                call = forever(b"x", timeout=_TIMEOUT_S)
                 assert await call.read() == b"first"
                 try:
-                    await ok(b"x", timeout=_TIMEOUT_S)
+                    await forever(b"x", timeout=_TIMEOUT_S).read()
                 except grpc.aio.AioRpcError as e:
                     assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                     assert "max_concurrent_rpcs" in (e.details() or "")
                 else:
-                    raise AssertionError("a second RPC was served beyond the limit")
+                    raise AssertionError("a second stream was served beyond the limit")
+                ok = channel.unary_unary("/t.T/Ok")
+                assert await ok(b"x", timeout=_TIMEOUT_S) == b"x"  # unary: never limited
                 health = health_pb2_grpc.HealthStub(channel)
                 reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=_TIMEOUT_S)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
                 call.cancel()
                 for _ in range(100):  # the server frees the slot shortly after the cancel
+                    again = forever(b"y", timeout=_TIMEOUT_S)
                     try:
-                        assert await ok(b"y", timeout=_TIMEOUT_S) == b"y"
+                        assert await again.read() == b"first"
+                        again.cancel()
                         break
                     except grpc.aio.AioRpcError as e:
                         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -136,8 +147,13 @@ def test_grpc_server_refuses_rpcs_beyond_its_limit() -> None:
             await server.stop(grace=None)
 
     asyncio.run(asyncio.wait_for(main(), 3 * _TIMEOUT_S))
-    refused = {"method": "Ok", "code": "RESOURCE_EXHAUSTED"}
-    assert registry.get_sample_value("rkdsc_test_grpc_calls_total", refused) >= 1
+
+    def count(method: str, code: str) -> float | None:
+        labels = {"method": method, "code": code}
+        return registry.get_sample_value("rkdsc_test_grpc_calls_total", labels)
+
+    assert (count("Forever", "RESOURCE_EXHAUSTED") or 0) >= 1
+    assert count("Ok", "OK") == 1 and count("Ok", "RESOURCE_EXHAUSTED") is None
 
 
 @pytest.mark.parametrize("service", ["transmitter", "channel", "receiver"])
@@ -170,6 +186,50 @@ def test_the_channel_server_is_built_with_its_limit(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(channel_server, "grpc_server", recording)
     asyncio.run(asyncio.wait_for(main(), _TIMEOUT_S))
     assert made == [3]
+
+
+def test_the_channel_takes_new_settings_with_its_link_streams_at_the_limit(
+    tiny_link: LinkBundle, request: pytest.FixtureRequest, run_async: Any
+) -> None:
+    """The reviewer's case: a channel emulator whose link streams fill its limit still
+    answers GetSettings/SetSettings (PUT /v1/channel), while one more link stream is
+    refused with RESOURCE_EXHAUSTED."""
+    serve_fake = request.getfixturevalue("grpc_server")  # conftest's, not services._grpc's
+    limit = 2
+    frames = [symbol_frames(tiny_link, 1, length=8, link_id=f"link-{i}")[0] for i in range(3)]
+    new = ChannelParams(model="rayleigh", snr_db=-5.0).to_proto(0)
+
+    async def main() -> Any:
+        done = asyncio.Event()
+
+        async def one_frame_then_wait(i: int) -> AsyncIterator[frame_pb2.SymbolFrame]:
+            yield frames[i].message
+            await done.wait()
+
+        async with (
+            serve_fake(register_receiver(FakeReceiver())) as port,
+            running_channel(f"127.0.0.1:{port}", max_concurrent_rpcs=limit) as emu,
+        ):
+            stub = services_pb2_grpc.ChannelEmulatorStub(emu.channel)
+            links = [stub.Transmit(one_frame_then_wait(i), timeout=_TIMEOUT_S) for i in range(2)]
+            for call in links:  # each stream is open on the server: it answered a frame
+                assert (await call.read()).fate == frame_pb2.FRAME_FATE_PREDICTED
+            reply = await stub.SetSettings(new, timeout=_TIMEOUT_S)
+            got = await stub.GetSettings(services_pb2.GetChannelRequest(), timeout=_TIMEOUT_S)
+            extra = stub.Transmit(one_frame_then_wait(2), timeout=_TIMEOUT_S)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await extra.read()
+            done.set()
+            for call in links:  # the request sides end: the streams close cleanly
+                assert await call.read() is grpc.aio.EOF
+                assert await call.code() == grpc.StatusCode.OK
+            return reply, got, refused.value
+
+    reply, got, refused = run_async(main())
+    assert (reply.version, reply.model, reply.snr_db) == (2, "rayleigh", -5.0)
+    assert got == reply
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_concurrent_rpcs" in (refused.details() or "")
 
 
 def test_a_peer_at_its_limit_is_named_in_the_frames_error() -> None:

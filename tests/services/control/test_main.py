@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _free_port() -> int:
@@ -56,3 +59,42 @@ def test_serve_control_answers_and_exits_0_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def _start(**settings: str) -> subprocess.CompletedProcess[str]:
+    """``python -m services.control`` with only these ``RKDSC_CONTROL_*`` settings; it is
+    expected to exit at once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RKDSC_")}
+    env.update({f"RKDSC_CONTROL_{k.upper()}": v for k, v in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "services.control"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestBadSettingsAtStartup:
+    """As the gRPC services: exit 2 naming the setting or the file, never a traceback."""
+
+    @pytest.mark.parametrize(
+        ("name", "value"), [("port", "abc"), ("port", "70000"), ("deadline_seconds", "0")]
+    )
+    def test_invalid_setting_exits_2_naming_it(self, name: str, value: str) -> None:
+        proc = _start(**{"port": str(_free_port()), "token": "t0ken", name: value})
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "error: invalid control plane settings (RKDSC_CONTROL_*)" in proc.stderr
+        assert name in proc.stderr, proc.stderr
+
+    def test_unusable_state_file_exits_2_naming_it(self, tmp_path: Path) -> None:
+        state_file = tmp_path / "control.sqlite"
+        state_file.write_bytes(b"not a SQLite database, " * 100)
+        proc = _start(port=str(_free_port()), token="t0ken", state_file=str(state_file))
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert f"error: control plane cannot start: RKDSC_CONTROL_STATE_FILE={state_file}" in (
+            proc.stderr
+        )
