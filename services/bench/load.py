@@ -740,7 +740,7 @@ async def _wait_run(stub: Any, run_id: str, poll: float = 0.1) -> services_pb2.R
         status: services_pb2.RunStatus = await stub.GetRun(
             services_pb2.GetRunRequest(run_id=run_id), timeout=10
         )
-        if status.state != "running":
+        if status.state not in ("loading", "running"):  # loading: the split is decoded
             return status
         await asyncio.sleep(poll)
 

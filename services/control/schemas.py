@@ -230,7 +230,9 @@ class RunPublic(BaseModel):
     """A run's progress and results."""
 
     run_id: str
-    state: str = Field(description="running | done | failed")
+    state: str = Field(
+        description="loading (the transmitter decodes the split) | running | done | failed"
+    )
     done: bool = Field(description="the run has finished (done or failed)")
     total: int
     sent: int
@@ -243,7 +245,11 @@ class RunPublic(BaseModel):
         description="mean transmitter-to-result latency of the predicted frames [s]"
     )
     per_snr: list[SnrBinPublic]
-    error: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="why a failed run failed; 'lost: ...' when the transmitter no longer "
+        "knows the run (it restarted)",
+    )
 
 
 class Readiness(BaseModel):

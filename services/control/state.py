@@ -12,7 +12,13 @@ from services.control.persist import ConfigStore
 from services.control.schemas import RunPublic
 from services.control.settings import Settings
 
-__all__ = ["ControlState", "RunBook"]
+__all__ = ["LOST_REASON", "ControlState", "RunBook"]
+
+LOST_REASON = (
+    "lost: the transmitter no longer knows this run (it restarted, or dropped the run from "
+    "its history); the counts are the last ones read"
+)
+"""``error`` of a run the transmitter answers ``NOT_FOUND`` for (marked failed, not polled)."""
 
 
 class RunBook:
@@ -32,6 +38,25 @@ class RunBook:
         """Refresh a run already recorded (runs started elsewhere are not added)."""
         if run.run_id in self._runs:
             self._runs[run.run_id] = run
+
+    def get(self, run_id: str) -> RunPublic | None:
+        """The last known status of ``run_id``; ``None`` if it was not started here."""
+        return self._runs.get(run_id)
+
+    def lose(self, run_id: str, reason: str = LOST_REASON) -> RunPublic | None:
+        """Record that the transmitter no longer knows ``run_id`` (it answered ``NOT_FOUND``).
+
+        An unfinished run ends ``failed`` with ``reason`` as its ``error`` and keeps its last
+        counts; being done, it is not polled again. A finished run is kept as it is.
+
+        Returns:
+            The run's record after the change; ``None`` if it was not started here.
+        """
+        run = self._runs.get(run_id)
+        if run is not None and not run.done:
+            run = run.model_copy(update={"state": "failed", "done": True, "error": reason})
+            self._runs[run_id] = run
+        return run
 
     def all(self) -> list[RunPublic]:
         return list(self._runs.values())

@@ -2,6 +2,11 @@
 
 The ``N`` images are ``ImageDataset.sample(N)`` (a fixed seeded sample, the same one
 evaluation uses), each sent with its label as image id ``<split>/<position in the sample>``.
+
+``StartRun`` answers at once: the run starts ``loading`` (its split being decoded, which
+takes seconds on a cold cache, longer than a client's deadline), then goes ``running``
+(streaming) and ends ``done`` or ``failed`` (reason in ``error``). Concurrent runs of one
+split share one load, and a loaded split is kept for later runs.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +29,13 @@ from services.pb import frame_pb2, services_pb2
 from services.transmitter.engine import LinkError, TransmitterEngine
 from services.transmitter.settings import Settings
 
-__all__ = ["Run", "RunError", "RunManager"]
+__all__ = ["ACTIVE_STATES", "Run", "RunError", "RunManager"]
 
 log = logging.getLogger(__name__)
+
+ACTIVE_STATES = frozenset({"loading", "running"})
+"""States of a run that has not finished: ``loading`` (its split is being decoded and
+sampled, nothing sent yet) and ``running`` (streaming); the others are ``done``, ``failed``."""
 
 
 class RunError(Exception):
@@ -45,7 +55,8 @@ class Run:
     link_id: str
     total: int
     rate: float
-    state: str = "running"
+    state: str = "loading"
+    """``loading`` -> ``running`` -> ``done``; or ``failed`` from either, with ``error``."""
     sent: int = 0
     predicted: int = 0
     lost: int = 0
@@ -61,7 +72,12 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.state != "running"
+        return self.state not in ACTIVE_STATES
+
+    def fail(self, error: str) -> None:
+        """End the run ``failed`` with ``error`` (the reason ``GetRun`` reports)."""
+        self.state = "failed"
+        self.error = error
 
     def record(self, result: frame_pb2.FrameResult, label: int) -> None:
         """Count one frame's result."""
@@ -128,7 +144,8 @@ class RunManager:
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._datasets: dict[str, ImageDataset] = {}
-        self._load_lock = asyncio.Lock()
+        self._loads: dict[str, asyncio.Task[ImageDataset]] = {}
+        """The split loads in progress, shared by the runs that wait for them."""
         self._stopping = False
 
     def get(self, run_id: str) -> Run:
@@ -145,12 +162,18 @@ class RunManager:
             )
         return run
 
-    async def start(self, split: str, num_images: int, rate: float, link_id: str) -> Run:
-        """Validate, load the split (once, cached), and start streaming ``num_images`` of it.
+    def start(self, split: str, num_images: int, rate: float, link_id: str) -> Run:
+        """Validate the request, hold the link and start the run's task; returns at once.
+
+        The run starts ``loading``: its task loads the split (once: concurrent runs of a
+        split share the load, and a loaded split is cached), samples ``num_images`` of it,
+        then streams them (``running``). A split that cannot be loaded, or that has fewer
+        than ``num_images`` images, ends the run ``failed`` with the reason in ``error``
+        (``FAILED_PRECONDITION: ...``, ``INVALID_ARGUMENT: ...``). Once the split is cached,
+        too many images is refused here instead.
 
         Raises:
             RunError: ``INVALID_ARGUMENT`` (split, num_images, rate, link_id),
-                ``FAILED_PRECONDITION`` (no dataset, or its classes differ from the link's),
                 ``RESOURCE_EXHAUSTED`` (too many active runs or links), ``UNAVAILABLE``
                 (shutting down).
         """
@@ -179,24 +202,18 @@ class RunManager:
                 f"{active} runs are active (RKDSC_TRANSMITTER_MAX_ACTIVE_RUNS="
                 f"{self.settings.max_active_runs}); wait for one to finish",
             )
-        dataset = await self._dataset(split)
-        if num_images > len(dataset):
-            raise RunError(
-                "INVALID_ARGUMENT",
-                f"num_images={num_images} exceeds the {len(dataset)} images of "
-                f"{dataset.name} {split}",
-            )
-        # A fixed seeded sample, not the first N: sources are often sorted by class.
-        images = await asyncio.to_thread(dataset.sample, num_images)
-        try:  # after the last await: a refused run closes no idle link
+        cached = self._datasets.get(split)
+        if cached is not None:
+            self._check_size(cached, split, num_images)
+        try:  # last: a refused run closes no idle link (one failing as it loads may)
             self.engine.hold(link_id)
-        except LinkError as err:  # the table filled up while the dataset loaded
+        except LinkError as err:
             raise RunError(err.code, str(err)) from err
         run = Run(uuid.uuid4().hex[:16], split, link_id, num_images, float(rate))
         self._runs[run.run_id] = run
-        task = asyncio.create_task(self._stream(run, images), name=f"run-{run.run_id}")
+        task = asyncio.create_task(self._run(run), name=f"run-{run.run_id}")
         # A callback, not a finally: a task cancelled before it starts runs no finally.
-        task.add_done_callback(lambda _: self.engine.release_hold(link_id))
+        task.add_done_callback(partial(self._finish, run))
         self._tasks[run.run_id] = task
         log.info(
             "run %s: %d %s images at %s img/s on link %s",
@@ -208,24 +225,84 @@ class RunManager:
         )
         return run
 
+    async def _run(self, run: Run) -> None:
+        """Load the split, sample the run's images, stream them; the outcome goes in ``run``."""
+        try:
+            dataset = await self._dataset(run.split)
+            self._check_size(dataset, run.split, run.total)
+            # A fixed seeded sample, not the first N: sources are often sorted by class.
+            images = await asyncio.to_thread(dataset.sample, run.total)
+            run.state = "running"
+            await self._stream(run, images)
+            run.state = "done"
+        except RunError as err:
+            log.warning("run %s failed: %s: %s", run.run_id, err.code, err)
+            run.fail(f"{err.code}: {err}")
+        except asyncio.CancelledError:
+            run.fail("cancelled: the transmitter is shutting down")
+        except Exception as err:
+            log.exception("run %s failed", run.run_id)
+            run.fail(f"{type(err).__name__}: {err}")
+
+    def _finish(self, run: Run, task: asyncio.Task[None]) -> None:
+        """Done callback of a run's task: release its link, forget the task, prune history."""
+        self.engine.release_hold(run.link_id)
+        if not run.finished:  # cancelled before it started
+            run.fail("cancelled: the transmitter is shutting down")
+        self._tasks.pop(run.run_id, None)
+        self._prune()
+        log.info("run %s %s: %d/%d correct", run.run_id, run.state, run.correct, run.predicted)
+
+    def _check_size(self, dataset: ImageDataset, split: str, num_images: int) -> None:
+        if num_images > len(dataset):
+            raise RunError(
+                "INVALID_ARGUMENT",
+                f"num_images={num_images} exceeds the {len(dataset)} images of "
+                f"{dataset.name} {split}",
+            )
+
     async def _dataset(self, split: str) -> ImageDataset:
-        async with self._load_lock:
-            cached = self._datasets.get(split)
-            if cached is not None:
-                return cached
-            try:
-                dataset = await asyncio.to_thread(self._load, split)
-            except ValueError as err:  # DataSourceError, or a bad rkdsc setting
-                raise RunError("FAILED_PRECONDITION", str(err)) from err
-            if tuple(dataset.classes) != tuple(self.engine.bundle.classes):
-                raise RunError(
-                    "FAILED_PRECONDITION",
-                    f"dataset {dataset.name} has classes {list(dataset.classes)[:4]}..., but the "
-                    f"link was trained on {list(self.engine.bundle.classes)[:4]}...; set "
-                    "RKDSC_TRANSMITTER_DATASET to the link's dataset",
-                )
-            self._datasets[split] = dataset
-            return dataset
+        """The split, loaded once per transmitter.
+
+        Runs that need a split being loaded wait for that same load: a waiter that is
+        cancelled does not cancel it for the others. A failed load is not kept, so the next
+        run tries again.
+
+        Raises:
+            RunError: ``FAILED_PRECONDITION`` (no dataset, or its classes differ from the
+                link's).
+        """
+        cached = self._datasets.get(split)
+        if cached is not None:
+            return cached
+        load = self._loads.get(split)
+        if load is None:
+            load = asyncio.create_task(self._load_checked(split), name=f"load-{split}")
+            self._loads[split] = load
+            load.add_done_callback(partial(self._load_done, split))
+        return await asyncio.shield(load)
+
+    def _load_done(self, split: str, task: asyncio.Task[ImageDataset]) -> None:
+        if self._loads.get(split) is task:
+            del self._loads[split]
+        if not task.cancelled() and task.exception() is None:  # retrieved: no asyncio warning
+            self._datasets[split] = task.result()
+
+    async def _load_checked(self, split: str) -> ImageDataset:
+        log.info("loading %s %s", self.settings.dataset, split)
+        try:
+            dataset = await asyncio.to_thread(self._load, split)
+        except ValueError as err:  # DataSourceError, or a bad rkdsc setting
+            raise RunError("FAILED_PRECONDITION", str(err)) from err
+        if tuple(dataset.classes) != tuple(self.engine.bundle.classes):
+            raise RunError(
+                "FAILED_PRECONDITION",
+                f"dataset {dataset.name} has classes {list(dataset.classes)[:4]}..., but the "
+                f"link was trained on {list(self.engine.bundle.classes)[:4]}...; set "
+                "RKDSC_TRANSMITTER_DATASET to the link's dataset",
+            )
+        log.info("loaded %s %s: %d images", dataset.name, split, len(dataset))
+        return dataset
 
     def _load(self, split: str) -> ImageDataset:
         s = self.settings
@@ -239,6 +316,11 @@ class RunManager:
         return load_dataset(s.dataset, split_name, source=source, cache_dir=cache_dir)
 
     async def _stream(self, run: Run, dataset: ImageDataset) -> None:
+        """Send the images of ``dataset`` at ``run.rate`` and wait for their results.
+
+        Raises:
+            asyncio.CancelledError: stopped (frames already sent still complete).
+        """
         engine = self.engine
         loop = asyncio.get_running_loop()
         outstanding = 0
@@ -257,29 +339,16 @@ class RunManager:
                     all_done.set()
 
         start = loop.time()
-        try:
-            for i in range(run.total):
-                if run.rate > 0:
-                    delay = start + i / run.rate - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                await engine.acquire(run.link_id)
-                outstanding += 1
-                all_done.clear()
-                engine.spawn(one(i, int(dataset.labels[i])))
-            await all_done.wait()
-            run.state = "done"
-        except asyncio.CancelledError:
-            run.state = "failed"
-            run.error = "cancelled: the transmitter is shutting down"
-        except Exception as err:
-            log.exception("run %s failed", run.run_id)
-            run.state = "failed"
-            run.error = f"{type(err).__name__}: {err}"
-        finally:
-            self._tasks.pop(run.run_id, None)
-            self._prune()
-            log.info("run %s %s: %d/%d correct", run.run_id, run.state, run.correct, run.predicted)
+        for i in range(run.total):
+            if run.rate > 0:
+                delay = start + i / run.rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await engine.acquire(run.link_id)
+            outstanding += 1
+            all_done.clear()
+            engine.spawn(one(i, int(dataset.labels[i])))
+        await all_done.wait()
 
     def _prune(self) -> None:
         finished = [k for k, r in self._runs.items() if r.finished]
@@ -287,9 +356,10 @@ class RunManager:
             del self._runs[key]
 
     async def stop(self) -> None:
-        """Stop feeding images to every active run (frames already sent still complete)."""
+        """Stop feeding images to every active run (frames already sent still complete) and
+        stop waiting for split loads (a decode already in its thread runs to its end)."""
         self._stopping = True
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._loads.values()]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -179,8 +179,10 @@ class TransmitterServicer(services_pb2_grpc.TransmitterServicer):
     async def StartRun(
         self, request: services_pb2.RunRequest, context: grpc.aio.ServicerContext
     ) -> services_pb2.RunStatus:
+        """Start a run and answer at once, the run ``loading`` (see :class:`RunManager`):
+        the split is decoded in the run's task, never inside this call and its deadline."""
         try:
-            run = await self.runs.start(
+            run = self.runs.start(
                 request.split, request.num_images, float(request.rate), request.link_id
             )
         except RunError as err:

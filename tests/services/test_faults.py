@@ -82,7 +82,7 @@ def _wait_run(stack: Stack, run_id: str, timeout: float = 90.0) -> services_pb2.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = _get_run(stack, run_id)
-        if status.state != "running":
+        if status.state not in ("loading", "running"):
             return status
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} still running after {timeout} s: {status}")

@@ -14,6 +14,7 @@ import math
 import re
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -117,7 +118,8 @@ _CLIENT_OPTIONS = [
 def stack(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Receivers (pilot and perfect CSI), the channel emulator and the transmitter, started once.
 
-    The transmitter's dataset folder is empty, so ``StartRun`` never streams anything.
+    The transmitter's dataset folder is missing, so a run ``StartRun`` accepts never streams
+    anything: it fails as it loads.
     """
     data = tmp_path_factory.mktemp("fuzz-data")
     threads = torch.get_num_threads()
@@ -233,6 +235,19 @@ def call_unary(fn: Callable[..., T], request: Any) -> T | grpc.RpcError:
         return fn(request, timeout=RPC_TIMEOUT)
     except grpc.RpcError as err:
         return err
+
+
+def wait_run_finished(stack: Stack, run_id: str, timeout: float = 10.0) -> Any:
+    """The run's status once it is no longer ``loading`` or ``running``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = stack.transmitter.GetRun(
+            services_pb2.GetRunRequest(run_id=run_id), timeout=RPC_TIMEOUT
+        )
+        if status.state not in ("loading", "running"):
+            return status
+        assert time.monotonic() < deadline, f"run {run_id} unfinished after {timeout} s: {status}"
+        time.sleep(0.01)
 
 
 def call_stream(fn: Callable[..., Any], requests: Sequence[Any]) -> list[Any]:
@@ -571,9 +586,14 @@ class TestTransmitterFuzz:
                 split=split, num_images=num_images, rate=rate, link_id=link_id
             )
             got = call_unary(stack.transmitter.StartRun, request)
-            # The dataset folder is empty: no request can start a run.
-            assert isinstance(got, grpc.RpcError), got
-            assert_clear_rpc_error(got, allowed)
+            if isinstance(got, grpc.RpcError):
+                assert_clear_rpc_error(got, allowed)
+                return
+            # Accepted: the split loads in the run, and the dataset folder is missing.
+            assert got.state == "loading", got
+            final = wait_run_finished(stack, got.run_id)
+            assert final.state == "failed" and final.sent == 0, final
+            assert final.error.startswith("FAILED_PRECONDITION: "), final.error
 
         prop()
         assert_transmitter_serves(stack)

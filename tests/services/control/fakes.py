@@ -61,7 +61,12 @@ class FakeTransmitter:
         self.set_calls: list[Any] = []
         self.run_requests: list[Any] = []
         self.runs: dict[str, Any] = {}
+        self.get_run_calls: list[str] = []
         self.fail: ServiceError | None = None
+
+    def restart(self) -> None:
+        """Forget every run, as a restarted transmitter does (GetRun: NOT_FOUND)."""
+        self.runs.clear()
 
     async def get_policy(self) -> Any:
         if self.fail is not None:
@@ -93,12 +98,13 @@ class FakeTransmitter:
         if self.fail is not None:
             raise self.fail
         self.run_requests.append(_copy(request))
-        run_id = f"run-{len(self.runs) + 1}"
+        run_id = f"run-{len(self.run_requests)}"
         status = services_pb2.RunStatus(run_id=run_id, state="running", total=request.num_images)
         self.runs[run_id] = status
         return _copy(status)
 
     async def get_run(self, run_id: str) -> Any:
+        self.get_run_calls.append(run_id)
         if self.fail is not None:
             raise self.fail
         if run_id not in self.runs:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import grpc
 from fastapi.testclient import TestClient
 
 from services.control._convert import run_public
+from services.control.clients import ServiceError
+from services.control.state import LOST_REASON
 from services.pb import services_pb2
 
 from .fakes import FakeTransmitter
@@ -66,6 +69,56 @@ class TestRuns:
         client.post("/v1/runs", json={"num_images": 4}, headers=auth)
         resp = client.get("/v1/runs")
         assert [r["run_id"] for r in resp.json()] == ["run-1", "run-2"]
+
+
+class TestLostRuns:
+    """A run the transmitter forgot (restart, scale-down) ends failed instead of running on."""
+
+    def test_read_run_lost_by_a_transmitter_restart_is_failed(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 5}, headers=auth)
+        transmitter.restart()
+        resp = client.get("/v1/runs/run-1")
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["state"] == "failed" and body["done"] is True
+        assert body["error"] == LOST_REASON and body["error"].startswith("lost: ")
+        assert body["total"] == 5
+        assert client.get("/v1/runs").json() == [body]
+
+    def test_a_lost_run_is_not_asked_for_again(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 5}, headers=auth)
+        transmitter.restart()
+        first = client.get("/v1/runs/run-1").json()
+        second = client.get("/v1/runs/run-1")
+        assert second.status_code == 200 and second.json() == first
+        client.get("/v1/stats")
+        assert transmitter.get_run_calls == ["run-1"]
+
+    def test_read_run_with_the_transmitter_unavailable_is_503_and_keeps_the_run(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 5}, headers=auth)
+        transmitter.fail = ServiceError("transmitter", grpc.StatusCode.UNAVAILABLE, "refused")
+        resp = client.get("/v1/runs/run-1")
+        assert resp.status_code == 503
+        (run,) = client.get("/v1/runs").json()
+        assert run["state"] == "running" and run["done"] is False and run["error"] is None
+        transmitter.fail = None
+        assert client.get("/v1/runs/run-1").json()["state"] == "done"
+
+    def test_a_finished_run_stays_done_after_a_transmitter_restart(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 11}, headers=auth)
+        done = client.get("/v1/runs/run-1").json()
+        transmitter.restart()
+        resp = client.get("/v1/runs/run-1")
+        assert resp.status_code == 200 and resp.json() == done
+        assert done["state"] == "done" and done["error"] is None
 
 
 def test_errors_by_code_reach_the_rest_api() -> None:

@@ -6,8 +6,9 @@ import grpc
 from fastapi.testclient import TestClient
 
 from services.control.clients import ServiceError
+from services.control.state import LOST_REASON
 
-from .fakes import FakeChannel, FakeHealth
+from .fakes import FakeChannel, FakeHealth, FakeTransmitter
 
 
 class TestStats:
@@ -43,3 +44,34 @@ class TestStats:
         assert body["transmitter"] is not None
         assert body["services"]["channel"] == "UNAVAILABLE"
         assert "UNAVAILABLE" in body["errors"]["channel"]
+
+    def test_stats_marks_a_run_the_transmitter_lost_failed_and_stops_asking(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 5}, headers=auth)
+        transmitter.restart()
+        first = client.get("/v1/stats").json()
+        second = client.get("/v1/stats").json()
+        for body in (first, second):
+            assert body["errors"] == {}
+            (run,) = body["runs"]
+            assert run["run_id"] == "run-1" and run["state"] == "failed" and run["done"] is True
+            assert run["error"] == LOST_REASON
+        assert transmitter.get_run_calls == ["run-1"]
+        (listed,) = client.get("/v1/runs").json()
+        assert listed["state"] == "failed" and listed["error"] == LOST_REASON
+
+    def test_stats_with_the_transmitter_unavailable_keeps_its_runs_running(
+        self, client: TestClient, transmitter: FakeTransmitter, auth: dict[str, str]
+    ) -> None:
+        client.post("/v1/runs", json={"num_images": 11}, headers=auth)
+        transmitter.fail = ServiceError("transmitter", grpc.StatusCode.UNAVAILABLE, "refused")
+        body = client.get("/v1/stats").json()
+        assert "UNAVAILABLE" in body["errors"]["run run-1"]
+        (run,) = body["runs"]
+        assert run["state"] == "running" and run["done"] is False and run["error"] is None
+        transmitter.fail = None
+        body = client.get("/v1/stats").json()
+        assert body["errors"] == {}
+        (run,) = body["runs"]
+        assert run["state"] == "done" and run["accuracy"] == 0.9

@@ -81,11 +81,23 @@ async def list_runs(state: StateDep) -> list[RunPublic]:
     },
 )
 async def read_run(transmitter: TransmitterDep, state: StateDep, run_id: str = RunId) -> RunPublic:
-    """A run's progress, accuracy (overall and per 2 dB SNR bin) and frame fates."""
+    """A run's progress, accuracy (overall and per 2 dB SNR bin) and frame fates.
+
+    A run started here that has finished is answered from the control plane's record (its
+    final status). One the transmitter no longer knows (it restarted) is answered ``failed``,
+    with ``error`` saying it was lost, and is not asked for again; 404 is for a run neither
+    knows.
+    """
+    known = state.runs.get(run_id)
+    if known is not None and known.done:
+        return known
     try:
         run = run_public(await transmitter.get_run(run_id))
     except ServiceError as err:
         if err.code == grpc.StatusCode.NOT_FOUND:
+            lost = state.runs.lose(run_id)
+            if lost is not None:
+                return lost
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"run {run_id!r} not found on the transmitter"
             ) from err
