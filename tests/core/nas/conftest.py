@@ -1,4 +1,4 @@
-"""Tiny search fixtures: 64 random 32x32 images and a 2-cell, C=4 supernet at 16 px."""
+"""Tiny search fixtures: 64 random 32x32 images and a 3-cell, C=4 supernet at 16 px."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ TINY = SearchConfig(
     use_kd=False,
     lam=0.0,
 )
-"""2 cells, C=4, 16 px, batch 8; subset 32 -> 16 + 16 images -> 2 steps per epoch."""
+"""3 cells (normal, reduction, reduction), C=4, 16 px, batch 8; subset 32 -> 16 + 16
+images -> 2 steps per epoch."""
 
 
 @pytest.fixture(autouse=True)
