@@ -410,9 +410,9 @@ def certs_cmd(
 ) -> None:
     """Write a private CA and certificates for mutual TLS between the services.
 
-    ca.crt, <service>.crt/.key for transmitter, channel and receiver (localhost, 127.0.0.1
-    and the compose names), client.crt/.key for the control plane; keys mode 0600. The CA
-    key is not kept: rerun to rotate. Use with `rkdsc up --tls-dir DIR` or
+    ca.crt, <service>.crt/.key for transmitter, channel and receiver (localhost,
+    127.0.0.1, ::1 and the compose names), client.crt/.key for the control plane; keys
+    mode 0600. The CA key is not kept: rerun to rotate. Use with `rkdsc up --tls-dir DIR` or
     RKDSC_<SERVICE>_TLS__* (docs/security.md).
     """
     from services.certs import write_certs

@@ -226,9 +226,10 @@ def train_teacher_cmd(
     recipe: Annotated[
         Path | None,
         typer.Option(
-            help="Train a recorded recipe instead of the preset: a teacher manifest "
-            "(RUN/teacher.json, docs/results/teacher/*.json) or a run's config.json; the "
-            "other flags change it."
+            help="Train a recorded recipe instead of the preset: a single teacher's "
+            "training manifest (RUN/teacher.json, most of docs/results/teacher/*.json; "
+            "not ensembles, nor manifests that record no recipe) or a run's config.json; "
+            "the other flags change it."
         ),
     ] = None,
     dataset: DatasetOpt = "cifar10",
