@@ -1102,9 +1102,14 @@ def eval_targets_cmd(
         manifest = json.loads(checkpoint_paths(teacher)[1].read_text())
         teacher_params = int(manifest["parameters"])
         pipeline = load_link(link).pipeline
-        nas_rows = [
-            r for d in nas or () for r in json.loads((d / "sweep.json").read_text())["rows"]
-        ]
+        nas_rows = []
+        for d in nas or ():
+            table = json.loads((d / "sweep.json").read_text())
+            source = {
+                "teacher_sha256": (table.get("teacher") or {}).get("weights_sha256"),
+                "eval_split": table.get("eval_split"),
+            }
+            nas_rows += [r | source for r in table["rows"]]
     except (OSError, KeyError, TypeError, ValueError, CheckpointError) as e:
         fail(f"cannot read the results: {e}")
         raise
@@ -1131,6 +1136,8 @@ def eval_targets_cmd(
             knowledge=knowledge,
             nas_rows=nas_rows,
             nas_lambda=nas_lambda,
+            teacher_test_accuracy=(metrics.get("shipped") or metrics).get("test_accuracy"),
+            teacher_views="flip TTA" if metrics.get("flip_tta") else "single view",
         )
     except ValueError as e:
         fail(f"cannot check the targets: {e}")
