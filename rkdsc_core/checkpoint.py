@@ -15,9 +15,11 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -46,6 +48,7 @@ __all__ = [
     "save_epoch",
     "save_training_state",
     "saved_progress",
+    "write_synced",
     "write_tensors",
 ]
 
@@ -62,6 +65,15 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     if p.suffix in {".safetensors", ".json"}:
         p = p.with_suffix("")
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+log = logging.getLogger(__name__)
+
+
+def _previous(path: Path | str) -> Path:
+    """The name :func:`save_training_state` keeps the previous state under while it saves."""
+    weights = checkpoint_paths(path)[0]
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".prev")
 
 
 def git_commit() -> str:
@@ -139,12 +151,13 @@ def _stage_tensors(
     ``(temporary, sha256)``."""
     blob = _canonical(save(tensors, metadata=metadata))
     tmp = path.with_name(path.name + ".tmp")
-    _write_synced(tmp, blob)
+    write_synced(tmp, blob)
     os.chmod(tmp, 0o666 & ~current_umask())
     return tmp, hashlib.sha256(blob).hexdigest()
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync it (before the rename that publishes it)."""
     with path.open("wb") as f:
         f.write(data)
         f.flush()
@@ -159,7 +172,7 @@ def _commit_pair(weights_tmp: Path, weights: Path, manifest: Path, doc: dict[str
     new weights beside the old manifest, which :func:`load_checkpoint` names as such.
     """
     tmp_m = manifest.with_name(manifest.name + ".tmp")
-    _write_synced(tmp_m, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    write_synced(tmp_m, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     os.replace(weights_tmp, weights)
     os.replace(tmp_m, manifest)
 
@@ -352,7 +365,22 @@ def save_training_state(
         "weights_sha256": digest,
         "git_commit": git_commit(),
     }
+    # The two renames cannot be one: the previous pair stays whole under NAME.prev until
+    # both are done, for resume_training to fall back on (hard links: no copy, where the
+    # file system has them).
+    prev_weights, prev_manifest = checkpoint_paths(_previous(path))
+    kept = weights.is_file() and manifest.is_file()
+    if kept:
+        for old, new in ((weights, prev_weights), (manifest, prev_manifest)):
+            new.unlink(missing_ok=True)
+            try:
+                os.link(old, new)
+            except OSError:
+                shutil.copy2(old, new)
     _commit_pair(staged, weights, manifest, doc)
+    if kept:
+        prev_weights.unlink()
+        prev_manifest.unlink()
     return manifest
 
 
@@ -449,8 +477,13 @@ def resume_training(
     config's defaults, so older runs resume where they used what is now the default.
     ``extra``: see :func:`load_training_state`.
 
+    A state whose weights and manifest do not match (the process died between the two
+    renames of a save) is passed over for the previous one, which that save kept whole
+    under ``NAME.prev`` (with a warning: that epoch is trained again).
+
     Raises:
         ValueError: the state was made with another config.
+        CheckpointError: the state is unreadable and no previous one was kept.
     """
     if not checkpoint_paths(state)[1].is_file():
         return Resumed(0, 0, [], 0.0, {})
@@ -459,7 +492,14 @@ def resume_training(
         saved = {k: v for k, v in defaults.items() if k in config and k not in saved} | saved
     if saved != json.loads(json.dumps(config)):  # as saved: tuples are lists, keys strings
         raise ValueError(f"{state} was made with another config; use a new --out")
-    progress = load_training_state(state, model=model, optimizer=optimizer, extra=extra)
+    try:
+        progress = load_training_state(state, model=model, optimizer=optimizer, extra=extra)
+    except CheckpointError as e:
+        previous = _previous(state)
+        if not checkpoint_paths(previous)[1].is_file():
+            raise
+        log.warning("%s; resuming from the previous state, %s", e, previous)
+        progress = load_training_state(previous, model=model, optimizer=optimizer, extra=extra)
     return Resumed(
         progress["epoch"], progress["step"], progress["history"], progress["wall_seconds"], progress
     )

@@ -47,7 +47,13 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from rkdsc_core.checkpoint import CheckpointError, checkpoint_paths, load_model, write_tensors
+from rkdsc_core.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    load_model,
+    write_synced,
+    write_tensors,
+)
 from rkdsc_core.data import ImageDataset, to_tensor
 from rkdsc_core.models import Backbone
 
@@ -484,10 +490,25 @@ def build_teacher_cache(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     tmp_m = manifest_path.with_name(manifest_path.name + ".tmp")
-    tmp_m.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_synced(tmp_m, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     os.replace(tmp_m, manifest_path)
+    _sync_folder(manifest_path.parent)  # the rename is on disk before the views go
     shutil.rmtree(partial_dir, ignore_errors=True)
     return manifest_path
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power loss (where the OS can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_partial_view(path: Path, key: str) -> tuple[Tensor, Tensor] | None:

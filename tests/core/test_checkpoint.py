@@ -2,6 +2,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -200,6 +201,41 @@ class TestTrainingState:
             save_training_state(tmp_path / "s", model=model, optimizer=opt, progress={"epoch": 2})
         progress = load_training_state(tmp_path / "s", model=_model(), optimizer=opt)
         assert progress == {"epoch": 1}
+
+    def test_a_save_killed_between_its_two_renames_resumes_from_the_previous_epoch(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        config = {"lr": 0.1}
+        kw: dict[str, Any] = {"history": [], "wall_seconds": 1.0, "config": config}
+        save_epoch(tmp_path / "s", model=model, optimizer=opt, epoch=1, step=10, **kw)
+        epoch1 = [p.detach().clone() for p in model.parameters()]
+        real_replace = os.replace
+
+        def replace(src: Any, dst: Any) -> None:  # dies after the weights, before the manifest
+            if str(dst).endswith("s.json"):
+                raise KeyboardInterrupt
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        with torch.no_grad():
+            next(model.parameters()).add_(1.0)  # epoch 2's weights differ
+        with pytest.raises(KeyboardInterrupt):
+            save_epoch(tmp_path / "s", model=model, optimizer=opt, epoch=2, step=20, **kw)
+        monkeypatch.setattr(os, "replace", real_replace)
+        with pytest.raises(CheckpointError, match="corrupt or was replaced"):
+            load_checkpoint(tmp_path / "s")  # new weights beside the old manifest
+        fresh = _model()
+        opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1)
+        with caplog.at_level("WARNING", logger="rkdsc_core.checkpoint"):
+            resumed = resume_training(tmp_path / "s", model=fresh, optimizer=opt2, config=config)
+        assert resumed.epoch == 1 and "previous state" in caplog.text
+        assert all(torch.equal(a, b) for a, b in zip(epoch1, fresh.parameters(), strict=True))
+        # The next save is whole again and leaves no previous state behind.
+        save_epoch(tmp_path / "s", model=fresh, optimizer=opt2, epoch=2, step=20, **kw)
+        assert load_checkpoint(tmp_path / "s")[1]["progress"]["epoch"] == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.safetensors"]
 
     def test_save_epoch_is_what_resume_training_reads(self, tmp_path: Path) -> None:
         model = _model()
