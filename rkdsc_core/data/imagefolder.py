@@ -52,7 +52,9 @@ def tree_files(root: Path) -> list[str] | None:
 
 def _split_and_class(name: str) -> tuple[str, str] | None:
     parts = [p for p in name.split("/") if p and p != "."]
-    if len(parts) < 3 or parts[-1].startswith(".") or parts[-3] not in SPLITS:
+    if len(parts) < 3 or parts[-3] not in SPLITS:
+        return None
+    if parts[-1].startswith(".") or parts[-2].startswith("."):  # as the folder tree skips them
         return None
     return parts[-3], parts[-2]
 
@@ -88,6 +90,9 @@ class _Collector:
         self.where = where
         self.index = {c: i for i, c in enumerate(spec.classes)}
         self.items: dict[str, list[tuple[int, str, UInt8Array]]] = {s: [] for s in self.splits}
+        self.prefix: str | None = None
+        """The folder holding ``<split>/`` (``""`` at the top), the same for every image."""
+        self.names: set[str] = set()
 
     def wants(self, split: str) -> bool:
         return split in self.items
@@ -104,6 +109,25 @@ class _Collector:
         return label
 
     def add(self, split: str, label: int, name: str, image: UInt8Array) -> None:
+        """Keep image ``name`` (``[prefix/]<split>/<class>/<file>``).
+
+        Raises:
+            DataSourceError: an image under another prefix than the first one's (two
+                dataset trees in one source would be merged), or the same name twice.
+        """
+        parts = [p for p in name.split("/") if p and p != "."]
+        prefix, key = "/".join(parts[:-3]), "/".join(parts)
+        if self.prefix is None:
+            self.prefix = prefix
+        elif prefix != self.prefix:
+            raise source_error(
+                self.spec,
+                f"{self.where} holds more than one dataset tree: {self.prefix or '.'}/"
+                f"{split}/... and {prefix or '.'}/{split}/... ({name}); keep one",
+            )
+        if key in self.names:
+            raise source_error(self.spec, f"{self.where} holds {name} twice")
+        self.names.add(key)
         self.items[split].append((label, name, image))
 
     def finish(self) -> dict[Split, SplitArrays]:

@@ -37,6 +37,25 @@ class TestImageFolder:
         ds = load_dataset("cifar10", "test", source=archive, cache_dir=cache_dir)
         np.testing.assert_array_equal(ds.images, image_tree.splits["test"][0])
 
+    def test_tar_with_two_trees_is_refused_not_merged(
+        self, tmp_path, image_tree, build, cache_dir
+    ) -> None:
+        twice = tmp_path / "both"
+        shutil.copytree(image_tree.path, twice / "cifar10")
+        shutil.copytree(image_tree.path, twice / "old" / "cifar10")
+        archive = build.tar_folder(twice, tmp_path / "both.tar.gz")
+        with pytest.raises(DataSourceError, match="more than one dataset tree"):
+            load_dataset("cifar10", "train", source=archive, cache_dir=cache_dir)
+
+    def test_hidden_class_folders_in_a_tar_are_skipped_as_in_a_tree(
+        self, tmp_path, image_tree, build, cache_dir
+    ) -> None:
+        shutil.copytree(image_tree.path / "train" / "cat", image_tree.path / "train" / ".trash")
+        archive = build.tar_folder(image_tree.path, tmp_path / "x.tar.gz")
+        from_tar = load_dataset("cifar10", "train", source=archive, cache_dir=cache_dir)
+        from_tree = load_dataset("cifar10", "train", source=image_tree.path, cache_dir=cache_dir)
+        assert len(from_tar) == len(from_tree) == 9
+
     def test_unknown_class_folder_raises(self, tmp_path, build, cache_dir) -> None:
         root = tmp_path / "bad"
         build.write_tree(root, ("cat",))
