@@ -14,7 +14,12 @@ from pydantic import ValidationError
 from rkdsc_core.checkpoint import CheckpointError
 from services._metrics import start_metrics_server
 
-__all__ = ["load_settings", "run_service"]
+__all__ = ["StartupError", "load_settings", "run_service"]
+
+
+class StartupError(Exception):
+    """A service cannot start as configured (a message for the operator, not a bug):
+    :func:`run_service` prints it and exits 2."""
 
 
 def load_settings(name: str, env_prefix: str, settings_factory: Callable[[], Any]) -> Any:
@@ -37,8 +42,9 @@ def run_service(
     ``settings_factory()`` returns the service's settings (with ``host``, ``metrics_port``
     and optionally ``log_level``); ``serve(settings, registry)`` runs the gRPC server.
 
-    Missing weights (``FileNotFoundError``) and unreadable, truncated or tampered ones
-    (``CheckpointError``, naming the file) also exit 2 with the reason, not a traceback.
+    Missing weights (``FileNotFoundError``), unreadable, truncated or tampered ones
+    (``CheckpointError``, naming the file) and settings that do not fit them
+    (:class:`StartupError`) also exit 2 with the reason, not a traceback.
     """
     settings = load_settings(name, env_prefix, settings_factory)
     level = getattr(settings, "log_level", "INFO")
@@ -50,6 +56,6 @@ def run_service(
     )
     try:
         asyncio.run(serve(settings, registry))
-    except (FileNotFoundError, CheckpointError) as e:
+    except (FileNotFoundError, CheckpointError, StartupError) as e:
         sys.stderr.write(f"error: {name} cannot start: {e}\n")
         raise SystemExit(2) from None

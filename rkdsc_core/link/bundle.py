@@ -83,7 +83,9 @@ def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "
     Raises:
         FileNotFoundError: no ``link.json`` in the folder.
         CheckpointError: naming the file, when any file of the folder is unreadable,
-            truncated or fails its checksum (see :func:`rkdsc_core.checkpoint.load_checkpoint`).
+            truncated or fails its checksum (see :func:`rkdsc_core.checkpoint.load_checkpoint`),
+            or naming the folder, when its student and codec are not a link or do not fit
+            together.
     """
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     link_json = folder / "link.json"
@@ -96,13 +98,16 @@ def load_link(weights_dir: Path | None = None, *, device: torch.device | str = "
     student = load_model(folder / "student")
     codec = load_model(folder / "codec")
     if not isinstance(student, Backbone) or not isinstance(codec, CATCodec):
-        raise TypeError(f"{folder}: student must be a Backbone and codec a CATCodec")
+        raise CheckpointError(f"{folder}: student must be a Backbone and codec a CATCodec")
     if len(classes) != student.num_classes:
         raise CheckpointError(
             f"{link_json}: {len(classes)} class names for a student with "
             f"{student.num_classes} classes"
         )
-    pipeline = SemanticPipeline(student, codec, num_pilots=num_pilots).to(device)
+    try:
+        pipeline = SemanticPipeline(student, codec, num_pilots=num_pilots).to(device)
+    except ValueError as e:  # e.g. the student's token shape is not the codec's
+        raise CheckpointError(f"{folder}: its student and codec do not fit together: {e}") from e
     table_path = folder / "eval_table.json"
     table = None
     if table_path.is_file():

@@ -47,6 +47,9 @@ class EvalTable:
                     raise ValueError(
                         f"accuracy[{model!r}][{length}] must lie in [0, 1]: {list(row)}"
                     )
+        n = self.meta.get("images")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"meta.images must be a whole number of images >= 1, got {n!r}")
 
     def lengths(self, model: str) -> list[int]:
         """The measured L for ``model``, increasing."""
@@ -84,7 +87,7 @@ class EvalTable:
     def images(self) -> int | None:
         """Test images behind each accuracy (``meta["images"]``); ``None`` if not recorded."""
         n = self.meta.get("images")
-        return int(n) if n else None
+        return None if n is None else int(n)
 
     def lower_bound(self, model: str, length: int, snr_db: float, confidence: float) -> float:
         """One-sided Wilson lower confidence bound of the accuracy at ``snr_db``.
@@ -122,9 +125,13 @@ class EvalTable:
         With ``confidence`` above 0.5 an L qualifies only when its :meth:`lower_bound` at that
         confidence reaches ``target``: a margin for the sampling noise of the table's images.
         If no L qualifies, the L with the highest measured accuracy there (the best the link
-        can do).
+        can do). Below the lowest measured SNR nothing is known, so no L qualifies: the best
+        L at the lowest SNR, never a short one read off a better channel.
         """
         lengths = self.lengths(model)
+        if snr_db < self.snr_db[0]:
+            accs = [self.lookup(model, n, self.snr_db[0]) for n in lengths]
+            return lengths[int(np.argmax(accs))]
         for n in lengths:
             if self.lower_bound(model, n, snr_db, confidence) >= target:
                 return n

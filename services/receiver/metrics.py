@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services._metrics import LATENCY_BUCKETS, snr_bin
@@ -73,5 +75,6 @@ class ReceiverMetrics:
         """Count one prediction and its SNR estimate."""
         label = "unknown" if correct is None else str(correct).lower()
         self.predictions.labels(snr_bin(channel_snr_db), label).inc()
-        self.estimated_snr_db.observe(estimated_snr_db)
-        self.snr_estimate_error_db.observe(estimated_snr_db - channel_snr_db)
+        if math.isfinite(estimated_snr_db):  # NaN: too few pilots arrived to estimate it
+            self.estimated_snr_db.observe(estimated_snr_db)
+            self.snr_estimate_error_db.observe(estimated_snr_db - channel_snr_db)

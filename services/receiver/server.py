@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -156,7 +157,10 @@ class FrameDecoder:
         pred.class_index = index
         pred.class_name = self.classes[index] if index < len(self.classes) else str(index)
         pred.probabilities.extend(probs.tolist())
-        pred.estimated_snr_db = float(csi.snr_db[0])
+        # Under 2 pilots (the rest erased) there is no noise estimate, only a placeholder:
+        # NaN, so that no one (the adaptive policy, the metrics) averages it in.
+        few = self.knowledge is ChannelKnowledge.PILOT and int(out.received[0, :p].sum()) < 2
+        pred.estimated_snr_db = math.nan if few else float(csi.snr_db[0])
         pred.channel_snr_db = cf.channel.snr_db
         pred.channel_knowledge = self.knowledge.value
         if cf.frame.HasField("label"):

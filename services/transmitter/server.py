@@ -19,6 +19,7 @@ from services._grpc import (
     run_until_signal,
     set_serving,
 )
+from services._main import StartupError
 from services._tls import add_port
 from services.pb import frame_pb2, services_pb2, services_pb2_grpc
 from services.transmitter.engine import TransmitterEngine
@@ -241,7 +242,7 @@ def build_server(
 
     Raises:
         FileNotFoundError: no weights at ``settings.weights_dir``.
-        ValueError: the initial policy does not fit the loaded link.
+        StartupError: the initial policy does not fit the loaded link.
     """
     registry = registry if registry is not None else CollectorRegistry()
     if settings.torch_threads is not None:
@@ -249,15 +250,18 @@ def build_server(
     bundle = load_link(settings.weights_dir, device=settings.device)
     lengths = tuple(bundle.pipeline.lengths)
     p = settings.policy
-    policy = PolicyStore(
-        lengths,
-        bundle.eval_table,
-        channel_model=settings.channel_model_hint,
-        mode=p.mode,
-        fixed_length=p.fixed_length,
-        target_accuracy=p.target_accuracy,
-        confidence=p.confidence,
-    )
+    try:
+        policy = PolicyStore(
+            lengths,
+            bundle.eval_table,
+            channel_model=settings.channel_model_hint,
+            mode=p.mode,
+            fixed_length=p.fixed_length,
+            target_accuracy=p.target_accuracy,
+            confidence=p.confidence,
+        )
+    except PolicyError as e:
+        raise StartupError(f"RKDSC_TRANSMITTER_POLICY__{e.field.upper()}: {e}") from e
     metrics = TransmitterMetrics(registry, lengths)
     cur = policy.current
     metrics.set_policy(cur)

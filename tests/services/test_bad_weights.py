@@ -20,7 +20,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def _start(service: str, weights: Path) -> subprocess.CompletedProcess[str]:
+def _start(service: str, weights: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
     prefix = _PREFIX[service]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RKDSC_")}
     env.update(
@@ -31,6 +31,7 @@ def _start(service: str, weights: Path) -> subprocess.CompletedProcess[str]:
             f"{prefix}WEIGHTS_DIR": str(weights),
             "OMP_NUM_THREADS": "1",
         }
+        | env_extra
     )
     return subprocess.run(
         [sys.executable, "-m", f"services.{service}"],
@@ -67,3 +68,12 @@ class TestTamperedWeightsAtStartup:
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
         assert str(checkpoint_paths(weights / "student")[0]) in proc.stderr
+
+
+def test_a_policy_that_does_not_fit_the_link_exits_2_naming_the_setting(
+    tiny_weights: Path,
+) -> None:
+    proc = _start("transmitter", tiny_weights, RKDSC_TRANSMITTER_POLICY__FIXED_LENGTH="7")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "RKDSC_TRANSMITTER_POLICY__FIXED_LENGTH" in proc.stderr, proc.stderr

@@ -75,6 +75,20 @@ class TestLinkBundle:
         with pytest.raises(CheckpointError, match=message):
             load_link(tmp_path)
 
+    def test_a_codec_that_does_not_fit_the_student_is_a_checkpoint_error(
+        self, tmp_path: Path
+    ) -> None:
+        save_link(tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES)
+        wider = create_model("cat-codec", token_dim=32, d_model=32, heads=2)
+        other = tmp_path / "other"
+        student = create_model("darts-student", C=4, layers=3, token_dim=32)
+        save_link(other, SemanticPipeline(student, wider, num_pilots=4),  # type: ignore[arg-type]
+                  student_name="darts-student", classes=CLASSES)  # fmt: skip
+        for suffix in (".safetensors", ".json"):  # the 32-wide codec beside the 16-wide student
+            (tmp_path / f"codec{suffix}").write_bytes((other / f"codec{suffix}").read_bytes())
+        with pytest.raises(CheckpointError, match=f"{tmp_path}: its student and codec do not"):
+            load_link(tmp_path)
+
     def test_an_eval_table_with_lengths_the_codec_cannot_send_is_refused(
         self, tmp_path: Path
     ) -> None:
@@ -120,6 +134,18 @@ class TestEvalTable:
         assert t.smallest_length("awgn", 0.0, 0.8) == 32
         assert t.smallest_length("awgn", 0.0, 0.8, confidence=0.95) == 64
         assert t.smallest_length("awgn", 0.0, 0.9, confidence=0.95) == 64  # none: the best
+
+    def test_below_the_lowest_snr_no_length_qualifies(self) -> None:
+        # Nothing is measured under 0 dB: the best L there, not the short one that would
+        # reach the target if the channel were as good as 0 dB.
+        t = _table()
+        assert t.smallest_length("awgn", 0.0, 0.2) == 8
+        assert t.smallest_length("awgn", -30.0, 0.2) == 64
+
+    @pytest.mark.parametrize("images", [0, -5, 2.5, "many", True])
+    def test_the_image_count_is_a_positive_whole_number(self, images: object) -> None:
+        with pytest.raises(ValueError, match=r"meta\.images"):
+            EvalTable((0.0,), {"awgn": {8: (0.9,)}}, meta={"images": images})
 
     def test_margin_needs_the_image_count_and_a_valid_confidence(self) -> None:
         with pytest.raises(ValueError, match=r"meta\.images"):

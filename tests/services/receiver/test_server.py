@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -87,6 +88,17 @@ class TestFrameDecoder:
         (cf,) = channel_frames(tiny_link, 1, length=8)
         cf.channel.frame_lost = True
         assert FrameDecoder(tiny_link, "pilot", 4096).decode(cf).fate == LOST
+
+    def test_one_pilot_gives_a_prediction_but_no_snr_estimate(self, tiny_link: LinkBundle) -> None:
+        (cf,) = channel_frames(tiny_link, 1, length=8)
+        cf.channel.received = bytes(3) + b"\x01" + cf.channel.received[4:]  # 1 of 4 pilots
+        pred = FrameDecoder(tiny_link, "pilot", 4096).decode(cf).prediction
+        assert math.isnan(pred.estimated_snr_db) and len(pred.probabilities) == 10
+        (cf,) = channel_frames(tiny_link, 1, length=8)
+        cf.channel.received = bytes(2) + b"\x01\x01" + cf.channel.received[4:]  # 2 of 4
+        assert math.isfinite(
+            FrameDecoder(tiny_link, "pilot", 4096).decode(cf).prediction.estimated_snr_db
+        )
 
     def test_frame_with_every_pilot_erased_is_an_error(self, tiny_link: LinkBundle) -> None:
         (cf,) = channel_frames(tiny_link, 1, length=8)
