@@ -55,7 +55,19 @@ def save_link(
     meta: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> None:
-    """Write a weights folder (see the module docstring)."""
+    """Write a weights folder (see the module docstring).
+
+    Raises:
+        ValueError: before anything is written, for a folder :func:`load_link` would refuse:
+            a class name count other than the student's classes, or an eval table measured
+            at an ``L`` the codec does not send.
+    """
+    if len(classes) != pipeline.student.num_classes:
+        raise ValueError(
+            f"{len(classes)} class names for a student with {pipeline.student.num_classes} classes"
+        )
+    if eval_table is not None:
+        eval_table.check_lengths(pipeline.codec.config.lengths)
     weights_dir.mkdir(parents=True, exist_ok=True)
     genotype = getattr(pipeline.student.config, "genotype", None)
     save_checkpoint(

@@ -93,11 +93,19 @@ class TestLinkBundle:
         self, tmp_path: Path
     ) -> None:
         table = EvalTable((0.0, 10.0), {"awgn": {12: (0.2, 0.5)}})
-        save_link(
-            tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES, eval_table=table
-        )
+        save_link(tmp_path, _pipeline(), student_name="darts-student", classes=CLASSES)
+        table.save(tmp_path / "eval_table.json")  # written beside it by hand
         with pytest.raises(CheckpointError, match=r"awgn lengths \[12\] are not all"):
             load_link(tmp_path)
+
+    def test_save_refuses_what_load_would_refuse_before_writing(self, tmp_path: Path) -> None:
+        table = EvalTable((0.0, 10.0), {"awgn": {12: (0.2, 0.5)}})
+        kw = {"student_name": "darts-student"}
+        with pytest.raises(ValueError, match=r"awgn lengths \[12\] are not all"):
+            save_link(tmp_path / "a", _pipeline(), classes=CLASSES, eval_table=table, **kw)
+        with pytest.raises(ValueError, match="3 class names for a student with 10"):
+            save_link(tmp_path / "b", _pipeline(), classes=["x", "y", "z"], **kw)
+        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
     @pytest.mark.parametrize("body", ['{"snr_db": [0], "accuracy": []}', '{"snr_db": [0]}'])
     def test_a_malformed_eval_table_is_a_checkpoint_error(self, tmp_path: Path, body: str) -> None:
