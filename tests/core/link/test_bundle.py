@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -100,7 +101,7 @@ class TestLinkBundle:
 
     def test_save_refuses_what_load_would_refuse_before_writing(self, tmp_path: Path) -> None:
         table = EvalTable((0.0, 10.0), {"awgn": {12: (0.2, 0.5)}})
-        kw = {"student_name": "darts-student"}
+        kw: dict[str, Any] = {"student_name": "darts-student"}
         with pytest.raises(ValueError, match=r"awgn lengths \[12\] are not all"):
             save_link(tmp_path / "a", _pipeline(), classes=CLASSES, eval_table=table, **kw)
         with pytest.raises(ValueError, match="3 class names for a student with 10"):
