@@ -26,8 +26,12 @@ def load_settings(name: str, env_prefix: str, settings_factory: Callable[[], Any
     """``settings_factory()``, or exit 2 naming the invalid fields (no traceback)."""
     try:
         return settings_factory()
-    except ValidationError as e:
-        sys.stderr.write(f"error: invalid {name} settings ({env_prefix}*):\n{e}\n")
+    except ValidationError as e:  # the fields and why, never their values (a token is one)
+        lines = "\n".join(
+            f"  {'.'.join(map(str, err['loc'])) or '(settings)'}: {err['msg']}"
+            for err in e.errors(include_input=False)
+        )
+        sys.stderr.write(f"error: invalid {name} settings ({env_prefix}*):\n{lines}\n")
         raise SystemExit(2) from None
 
 

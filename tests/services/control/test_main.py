@@ -89,6 +89,11 @@ class TestBadSettingsAtStartup:
         assert "error: invalid control plane settings (RKDSC_CONTROL_*)" in proc.stderr
         assert name in proc.stderr, proc.stderr
 
+    def test_a_refused_token_is_not_echoed(self) -> None:
+        proc = _start(port=str(_free_port()), token="s3cret tok\n")
+        assert proc.returncode == 2, proc.stderr
+        assert "token" in proc.stderr and "s3cret" not in proc.stderr, proc.stderr
+
     def test_unusable_state_file_exits_2_naming_it(self, tmp_path: Path) -> None:
         state_file = tmp_path / "control.sqlite"
         state_file.write_bytes(b"not a SQLite database, " * 100)
