@@ -130,6 +130,7 @@ def _own_result(
     *,
     error: str = "",
     channel_version: int = 0,
+    channel_model: str = "",
     channel_seconds: float = 0.0,
 ) -> frame_pb2.FrameResult:
     """A result the emulator answers itself (lost or failed frames)."""
@@ -142,6 +143,7 @@ def _own_result(
         num_symbols=frame.num_symbols,
         tx_config_version=frame.config_version,
         channel_config_version=channel_version,
+        channel_model=channel_model,
         timings=frame_pb2.Timings(
             encode_seconds=frame.encode_seconds, channel_seconds=channel_seconds
         ),
@@ -404,6 +406,7 @@ class _TransmitStream:
                 frame,
                 frame_pb2.FRAME_FATE_LOST,
                 channel_version=applied.version,
+                channel_model=applied.params.model,
                 channel_seconds=time.perf_counter() - start,
             )
             self._answer(result, "lost")

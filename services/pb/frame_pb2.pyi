@@ -105,7 +105,7 @@ class Prediction(_message.Message):
     def __init__(self, class_index: _Optional[int] = ..., class_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., estimated_snr_db: _Optional[float] = ..., channel_snr_db: _Optional[float] = ..., channel_knowledge: _Optional[str] = ..., correct: _Optional[bool] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("link_id", "sequence", "image_id", "fate", "prediction", "error", "num_symbols", "tx_config_version", "channel_config_version", "timings", "tx_snr_db")
+    __slots__ = ("link_id", "sequence", "image_id", "fate", "prediction", "error", "num_symbols", "tx_config_version", "channel_config_version", "timings", "tx_snr_db", "channel_model")
     LINK_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class FrameResult(_message.Message):
     CHANNEL_CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     TX_SNR_DB_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_MODEL_FIELD_NUMBER: _ClassVar[int]
     link_id: str
     sequence: int
     image_id: str
@@ -128,4 +129,5 @@ class FrameResult(_message.Message):
     channel_config_version: int
     timings: Timings
     tx_snr_db: float
-    def __init__(self, link_id: _Optional[str] = ..., sequence: _Optional[int] = ..., image_id: _Optional[str] = ..., fate: _Optional[_Union[FrameFate, str]] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[str] = ..., num_symbols: _Optional[int] = ..., tx_config_version: _Optional[int] = ..., channel_config_version: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., tx_snr_db: _Optional[float] = ...) -> None: ...
+    channel_model: str
+    def __init__(self, link_id: _Optional[str] = ..., sequence: _Optional[int] = ..., image_id: _Optional[str] = ..., fate: _Optional[_Union[FrameFate, str]] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[str] = ..., num_symbols: _Optional[int] = ..., tx_config_version: _Optional[int] = ..., channel_config_version: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., tx_snr_db: _Optional[float] = ..., channel_model: _Optional[str] = ...) -> None: ...

@@ -193,6 +193,7 @@ def _result(cf: frame_pb2.ChannelFrame, fate: frame_pb2.FrameFate) -> frame_pb2.
         num_symbols=frame.num_symbols,
         tx_config_version=frame.config_version,
         channel_config_version=cf.channel.config_version,
+        channel_model=cf.channel.model,
         timings=frame_pb2.Timings(
             encode_seconds=frame.encode_seconds, channel_seconds=cf.channel.channel_seconds
         ),

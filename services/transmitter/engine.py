@@ -68,6 +68,7 @@ class _LinkState:
         self.link = link
         self.slots = asyncio.Semaphore(max_in_flight)
         self.snr_belief_db = snr_db
+        self.channel_model = ""  # as the last result named it ("": none yet)
         self.in_flight = 0  # frames holding a slot
         self.holders = 0  # runs streaming on the link
         self.last_used = time.monotonic()  # [s], for least-recently-used eviction
@@ -315,7 +316,7 @@ class TransmitterEngine:
         state = self._links[link_id]
         policy = self.policy.current
         snr_db = state.tx_snr_db
-        length = self.policy.choose(snr_db, policy)
+        length = self.policy.choose(snr_db, policy, channel_model=state.channel_model)
         result = self._base_result(link_id, image_id)
         result.tx_config_version = policy.version
         result.tx_snr_db = snr_db
@@ -381,6 +382,8 @@ class TransmitterEngine:
             self.metrics.end_to_end_seconds.observe(elapsed)
         if result.fate == frame_pb2.FRAME_FATE_PREDICTED:
             self._feedback(link_id, state, result.prediction.estimated_snr_db)
+            if result.channel_model:
+                state.channel_model = result.channel_model
         return result
 
     def _feedback(self, link_id: str, state: _LinkState, estimate_db: float) -> None:

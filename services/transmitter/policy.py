@@ -119,14 +119,21 @@ class PolicyStore:
         self._current = policy
         return policy
 
-    def choose(self, snr_db: float, policy: LengthPolicy | None = None) -> int:
-        """``L`` for the next frame on a link whose estimated SNR is ``snr_db`` [dB]."""
+    def choose(
+        self, snr_db: float, policy: LengthPolicy | None = None, *, channel_model: str = ""
+    ) -> int:
+        """``L`` for the next frame on a link whose estimated SNR is ``snr_db`` [dB].
+
+        ``channel_model``: the channel the link's last result came through; its row of the
+        eval table is read when the table has one, else the hint's (:attr:`channel_model`).
+        """
         p = self._current if policy is None else policy
         if p.mode == "fixed":
             return p.fixed_length
         assert self.eval_table is not None  # checked by _validated
+        row = channel_model if channel_model in self.eval_table.accuracy else self.channel_model
         return self.eval_table.smallest_length(
-            self.channel_model, snr_db, p.target_accuracy, confidence=p.confidence
+            row, snr_db, p.target_accuracy, confidence=p.confidence
         )
 
     def _validated(

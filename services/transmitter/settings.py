@@ -89,7 +89,9 @@ class Settings(BaseSettings):
         description="EWMA weight of each new receiver SNR estimate (1 = use the last one)",
     )
     channel_model_hint: str = Field(
-        default="awgn", description="eval-table channel model the adaptive policy reads"
+        default="awgn",
+        description="eval-table channel model the adaptive policy reads until a link's first "
+        "result names the channel's model, and whenever the table has no row for that model",
     )
     max_in_flight: int = Field(
         default=32, ge=1, le=4096, description="frames per link awaiting results (back-pressure)"

@@ -34,7 +34,13 @@ EVAL_TABLE = EvalTable(
             16: (0.15, 0.40, 0.75, 0.92, 0.96),
             32: (0.20, 0.50, 0.85, 0.94, 0.97),
             64: (0.25, 0.60, 0.91, 0.95, 0.97),
-        }
+        },
+        "rayleigh": {
+            8: (0.05, 0.15, 0.35, 0.50, 0.60),
+            16: (0.08, 0.20, 0.45, 0.60, 0.70),
+            32: (0.10, 0.25, 0.55, 0.80, 0.85),
+            64: (0.12, 0.30, 0.65, 0.93, 0.95),
+        },
     },
     meta={"images": 1000},
 )
@@ -80,6 +86,7 @@ class FakeChannel(services_pb2_grpc.ChannelEmulatorServicer):
 
     estimated_snr_db: float = 20.0
     channel_snr_db: float = 20.0
+    channel_model: str = ""
     delay_seconds: float = 0.0
     decide: Decide = by_image_id
     frames: list[frame_pb2.SymbolFrame] = field(default_factory=list)
@@ -105,6 +112,7 @@ class FakeChannel(services_pb2_grpc.ChannelEmulatorServicer):
                 result.fate = frame_pb2.FRAME_FATE_LOST
             else:
                 result.fate = frame_pb2.FRAME_FATE_PREDICTED
+                result.channel_model = self.channel_model
                 pred = result.prediction
                 pred.class_index = FAKE_CLASS
                 pred.class_name = CIFAR10_CLASSES[FAKE_CLASS]

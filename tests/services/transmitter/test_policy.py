@@ -132,8 +132,8 @@ class TestPolicyStore:
         assert err.value.code == "FAILED_PRECONDITION"
 
     def test_adaptive_needs_the_hinted_channel_model(self) -> None:
-        with pytest.raises(PolicyError, match="rayleigh"):
-            PolicyStore(LENGTHS, EVAL_TABLE, channel_model="rayleigh", mode="adaptive")
+        with pytest.raises(PolicyError, match="rician"):
+            PolicyStore(LENGTHS, EVAL_TABLE, channel_model="rician", mode="adaptive")
 
 
 class TestPolicyRPCs:
@@ -238,6 +238,23 @@ class TestPolicyRPCs:
         err = run(scenario())
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "eval table" in err.details()
+
+    def test_adaptive_reads_the_row_of_the_channel_the_results_name(self, tx_weights: Path) -> None:
+        """At 20 dB AWGN's row asks for L=16; once a result says Rayleigh, its row: L=64."""
+
+        async def scenario() -> list[frame_pb2.FrameResult]:
+            fake = FakeChannel(estimated_snr_db=20.0, channel_model="rayleigh")
+            async with running_stack(
+                tx_weights, fake, assumed_snr_db=20.0, snr_smoothing=1.0, max_in_flight=1
+            ) as stack:
+                await stack.stub.SetPolicy(
+                    services_pb2.LengthPolicy(mode=ADAPTIVE, target_accuracy=0.9), timeout=5
+                )
+                return await stack.classify([raw_request("first"), raw_request("then")])
+
+        by_id = {r.image_id: r for r in run(scenario())}
+        assert (by_id["first"].num_symbols, by_id["then"].num_symbols) == (16, 64)
+        assert by_id["then"].channel_model == "rayleigh"
 
     def test_adaptive_sends_fewer_symbols_at_high_snr_than_at_low(self, tx_weights: Path) -> None:
         """Belief starts at 30 dB (L=8 < l_max); feedback of -10 dB then asks for L=64."""

@@ -205,8 +205,9 @@ class TestSettings:
             Settings(**{field: value})  # type: ignore[arg-type]
 
     def test_initial_length_must_be_allowed(self, tx_weights: Path) -> None:
+        from services._main import StartupError
         from services.transmitter.server import build_server
 
         settings = Settings(weights_dir=tx_weights, port=0, policy={"fixed_length": 12})  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="fixed_length"):
+        with pytest.raises(StartupError, match="RKDSC_TRANSMITTER_POLICY__FIXED_LENGTH"):
             build_server(settings)
