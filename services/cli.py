@@ -300,6 +300,15 @@ def demo_cmd(
     run_timeout: Annotated[
         float, typer.Option("--run-timeout", help="longest wait for one run [s]")
     ] = 600.0,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            "--warmup",
+            min=0,
+            help="unrecorded images after each SNR change, so that the transmitter's SNR "
+            "estimate settles before the measured run (0: none)",
+        ),
+    ] = 64,
 ) -> None:
     """Sweep the channel SNR through the link and tabulate accuracy and symbols per image.
 
@@ -328,6 +337,7 @@ def demo_cmd(
             confidence=confidence,
             rate=rate,
             run_timeout=run_timeout,
+            warmup_images=warmup,
         )
     except ValueError as err:
         _fail(str(err))

@@ -32,6 +32,11 @@ class DemoConfig:
         confidence: the adaptive policy's margin, in [0.5, 1), 0.5 = none (``None`` = keep).
         rate: images per second (0 = as fast as possible).
         run_timeout: longest wait for one run [s].
+        warmup_images: images run, and not recorded, after each SNR change and before the
+            measured run: the transmitter conditions the encoder (and the adaptive policy
+            picks L) on an average of the receiver's SNR reports, which lags a change by
+            the frames in flight (32 a link by default) plus ~20 reports to settle; the
+            default 64 covers both. 0: none (the first frames then use the previous SNR).
     """
 
     snr_db: tuple[float, ...] = DEFAULT_SNR_DB
@@ -43,6 +48,7 @@ class DemoConfig:
     confidence: float | None = None
     rate: float = 0.0
     run_timeout: float = 600.0
+    warmup_images: int = 64
 
     def __post_init__(self) -> None:
         if not self.snr_db:
@@ -52,6 +58,8 @@ class DemoConfig:
             raise ValueError(f"snr_db: {bad} outside the channel's [-30, 60] dB")
         if self.images < 1:
             raise ValueError(f"images must be >= 1, got {self.images}")
+        if self.warmup_images < 0:
+            raise ValueError(f"warmup_images must be >= 0, got {self.warmup_images}")
         if self.channel not in (None, "awgn", "rayleigh", "rician"):
             raise ValueError(f"channel must be awgn, rayleigh or rician; got {self.channel!r}")
         if self.policy not in (None, "fixed", "adaptive"):
@@ -104,10 +112,12 @@ def run_demo(
     *,
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """For each SNR: set the channel, run ``images`` test images, wait, record the result.
+    """For each SNR: set the channel, run ``warmup_images`` unrecorded, then ``images``
+    test images, wait, record the result.
 
     Raises:
-        ControlError: a refused update, a failed run, or a run that did not finish in time.
+        ControlError: a refused update, a channel that reports another SNR than the one set,
+            a failed run, a run with no prediction, or a run that did not finish in time.
     """
     say = progress or (lambda _msg: None)
     result = DemoResult(config=config, control_url=client.base_url)
@@ -128,13 +138,16 @@ def run_demo(
         if config.channel is not None:
             changes["model"] = config.channel
         result.channel = client.update_channel(**changes)
+        applied = float(result.channel.get("snr_db", math.nan))
+        if not math.isclose(applied, snr, abs_tol=1e-3):  # held as float32 by the emulator
+            raise ControlError(f"the channel reports {applied:g} dB after setting {snr:g} dB")
+        if config.warmup_images:
+            warm = client.start_run(split="test", num_images=config.warmup_images)
+            say(f"SNR {snr:g} dB: warm-up run {warm['run_id']} ({config.warmup_images} images)")
+            _finished(client.wait_run(warm["run_id"], timeout=config.run_timeout), snr)
         run = client.start_run(split="test", num_images=config.images, rate=config.rate)
         say(f"SNR {snr:g} dB: run {run['run_id']} ({config.images} images)")
-        run = client.wait_run(run["run_id"], timeout=config.run_timeout)
-        if run["state"] != "done":
-            raise ControlError(
-                f"run {run['run_id']} at {snr:g} dB {run['state']}: {run.get('error') or '?'}"
-            )
+        run = _finished(client.wait_run(run["run_id"], timeout=config.run_timeout), snr)
         latency = run.get("mean_end_to_end_seconds")
         result.runs.append(run)
         result.rows.append(
@@ -150,6 +163,19 @@ def run_demo(
             )
         )
     return result
+
+
+def _finished(run: dict[str, Any], snr: float) -> dict[str, Any]:
+    """``run``, or ControlError when it failed or predicted nothing (no accuracy to show)."""
+    if run["state"] != "done":
+        raise ControlError(
+            f"run {run['run_id']} at {snr:g} dB {run['state']}: {run.get('error') or '?'}"
+        )
+    if int(run["fates"]["predicted"]) == 0:
+        raise ControlError(
+            f"run {run['run_id']} at {snr:g} dB predicted no image ({run['fates']}): no accuracy"
+        )
+    return run
 
 
 def _policy_text(policy: dict[str, Any]) -> str:

@@ -31,10 +31,31 @@ class TestDemo:
         assert [c.snr_db for c in channel.set_calls] == [-4.0, 8.0]
         assert channel.settings.model == "rayleigh"
         assert transmitter.policy.fixed_length == 32
-        assert [r.num_images for r in transmitter.run_requests] == [11, 11]
+        # An unrecorded warm-up run after each SNR change, then the measured one.
+        assert [r.num_images for r in transmitter.run_requests] == [64, 11, 64, 11]
+        assert [r.run_id for r in result.rows] == ["run-2", "run-4"]
         row = result.rows[0]
         assert (row.accuracy, row.symbols_per_image, row.predicted, row.lost) == (0.9, 64.0, 10, 1)
         assert row.latency_ms == pytest.approx(12.0)
+
+    def test_demo_without_warmup_runs_only_the_measured_runs(
+        self, control: ControlClient, transmitter: FakeTransmitter
+    ) -> None:
+        run_demo(control, DemoConfig(snr_db=(0.0, 4.0), images=5, warmup_images=0))
+        assert [r.num_images for r in transmitter.run_requests] == [5, 5]
+
+    def test_a_run_that_predicts_nothing_has_no_accuracy(self, control: ControlClient) -> None:
+        # The fake predicts all but one image: a 1-image run predicts none.
+        with pytest.raises(ControlError, match="predicted no image"):
+            run_demo(control, DemoConfig(snr_db=(0.0,), images=1, warmup_images=0))
+
+    def test_a_channel_that_reports_another_snr_stops_the_demo(
+        self, control: ControlClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = control.update_channel
+        monkeypatch.setattr(control, "update_channel", lambda **kw: real(**kw) | {"snr_db": 5.0})
+        with pytest.raises(ControlError, match="reports 5 dB after setting 0 dB"):
+            run_demo(control, DemoConfig(snr_db=(0.0,), images=3))
 
     def test_demo_sets_the_adaptive_policy_confidence(
         self, control: ControlClient, transmitter: FakeTransmitter
