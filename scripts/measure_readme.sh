@@ -28,11 +28,12 @@ export RKDSC_TOKEN="${RKDSC_TOKEN:-$(python3 -c 'import secrets; print(secrets.t
 export OMP_NUM_THREADS=1 RKDSC_TRANSMITTER_TORCH_THREADS=1 RKDSC_RECEIVER_TORCH_THREADS=1
 "$bin/rkdsc" up --run-dir "$work/stack" ${WEIGHTS:+--weights "$WEIGHTS"} > "$work/up.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 120); do
-  curl -sf localhost:8000/readyz >/dev/null 2>&1 && break
+for _ in $(seq 120); do  # this stack's readiness: not another one that holds port 8000
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/up.log"; exit 1; }
+  curl -sf -m 2 localhost:8000/readyz >/dev/null 2>&1 && break
   sleep 1
 done
-curl -sf localhost:8000/readyz >/dev/null || { cat "$work/up.log"; exit 1; }
+curl -sf -m 2 localhost:8000/readyz >/dev/null || { cat "$work/up.log"; exit 1; }
 
 if command -v prometheus >/dev/null 2>&1; then
   prometheus --config.file=deploy/prometheus/prometheus.local.yml \

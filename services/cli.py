@@ -155,7 +155,10 @@ def up_cmd(
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: a closed terminal stops the stack rather than orphaning it (the services
+    # run in their own sessions, so no signal reaches them but through here).
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in signals}
     code = 0
     try:
         try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rkdsc_core.checkpoint import git_commit, machine_info
 from services.control.client import ControlClient, ControlError
 
 __all__ = ["DemoConfig", "DemoResult", "DemoRow", "format_table", "run_demo", "write_outputs"]
@@ -94,11 +97,15 @@ class DemoResult:
     channel: dict[str, Any] = field(default_factory=dict)
     transmitter: dict[str, Any] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """``command``, ``git_commit`` and ``machine`` (where the demo client ran: the stack's
+    machine when it started the stack or talks to one on 127.0.0.1), set at the end."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
             "control_url": self.control_url,
+            **self.provenance,
             "channel": self.channel,
             "transmitter": self.transmitter,
             "rows": [asdict(r) for r in self.rows],
@@ -162,6 +169,11 @@ def run_demo(
                 run_id=str(run["run_id"]),
             )
         )
+    result.provenance = {
+        "command": shlex.join(["rkdsc", *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "machine": machine_info(),  # its load average says whether other work shared it
+    }
     return result
 
 

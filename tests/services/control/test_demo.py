@@ -83,6 +83,8 @@ class TestDemo:
         assert [float(r["snr_db"]) for r in rows] == [0.0, 10.0]
         doc = json.loads(paths["json"].read_text())
         assert doc["config"]["images"] == 5 and len(doc["runs"]) == 2
+        assert doc["command"].startswith("rkdsc") and doc["git_commit"]
+        assert doc["machine"]["logical_cpus"] >= 1
         assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         table = format_table(result.rows).splitlines()
         assert table[0].split() == [
