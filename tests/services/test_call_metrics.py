@@ -196,7 +196,7 @@ def test_the_channel_takes_new_settings_with_its_link_streams_at_the_limit(
     refused with RESOURCE_EXHAUSTED."""
     serve_fake = request.getfixturevalue("grpc_server")  # conftest's, not services._grpc's
     limit = 2
-    frames = [symbol_frames(tiny_link, 1, length=8, link_id=f"link-{i}")[0] for i in range(3)]
+    frames = [symbol_frames(tiny_link, 1, length=8, link_id=f"link-{i}")[0] for i in range(2)]
     new = ChannelParams(model="rayleigh", snr_db=-5.0).to_proto(0)
 
     async def main() -> Any:
@@ -205,6 +205,13 @@ def test_the_channel_takes_new_settings_with_its_link_streams_at_the_limit(
         async def one_frame_then_wait(i: int) -> AsyncIterator[frame_pb2.SymbolFrame]:
             yield frames[i].message
             await done.wait()
+
+        async def nothing_until_done() -> AsyncIterator[frame_pb2.SymbolFrame]:
+            # The refused stream sends nothing: a frame written while the server aborts the
+            # call races the abort (the client then sees INTERNAL, not the server's status).
+            await done.wait()
+            return
+            yield  # an async generator
 
         async with (
             serve_fake(register_receiver(FakeReceiver())) as port,
@@ -216,7 +223,7 @@ def test_the_channel_takes_new_settings_with_its_link_streams_at_the_limit(
                 assert (await call.read()).fate == frame_pb2.FRAME_FATE_PREDICTED
             reply = await stub.SetSettings(new, timeout=_TIMEOUT_S)
             got = await stub.GetSettings(services_pb2.GetChannelRequest(), timeout=_TIMEOUT_S)
-            extra = stub.Transmit(one_frame_then_wait(2), timeout=_TIMEOUT_S)
+            extra = stub.Transmit(nothing_until_done(), timeout=_TIMEOUT_S)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await extra.read()
             done.set()
