@@ -171,19 +171,16 @@ def test_a_teacher_that_is_no_checkpoint_is_refused_before_anything_starts(
 
 
 def test_a_failed_stage_stops_its_slower_siblings_at_once(tmp_path: Path) -> None:
-    # FastNet fails at once; ResNet-18 would take 10 s: it must not be waited for.
-    start = time.monotonic()
+    # FastNet fails at once; ResNet-18 would take 10 s: it is stopped, not waited for (a
+    # waited-for stage logs its end).
     result, events = _run(tmp_path, fail="teacher-fastnet ", slow="resnet18-cifar", delay=1.0)
     assert result.returncode != 0
-    assert time.monotonic() - start < 8
     assert not _ended(events, "--model", "resnet18-cifar")
     assert "FAILED teacher-fastnet " in (tmp_path / "runs" / "stages.log").read_text() + " "
 
 
 def test_a_failed_ce_lane_stops_the_teachers(tmp_path: Path) -> None:
-    start = time.monotonic()
     result, events = _run(tmp_path, fail="train link", slow="resnet18-cifar", delay=1.0)
     assert result.returncode != 0
-    assert time.monotonic() - start < 8
     assert not _ended(events, "--model", "resnet18-cifar")
     assert "FAILED ce-only" in (tmp_path / "runs" / "stages.log").read_text()
