@@ -50,8 +50,13 @@ def tree_files(root: Path) -> list[str] | None:
     return files
 
 
+def _parts(name: str) -> list[str]:
+    """The folders and file of member ``name``, without empty or ``.`` parts."""
+    return [p for p in name.split("/") if p and p != "."]
+
+
 def _split_and_class(name: str) -> tuple[str, str] | None:
-    parts = [p for p in name.split("/") if p and p != "."]
+    parts = _parts(name)
     if len(parts) < 3 or parts[-3] not in SPLITS:
         return None
     if parts[-1].startswith(".") or parts[-2].startswith("."):  # as the folder tree skips them
@@ -115,7 +120,7 @@ class _Collector:
             DataSourceError: an image under another prefix than the first one's (two
                 dataset trees in one source would be merged), or the same name twice.
         """
-        parts = [p for p in name.split("/") if p and p != "."]
+        parts = _parts(name)
         prefix, key = "/".join(parts[:-3]), "/".join(parts)
         if self.prefix is None:
             self.prefix = prefix

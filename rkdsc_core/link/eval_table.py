@@ -129,13 +129,11 @@ class EvalTable:
         L at the lowest SNR, never a short one read off a better channel.
         """
         lengths = self.lengths(model)
-        if snr_db < self.snr_db[0]:
-            accs = [self.lookup(model, n, self.snr_db[0]) for n in lengths]
-            return lengths[int(np.argmax(accs))]
-        for n in lengths:
+        below = snr_db < self.snr_db[0]  # nothing measured there: no L qualifies
+        for n in [] if below else lengths:
             if self.lower_bound(model, n, snr_db, confidence) >= target:
                 return n
-        accs = [self.lookup(model, n, snr_db) for n in lengths]
+        accs = [self.lookup(model, n, snr_db) for n in lengths]  # clamped to the lowest SNR
         return lengths[int(np.argmax(accs))]
 
     def to_json(self) -> dict[str, Any]:

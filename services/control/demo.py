@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rkdsc_core.checkpoint import git_commit, machine_info
+from rkdsc_core.cli._common import command_line
 from services.control.client import ControlClient, ControlError
 
 __all__ = ["DemoConfig", "DemoResult", "DemoRow", "format_table", "run_demo", "write_outputs"]
@@ -170,7 +169,7 @@ def run_demo(
             )
         )
     result.provenance = {
-        "command": shlex.join(["rkdsc", *sys.argv[1:]]),
+        "command": command_line(),
         "git_commit": git_commit(),
         "machine": machine_info(),  # its load average says whether other work shared it
     }

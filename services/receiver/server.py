@@ -140,9 +140,11 @@ class FrameDecoder:
             result.fate = frame_pb2.FRAME_FATE_LOST
             return result
         p = self.pipeline.num_pilots
-        if self.knowledge is ChannelKnowledge.PILOT and not self._warned_varying_gains:
+        pilot = self.knowledge is ChannelKnowledge.PILOT
+        pilots_in = int(out.received[0, :p].sum())  # pilots that arrived (not erased)
+        if pilot and not self._warned_varying_gains:
             self._warn_if_gains_vary(out.h[0, : p + cf.frame.num_symbols])
-        if self.knowledge is ChannelKnowledge.PILOT and not bool(out.received[0, :p].any()):
+        if pilot and pilots_in == 0:
             result.fate = frame_pb2.FRAME_FATE_ERROR
             result.error = (
                 "DATA_LOSS: every pilot symbol was erased; the channel cannot be estimated"
@@ -159,8 +161,7 @@ class FrameDecoder:
         pred.probabilities.extend(probs.tolist())
         # Under 2 pilots (the rest erased) there is no noise estimate, only a placeholder:
         # NaN, so that no one (the adaptive policy, the metrics) averages it in.
-        few = self.knowledge is ChannelKnowledge.PILOT and int(out.received[0, :p].sum()) < 2
-        pred.estimated_snr_db = math.nan if few else float(csi.snr_db[0])
+        pred.estimated_snr_db = math.nan if pilot and pilots_in < 2 else float(csi.snr_db[0])
         pred.channel_snr_db = cf.channel.snr_db
         pred.channel_knowledge = self.knowledge.value
         if cf.frame.HasField("label"):

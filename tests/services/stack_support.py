@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,4 +67,20 @@ def unstarted_stack(run_dir: Path, tls: CertSet | None = None) -> Stack:
         token_file=None,
         grace_seconds=1.0,
         tls=tls,
+    )
+
+
+def run_service_module(
+    module: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m services.<module>`` with this environment less every ``RKDSC_*`` variable,
+    plus ``env``: a service expected to exit at once (bad settings or weights)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RKDSC_")}
+    return subprocess.run(
+        [sys.executable, "-m", f"services.{module}"],
+        env=clean | dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rkdsc_core.checkpoint import checkpoint_paths
+
+from .stack_support import run_service_module
 
 _PREFIX = {"receiver": "RKDSC_RECEIVER_", "transmitter": "RKDSC_TRANSMITTER_"}
 
@@ -22,25 +22,14 @@ def _truncate(path: Path) -> None:
 
 def _start(service: str, weights: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
     prefix = _PREFIX[service]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RKDSC_")}
-    env.update(
-        {
-            f"{prefix}HOST": "127.0.0.1",
-            f"{prefix}PORT": "0",
-            f"{prefix}METRICS_PORT": "0",
-            f"{prefix}WEIGHTS_DIR": str(weights),
-            "OMP_NUM_THREADS": "1",
-        }
-        | env_extra
-    )
-    return subprocess.run(
-        [sys.executable, "-m", f"services.{service}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {
+        f"{prefix}HOST": "127.0.0.1",
+        f"{prefix}PORT": "0",
+        f"{prefix}METRICS_PORT": "0",
+        f"{prefix}WEIGHTS_DIR": str(weights),
+        "OMP_NUM_THREADS": "1",
+    }
+    return run_service_module(service, env | env_extra)
 
 
 class TestTamperedWeightsAtStartup:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ..stack_support import run_service_module
 
 
 def _free_port() -> int:
@@ -64,16 +65,8 @@ def test_serve_control_answers_and_exits_0_on_sigterm() -> None:
 def _start(**settings: str) -> subprocess.CompletedProcess[str]:
     """``python -m services.control`` with only these ``RKDSC_CONTROL_*`` settings; it is
     expected to exit at once."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RKDSC_")}
-    env.update({f"RKDSC_CONTROL_{k.upper()}": v for k, v in settings.items()})
-    return subprocess.run(
-        [sys.executable, "-m", "services.control"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {f"RKDSC_CONTROL_{k.upper()}": v for k, v in settings.items()}
+    return run_service_module("control", env, timeout=60)
 
 
 class TestBadSettingsAtStartup:
